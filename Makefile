@@ -1,0 +1,73 @@
+# bitgpu — build, test and run. `make test` is what CI runs (.ci/run); `make run` shows bitgpu work.
+#
+# GPU tests run twice, once on each software Vulkan driver, with the Khronos validation layer on:
+#   lavapipe    (Mesa, Debian mesa-vulkan-drivers): subgroup 8; int8, fp16, 8-bit storage, dot product
+#   SwiftShader (from Debian's chromium-common, unpacked into .cache/): subgroup 4; no int8/fp16/8-bit storage
+# so every kernel's fast path and its 32-bit fallback run on every CI run.
+
+SHELL := /bin/bash
+GO ?= go
+CACHE := $(CURDIR)/.cache
+LAVAPIPE_ICD := /usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+SWIFTSHADER_DIR := $(CACHE)/swiftshader
+SWIFTSHADER_ICD := $(SWIFTSHADER_DIR)/usr/lib/chromium/vk_swiftshader_icd.json
+APT_PACKAGES := mesa-vulkan-drivers vulkan-validationlayers libvulkan1 libvulkan-dev glslc spirv-tools gcc
+GPU_PKGS := ./gpu/... ./runtime/... ./cmd/...
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_FLAGS ?= -timeout 40m
+
+.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run clean
+
+all: build
+
+build:
+	$(GO) build -o bin/bitgpu ./cmd/bitgpu
+
+## deps: install what a fresh Debian 12 machine lacks (only what is missing), SwiftShader, Go modules.
+deps: $(SWIFTSHADER_ICD)
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+# SwiftShader ships inside chromium-common; take the package and unpack it, no install needed.
+$(SWIFTSHADER_ICD):
+	@mkdir -p $(SWIFTSHADER_DIR)/deb
+	@command -v apt-get >/dev/null || { echo "apt-get is needed to fetch SwiftShader (chromium-common)"; exit 1; }
+	cd $(SWIFTSHADER_DIR)/deb && (apt-get download chromium-common 2>/dev/null || ($(SUDO) apt-get update -qq && apt-get download chromium-common))
+	dpkg -x $(SWIFTSHADER_DIR)/deb/chromium-common_*.deb $(SWIFTSHADER_DIR)
+	rm -rf $(SWIFTSHADER_DIR)/deb
+	@test -f $(SWIFTSHADER_ICD) || { echo "chromium-common has no vk_swiftshader_icd.json"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+## test: deps, vet, gofmt, all tests on lavapipe, then the GPU tests again on SwiftShader.
+test: deps vet fmt-check test-lavapipe test-swiftshader
+
+test-lavapipe:
+	VK_ICD_FILENAMES=$(LAVAPIPE_ICD) VK_DRIVER_FILES=$(LAVAPIPE_ICD) BITGPU_REQUIRE_GPU=1 BITGPU_VALIDATE=1 \
+		$(GO) test $(TEST_FLAGS) ./...
+
+test-swiftshader: $(SWIFTSHADER_ICD)
+	VK_ICD_FILENAMES=$(SWIFTSHADER_ICD) VK_DRIVER_FILES=$(SWIFTSHADER_ICD) BITGPU_REQUIRE_GPU=1 BITGPU_VALIDATE=1 \
+		$(GO) test $(TEST_FLAGS) $(GPU_PKGS)
+
+## shaders: recompile every GLSL variant to SPIR-V (glslc, target vulkan1.1) and validate it.
+shaders:
+	$(GO) run ./scripts/shaderc
+
+## run: show bitgpu working on this machine.
+run: deps
+	$(GO) run ./cmd/bitgpu devices
+
+clean:
+	rm -rf bin $(CACHE)

@@ -1,0 +1,429 @@
+package cpuref
+
+import (
+	"fmt"
+
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// Backend runs the BitNet b1.58 forward pass of one model on the CPU over an f16 KV cache. It
+// satisfies bitgpu's runtime.Backend interface (Config, Prefill, Decode, Pos, Reset, Close). It
+// reads the model's tensors in place (no copies of the weights) and is not safe for concurrent
+// use.
+type Backend struct {
+	cfg    model.Config
+	ctx    int // KV cache capacity in tokens
+	embd   *model.Tensor
+	out    *model.Tensor // output projection: output.weight, or token_embd when tied
+	norm   []float32     // output_norm, [Dim]
+	layers []layer
+	kCache [][]uint16 // per layer, f16 bits [ctx][KVHeads*HeadDim]
+	vCache [][]uint16
+	pos    int
+	closed bool
+}
+
+// layer holds one transformer block's weights.
+type layer struct {
+	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
+	q, k, v, o, gate, up, down                 bitLinear
+}
+
+// bitLinear is one ternary projection and its optional extra output scale (a separate
+// `*.scale` tensor, as upstream llama.cpp's `bitnet` architecture stores it; 1 when absent).
+type bitLinear struct {
+	w     *model.TernaryMatrix
+	scale float32
+	extra bool
+}
+
+// New checks m's hyper-parameters and tensors against design.md section 2 and returns a Backend
+// with a KV cache of ctx tokens (ctx <= 0 means m.Config.ContextLength). Tensors are looked up by
+// GGUF name (token_embd.weight, output_norm.weight, blk.N.{attn_norm, attn_q, attn_k, attn_v,
+// attn_output, attn_sub_norm, ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_sub_norm}.weight, and the
+// optional output.weight and blk.N.*.scale). Projections must be I2_S, TQ1_0 or TQ2_0; norms and
+// the embedding F32, F16, BF16 (or Q8_0 for the embedding). Errors name the tensor and give the
+// expected versus found shape or type. The cache takes Layers*ctx*KVHeads*HeadDim*4 bytes.
+func New(m *model.Model, ctx int) (*Backend, error) {
+	if m == nil {
+		return nil, fmt.Errorf("cpuref: nil model")
+	}
+	cfg := m.Config
+	if ctx <= 0 {
+		ctx = cfg.ContextLength
+	}
+	if err := checkConfig(&cfg, ctx); err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, ctx: ctx}
+	get := func(name string) (*model.Tensor, error) {
+		t, ok := m.Tensors[name]
+		if !ok || t == nil {
+			return nil, fmt.Errorf("cpuref: missing tensor %s", name)
+		}
+		return t, nil
+	}
+	var err error
+	if b.embd, err = get("token_embd.weight"); err != nil {
+		return nil, err
+	}
+	if err := checkShape(b.embd, cfg.Dim, cfg.VocabSize); err != nil {
+		return nil, err
+	}
+	b.out = b.embd
+	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !cfg.TiedEmbedding {
+		if err := checkShape(o, cfg.Dim, cfg.VocabSize); err != nil {
+			return nil, err
+		}
+		b.out = o
+	}
+	if err := checkFloat(b.out); err != nil {
+		return nil, err
+	}
+	if b.norm, err = normWeights(m, "output_norm.weight", cfg.Dim); err != nil {
+		return nil, err
+	}
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	b.layers = make([]layer, cfg.Layers)
+	for i := range b.layers {
+		l := &b.layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		norms := []struct {
+			dst  *[]float32
+			name string
+			n    int
+		}{
+			{&l.attnNorm, "attn_norm", cfg.Dim}, {&l.attnSubNorm, "attn_sub_norm", qDim},
+			{&l.ffnNorm, "ffn_norm", cfg.Dim}, {&l.ffnSubNorm, "ffn_sub_norm", cfg.FFNDim},
+		}
+		for _, n := range norms {
+			if *n.dst, err = normWeights(m, p+n.name+".weight", n.n); err != nil {
+				return nil, err
+			}
+		}
+		projs := []struct {
+			dst        *bitLinear
+			name       string
+			cols, rows int
+		}{
+			{&l.q, "attn_q", cfg.Dim, qDim}, {&l.k, "attn_k", cfg.Dim, kvDim}, {&l.v, "attn_v", cfg.Dim, kvDim},
+			{&l.o, "attn_output", qDim, cfg.Dim}, {&l.gate, "ffn_gate", cfg.Dim, cfg.FFNDim},
+			{&l.up, "ffn_up", cfg.Dim, cfg.FFNDim}, {&l.down, "ffn_down", cfg.FFNDim, cfg.Dim},
+		}
+		for _, pr := range projs {
+			if *pr.dst, err = loadBitLinear(m, p+pr.name, pr.cols, pr.rows); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b.kCache = make([][]uint16, cfg.Layers)
+	b.vCache = make([][]uint16, cfg.Layers)
+	for i := range b.kCache {
+		b.kCache[i] = make([]uint16, ctx*kvDim)
+		b.vCache[i] = make([]uint16, ctx*kvDim)
+	}
+	return b, nil
+}
+
+// checkConfig validates the hyper-parameters the forward pass relies on and fills defaults
+// (RMSEps 1e-5, RoPEDim = HeadDim when 0).
+func checkConfig(c *model.Config, ctx int) error {
+	switch {
+	case c.VocabSize <= 0 || c.Dim <= 0 || c.Layers <= 0 || c.FFNDim <= 0:
+		return fmt.Errorf("cpuref: config needs positive VocabSize, Dim, Layers, FFNDim; found %d, %d, %d, %d", c.VocabSize, c.Dim, c.Layers, c.FFNDim)
+	case c.Heads <= 0 || c.KVHeads <= 0 || c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("cpuref: config: Heads %d must be a positive multiple of KVHeads %d", c.Heads, c.KVHeads)
+	case c.HeadDim <= 0:
+		return fmt.Errorf("cpuref: config: HeadDim %d must be positive", c.HeadDim)
+	case ctx <= 0:
+		return fmt.Errorf("cpuref: context length %d must be positive", ctx)
+	case c.Act != model.ActReLU2 && c.Act != model.ActSiLU:
+		return fmt.Errorf("cpuref: config: gate activation %q, want %q or %q", c.Act, model.ActReLU2, model.ActSiLU)
+	case c.RoPEMode != model.RoPENeox && c.RoPEMode != model.RoPENorm:
+		return fmt.Errorf("cpuref: config: unknown RoPE mode %d", c.RoPEMode)
+	case !(c.RoPEBase > 0):
+		return fmt.Errorf("cpuref: config: RoPE base %v must be positive", c.RoPEBase)
+	}
+	if c.RoPEDim == 0 {
+		c.RoPEDim = c.HeadDim
+	}
+	if c.RoPEDim < 0 || c.RoPEDim%2 != 0 || c.RoPEDim > c.HeadDim {
+		return fmt.Errorf("cpuref: config: RoPEDim %d must be even and at most HeadDim %d", c.RoPEDim, c.HeadDim)
+	}
+	if c.RMSEps == 0 {
+		c.RMSEps = 1e-5
+	}
+	return nil
+}
+
+// checkShape reports whether t has GGUF shape [cols, rows].
+func checkShape(t *model.Tensor, cols, rows int) error {
+	if len(t.Shape) != 2 || t.Shape[0] != uint64(cols) || t.Shape[1] != uint64(rows) {
+		return fmt.Errorf("cpuref: tensor %s: want shape [%d, %d], found %v", t.Name, cols, rows, t.Shape)
+	}
+	return nil
+}
+
+// checkFloat reports whether a float matrix can be read row by row (type and byte count).
+func checkFloat(t *model.Tensor) error {
+	switch t.Type {
+	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0:
+	default:
+		return fmt.Errorf("cpuref: tensor %s: want type F32, F16, BF16 or Q8_0, found type %d", t.Name, uint32(t.Type))
+	}
+	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
+	if err != nil {
+		return fmt.Errorf("cpuref: tensor %s: %w", t.Name, err)
+	}
+	if need := rowBytes * int(t.Shape[1]); len(t.Data) < need {
+		return fmt.Errorf("cpuref: tensor %s: shape %v needs %d bytes, found %d", t.Name, t.Shape, need, len(t.Data))
+	}
+	return nil
+}
+
+// normWeights decodes the 1-D norm weight vector name (length n).
+func normWeights(m *model.Model, name string, n int) ([]float32, error) {
+	t, ok := m.Tensors[name]
+	if !ok || t == nil {
+		return nil, fmt.Errorf("cpuref: missing tensor %s", name)
+	}
+	if len(t.Shape) != 1 || t.Shape[0] != uint64(n) {
+		return nil, fmt.Errorf("cpuref: tensor %s: want shape [%d], found %v", name, n, t.Shape)
+	}
+	if t.Type != model.TypeF32 && t.Type != model.TypeF16 && t.Type != model.TypeBF16 {
+		return nil, fmt.Errorf("cpuref: tensor %s: want type F32, F16 or BF16, found type %d", name, uint32(t.Type))
+	}
+	w := make([]float32, n)
+	if err := model.FloatRow(t, 0, w); err != nil {
+		return nil, fmt.Errorf("cpuref: %w", err)
+	}
+	return w, nil
+}
+
+// loadBitLinear opens the ternary projection base+".weight" (GGUF shape [cols, rows]) and its
+// optional one-element F32 base+".scale".
+func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, error) {
+	name := base + ".weight"
+	t, ok := m.Tensors[name]
+	if !ok || t == nil {
+		return bitLinear{}, fmt.Errorf("cpuref: missing tensor %s", name)
+	}
+	if err := checkShape(t, cols, rows); err != nil {
+		return bitLinear{}, err
+	}
+	w, err := model.NewTernaryMatrix(t)
+	if err != nil {
+		return bitLinear{}, fmt.Errorf("cpuref: %w", err)
+	}
+	bl := bitLinear{w: w, scale: 1}
+	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
+		if st.Type != model.TypeF32 || st.Elements() != 1 {
+			return bitLinear{}, fmt.Errorf("cpuref: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
+		}
+		v := make([]float32, 1)
+		if err := model.DecodeF32Row(st.Data, v); err != nil {
+			return bitLinear{}, fmt.Errorf("cpuref: tensor %s: %w", st.Name, err)
+		}
+		bl.scale, bl.extra = v[0], true
+	}
+	return bl, nil
+}
+
+// Config returns the model hyper-parameters (with defaults filled: RMSEps, RoPEDim).
+func (b *Backend) Config() model.Config { return b.cfg }
+
+// Pos is the number of tokens in the KV cache.
+func (b *Backend) Pos() int { return b.pos }
+
+// Reset empties the KV cache (Pos() becomes 0). Stale cache rows are never read: attention only
+// reads positions below the current one.
+func (b *Backend) Reset() { b.pos = 0 }
+
+// Close releases the KV cache; the Backend must not be used after. The model stays open (its
+// owner closes it).
+func (b *Backend) Close() error {
+	b.kCache, b.vCache, b.layers, b.closed = nil, nil, nil, true
+	return nil
+}
+
+// Decode appends token at Pos() and returns its VocabSize logits. Errors as Prefill.
+func (b *Backend) Decode(token int) ([]float32, error) {
+	return b.Prefill([]int{token}, false)
+}
+
+// Prefill appends tokens at positions Pos()..Pos()+len(tokens)-1 and returns logits: with
+// allLogits len(tokens)*VocabSize values (row t is token t's), otherwise the last token's
+// VocabSize values. Every token goes through exactly the arithmetic Decode would give it, so
+// prefilling a prompt and decoding it token by token yield bit-identical logits. It returns an
+// error, leaving the cache untouched, for no tokens, a token outside [0, VocabSize), a cache that
+// would exceed the context length, or a closed Backend.
+func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
+	if b.closed {
+		return nil, fmt.Errorf("cpuref: backend is closed")
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("cpuref: no tokens to process")
+	}
+	if b.pos+len(tokens) > b.ctx {
+		return nil, fmt.Errorf("cpuref: %d tokens at position %d exceed the context length %d", len(tokens), b.pos, b.ctx)
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= b.cfg.VocabSize {
+			return nil, fmt.Errorf("cpuref: token %d (index %d) outside the vocabulary [0, %d)", t, i, b.cfg.VocabSize)
+		}
+	}
+	logits, err := b.forward(tokens, allLogits)
+	if err != nil {
+		return nil, err
+	}
+	b.pos += len(tokens)
+	return logits, nil
+}
+
+// forward runs the layers of design.md section 2 over n tokens starting at b.pos:
+//
+//	a = attn_norm(x);  h = x + o_proj(attn_sub_norm(Attention(RoPE(q_proj(a)), RoPE(k_proj(a)), v_proj(a))))
+//	f = ffn_norm(h);   x = h + down_proj(ffn_sub_norm(act(gate_proj(f)) * up_proj(f)))
+//	logits = output_norm(x_L) · E^T
+//
+// where every *_proj is a BitLinear: QuantizeActivations per token, then TernaryMatMul.
+func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
+	c := &b.cfg
+	n := len(tokens)
+	dim, qDim, kvDim, ffn := c.Dim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.FFNDim
+	x := make([]float32, n*dim)
+	for t, tok := range tokens {
+		if err := Embedding(x[t*dim:(t+1)*dim], b.embd, tok); err != nil {
+			return nil, err
+		}
+	}
+	var (
+		normed = make([]float32, n*max(dim, qDim, ffn))
+		q      = make([]float32, n*qDim)
+		k      = make([]float32, n*kvDim)
+		v      = make([]float32, n*kvDim)
+		att    = make([]float32, n*qDim)
+		proj   = make([]float32, n*dim)
+		gate   = make([]float32, n*ffn)
+		up     = make([]float32, n*ffn)
+		qa     = make([]int8, n*max(dim, qDim, ffn))
+		sa     = make([]float32, n)
+	)
+	for li := range b.layers {
+		l := &b.layers[li]
+		// Attention block.
+		if err := b.normQuant(normed, qa, sa, x, l.attnNorm, n, dim); err != nil {
+			return nil, err
+		}
+		for _, p := range []struct {
+			w   bitLinear
+			dst []float32
+		}{{l.q, q}, {l.k, k}, {l.v, v}} {
+			if err := p.w.apply(p.dst, qa[:n*dim], sa); err != nil {
+				return nil, err
+			}
+		}
+		for t := range n {
+			pos := b.pos + t
+			if err := RoPE(q[t*qDim:(t+1)*qDim], c.Heads, c.HeadDim, c.RoPEDim, pos, c.RoPEBase, c.RoPEMode); err != nil {
+				return nil, err
+			}
+			if err := RoPE(k[t*kvDim:(t+1)*kvDim], c.KVHeads, c.HeadDim, c.RoPEDim, pos, c.RoPEBase, c.RoPEMode); err != nil {
+				return nil, err
+			}
+			if err := StoreKV(b.kCache[li], pos, k[t*kvDim:(t+1)*kvDim]); err != nil {
+				return nil, err
+			}
+			if err := StoreKV(b.vCache[li], pos, v[t*kvDim:(t+1)*kvDim]); err != nil {
+				return nil, err
+			}
+		}
+		for t := range n {
+			if err := Attention(att[t*qDim:(t+1)*qDim], q[t*qDim:(t+1)*qDim], b.kCache[li], b.vCache[li], b.pos+t, c.Heads, c.KVHeads, c.HeadDim); err != nil {
+				return nil, err
+			}
+		}
+		if err := b.normQuant(normed, qa, sa, att, l.attnSubNorm, n, qDim); err != nil {
+			return nil, err
+		}
+		if err := l.o.apply(proj, qa[:n*qDim], sa); err != nil {
+			return nil, err
+		}
+		if err := Add(x, x, proj); err != nil {
+			return nil, err
+		}
+		// Feed-forward block.
+		if err := b.normQuant(normed, qa, sa, x, l.ffnNorm, n, dim); err != nil {
+			return nil, err
+		}
+		if err := l.gate.apply(gate, qa[:n*dim], sa); err != nil {
+			return nil, err
+		}
+		if err := l.up.apply(up, qa[:n*dim], sa); err != nil {
+			return nil, err
+		}
+		glu := ReLU2GLU
+		if c.Act == model.ActSiLU {
+			glu = SiLUGLU
+		}
+		if err := glu(gate, gate, up); err != nil {
+			return nil, err
+		}
+		if err := b.normQuant(normed, qa, sa, gate, l.ffnSubNorm, n, ffn); err != nil {
+			return nil, err
+		}
+		if err := l.down.apply(proj, qa[:n*ffn], sa); err != nil {
+			return nil, err
+		}
+		if err := Add(x, x, proj); err != nil {
+			return nil, err
+		}
+	}
+	first := n - 1
+	if allLogits {
+		first = 0
+	}
+	vocab := c.VocabSize
+	logits := make([]float32, (n-first)*vocab)
+	for t := first; t < n; t++ {
+		xn := normed[:dim]
+		if err := RMSNorm(xn, x[t*dim:(t+1)*dim], b.norm, c.RMSEps); err != nil {
+			return nil, err
+		}
+		if err := Logits(logits[(t-first)*vocab:(t-first+1)*vocab], xn, b.out); err != nil {
+			return nil, err
+		}
+	}
+	return logits, nil
+}
+
+// normQuant applies RMSNorm with weights w to each of n tokens of in ([n][d]), writing the normed
+// rows to normed and their int8 quantization to qa ([n][d]) with scales sa[t].
+func (b *Backend) normQuant(normed []float32, qa []int8, sa, in, w []float32, n, d int) error {
+	for t := range n {
+		row := normed[t*d : (t+1)*d]
+		if err := RMSNorm(row, in[t*d:(t+1)*d], w, b.cfg.RMSEps); err != nil {
+			return err
+		}
+		s, err := QuantizeActivations(qa[t*d:(t+1)*d], row)
+		if err != nil {
+			return err
+		}
+		sa[t] = s
+	}
+	return nil
+}
+
+// apply runs the BitLinear on quantized activations q ([n][cols], scales s) into dst
+// ([n][rows]), then multiplies by the extra output scale when the model has one.
+func (bl bitLinear) apply(dst []float32, q []int8, s []float32) error {
+	if err := TernaryMatMul(dst, bl.w, q, s); err != nil {
+		return err
+	}
+	if bl.extra {
+		for i := range dst {
+			dst[i] *= bl.scale
+		}
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package cpuref
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// TernaryMatVec computes one token's BitLinear product from int8 activations q (length w.Cols,
+// from QuantizeActivations with scale s) and the ternary matrix w (w.Rows outputs, w.Cols inputs,
+// straight from its I2_S, TQ1_0 or TQ2_0 encoding) into dst (length w.Rows):
+//
+//	acc_ig = Σ_{j in group g} t_ij * q_j                (exact int32)
+//	dst_i  = (Σ_g float32(acc_ig) * w_ig) / s           (f32, groups in order)
+//
+// where w_ig is the weight scale of row i's group g: one per-tensor scale for I2_S, one f16 scale
+// per 256-column block for TQ1_0/TQ2_0 (model.TernaryMatrix.GroupSize). For I2_S this is
+// dst_i = float32(acc_i) * w / s. Source: "The Era of 1-bit LLMs" eq. 1-5 and design.md section 2.
+// It is TernaryMatMul with one token.
+func TernaryMatVec(dst []float32, w *model.TernaryMatrix, q []int8, s float32) error {
+	return TernaryMatMul(dst, w, q, []float32{s})
+}
+
+// TernaryMatMul is TernaryMatVec for n = len(s) tokens at once: q is [n][w.Cols] int8
+// activations, s[t] token t's activation scale, and dst [n][w.Rows]. Output rows are split across
+// GOMAXPROCS goroutines; each row is decoded once and computed by one goroutine in a fixed order,
+// so the result does not depend on the number of goroutines and equals n TernaryMatVec calls bit
+// for bit. It returns an error (naming the tensor) when a length does not match the matrix.
+func TernaryMatMul(dst []float32, w *model.TernaryMatrix, q []int8, s []float32) error {
+	if w == nil {
+		return fmt.Errorf("cpuref: TernaryMatMul: nil matrix")
+	}
+	n := len(s)
+	if n == 0 || len(q) != n*w.Cols || len(dst) != n*w.Rows {
+		return fmt.Errorf("cpuref: TernaryMatMul: %s is [%d rows, %d cols]; for %d tokens want q %d and dst %d elements, got %d and %d",
+			w.Name, w.Rows, w.Cols, n, n*w.Cols, n*w.Rows, len(q), len(dst))
+	}
+	gs, groups := w.GroupSize(), w.Groups()
+	return parallelRows(w.Rows, func(lo, hi int) error {
+		trits := make([]int8, w.Cols)
+		scales := make([]float32, groups)
+		for r := lo; r < hi; r++ {
+			if err := w.Row(r, trits, scales); err != nil {
+				return err
+			}
+			for t := range n {
+				qt := q[t*w.Cols : (t+1)*w.Cols]
+				var y float32
+				for g := range groups {
+					acc := dotTrits(trits[g*gs:(g+1)*gs], qt[g*gs:(g+1)*gs])
+					y += float32(acc) * scales[g]
+				}
+				dst[t*w.Rows+r] = y / s[t]
+			}
+		}
+		return nil
+	})
+}
+
+// dotTrits returns Σ t[j]*q[j] exactly (|sum| <= 128*len, far inside int32 for any real width).
+func dotTrits(t, q []int8) int32 {
+	q = q[:len(t)]
+	var acc int32
+	for j, tv := range t {
+		acc += int32(tv) * int32(q[j])
+	}
+	return acc
+}
+
+// Logits computes the output projection for one token: dst[v] = Σ_j x[j] * E[v][j] for every
+// row v of e (GGUF shape [dim, vocab]; the tied token_embd table in F16 for BitNet b1.58 2B4T, or
+// F32, BF16, Q8_0), with x the output-normed hidden state (length dim) and dst length vocab. The
+// dot product runs in f32 in index order over the exactly dequantized row. Rows are split across
+// GOMAXPROCS goroutines, one row per goroutine in a fixed order. Source: design.md section 2
+// (logits = output_norm(x_L) · E^T). It returns an error naming the tensor for a shape, length or
+// type mismatch.
+func Logits(dst, x []float32, e *model.Tensor) error {
+	if e == nil {
+		return fmt.Errorf("cpuref: Logits: nil tensor")
+	}
+	if len(e.Shape) != 2 || e.Shape[0] != uint64(len(x)) || e.Shape[1] != uint64(len(dst)) {
+		return fmt.Errorf("cpuref: Logits: tensor %s has shape %v, want [%d, %d] for x of %d and dst of %d elements",
+			e.Name, e.Shape, len(x), len(dst), len(x), len(dst))
+	}
+	dim := len(x)
+	if e.Type == model.TypeF16 {
+		if len(e.Data) < 2*dim*len(dst) {
+			return fmt.Errorf("cpuref: Logits: tensor %s: shape %v needs %d bytes, found %d", e.Name, e.Shape, 2*dim*len(dst), len(e.Data))
+		}
+		return parallelRows(len(dst), func(lo, hi int) error {
+			for v := lo; v < hi; v++ {
+				row := e.Data[2*v*dim : 2*(v+1)*dim]
+				var acc float32
+				for j, xv := range x {
+					acc += xv * f16[binary.LittleEndian.Uint16(row[2*j:])]
+				}
+				dst[v] = acc
+			}
+			return nil
+		})
+	}
+	return parallelRows(len(dst), func(lo, hi int) error {
+		row := make([]float32, dim)
+		for v := lo; v < hi; v++ {
+			if err := model.FloatRow(e, v, row); err != nil {
+				return err
+			}
+			var acc float32
+			for j, xv := range x {
+				acc += xv * row[j]
+			}
+			dst[v] = acc
+		}
+		return nil
+	})
+}
+
+// parallelRows calls fn over contiguous ranges [lo, hi) covering 0..rows-1, one goroutine per
+// range and at most GOMAXPROCS ranges, and returns the first error.
+func parallelRows(rows int, fn func(lo, hi int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), rows)
+	if workers <= 1 {
+		return fn(0, rows)
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*rows/workers, (w+1)*rows/workers
+		wg.Go(func() { errs[w] = fn(lo, hi) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package gpu
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"unsafe"
+
+	vk "github.com/goki/vulkan"
+)
+
+// blockSize is the size of the memory blocks the allocator requests from Vulkan; buffers are
+// sub-allocated from them so a model with hundreds of tensors costs a handful of vkAllocateMemory
+// calls (drivers limit the count, maxMemoryAllocationCount, often to 4096). Larger requests get a
+// block of their own.
+const blockSize = 256 << 20
+
+// memBlock is one vkAllocateMemory allocation and its free list (sorted, coalesced spans).
+type memBlock struct {
+	mem       vk.DeviceMemory
+	size      uint64
+	typeIndex uint32
+	mapped    unsafe.Pointer // whole block mapped when its type is host-visible
+	free      []span
+}
+
+type span struct{ off, size uint64 }
+
+// allocation is a sub-range of a block.
+type allocation struct {
+	blk       *memBlock
+	off, size uint64
+}
+
+// allocator sub-allocates buffer memory from large blocks per memory type.
+type allocator struct {
+	d      *Device
+	mu     sync.Mutex
+	blocks []*memBlock
+	inUse  uint64 // bytes handed out to buffers
+	heaps  []uint64
+}
+
+func newAllocator(d *Device) *allocator {
+	return &allocator{d: d, heaps: make([]uint64, d.memProps.MemoryHeapCount)}
+}
+
+// findType picks a memory type allowed by bits that has every flag in need, preferring types that
+// also have the flags in want.
+func (a *allocator) findType(bits uint32, need, want vk.MemoryPropertyFlagBits) (uint32, bool) {
+	best, found := uint32(0), false
+	for i := uint32(0); i < a.d.memProps.MemoryTypeCount; i++ {
+		if bits&(1<<i) == 0 {
+			continue
+		}
+		f := a.d.memProps.MemoryTypes[i].PropertyFlags
+		if f&vk.MemoryPropertyFlags(need) != vk.MemoryPropertyFlags(need) {
+			continue
+		}
+		if !found || (f&vk.MemoryPropertyFlags(want) == vk.MemoryPropertyFlags(want) &&
+			a.d.memProps.MemoryTypes[best].PropertyFlags&vk.MemoryPropertyFlags(want) != vk.MemoryPropertyFlags(want)) {
+			best, found = i, true
+		}
+	}
+	return best, found
+}
+
+func alignUp(x, a uint64) uint64 {
+	if a <= 1 {
+		return x
+	}
+	return (x + a - 1) / a * a
+}
+
+// alloc returns size bytes aligned to align from a block of memory type typeIndex.
+func (a *allocator) alloc(typeIndex uint32, size, align uint64) (allocation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, b := range a.blocks {
+		if b.typeIndex != typeIndex {
+			continue
+		}
+		if al, ok := b.take(size, align); ok {
+			a.inUse += size
+			return al, nil
+		}
+	}
+	bs := uint64(blockSize)
+	if size > bs {
+		bs = alignUp(size, 1<<20)
+	}
+	heap := a.d.memProps.MemoryTypes[typeIndex].HeapIndex
+	heapSize := uint64(a.d.memProps.MemoryHeaps[heap].Size)
+	if a.heaps[heap]+bs > heapSize && a.heaps[heap]+size <= heapSize {
+		bs = alignUp(size, 1<<20)
+		if a.heaps[heap]+bs > heapSize {
+			bs = size
+		}
+	}
+	oom := func() error {
+		free := uint64(0)
+		if heapSize > a.heaps[heap] {
+			free = heapSize - a.heaps[heap]
+		}
+		return fmt.Errorf("out of device memory: cannot allocate %s (heap %d has %s free of %s, %s in use by bitgpu buffers)",
+			fmtBytes(size), heap, fmtBytes(free), fmtBytes(heapSize), fmtBytes(a.inUse))
+	}
+	if a.heaps[heap]+bs > heapSize {
+		return allocation{}, oom()
+	}
+	var mem vk.DeviceMemory
+	r := vk.AllocateMemory(a.d.dev, &vk.MemoryAllocateInfo{
+		SType:           vk.StructureTypeMemoryAllocateInfo,
+		AllocationSize:  vk.DeviceSize(bs),
+		MemoryTypeIndex: typeIndex,
+	}, nil, &mem)
+	if r == vk.ErrorOutOfDeviceMemory || r == vk.ErrorOutOfHostMemory {
+		return allocation{}, oom()
+	}
+	if err := check(r, "vkAllocateMemory"); err != nil {
+		return allocation{}, err
+	}
+	b := &memBlock{mem: mem, size: bs, typeIndex: typeIndex, free: []span{{0, bs}}}
+	if a.d.memProps.MemoryTypes[typeIndex].PropertyFlags&vk.MemoryPropertyFlags(vk.MemoryPropertyHostVisibleBit) != 0 {
+		var p unsafe.Pointer
+		if err := check(vk.MapMemory(a.d.dev, mem, 0, vk.DeviceSize(bs), 0, &p), "vkMapMemory"); err != nil {
+			vk.FreeMemory(a.d.dev, mem, nil)
+			return allocation{}, err
+		}
+		b.mapped = p
+	}
+	a.blocks = append(a.blocks, b)
+	a.heaps[heap] += bs
+	al, _ := b.take(size, align)
+	a.inUse += size
+	return al, nil
+}
+
+// take carves size bytes aligned to align out of the first span that fits (first fit).
+func (b *memBlock) take(size, align uint64) (allocation, bool) {
+	for i, s := range b.free {
+		start := alignUp(s.off, align)
+		end := start + size
+		if end > s.off+s.size {
+			continue
+		}
+		var rest []span
+		if start > s.off {
+			rest = append(rest, span{s.off, start - s.off})
+		}
+		if end < s.off+s.size {
+			rest = append(rest, span{end, s.off + s.size - end})
+		}
+		b.free = append(b.free[:i], append(rest, b.free[i+1:]...)...)
+		return allocation{blk: b, off: start, size: size}, true
+	}
+	return allocation{}, false
+}
+
+// release returns an allocation to its block's free list, coalescing neighbours.
+func (a *allocator) release(al allocation) {
+	if al.blk == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := al.blk
+	b.free = append(b.free, span{al.off, al.size})
+	sort.Slice(b.free, func(i, j int) bool { return b.free[i].off < b.free[j].off })
+	merged := b.free[:1]
+	for _, s := range b.free[1:] {
+		last := &merged[len(merged)-1]
+		if last.off+last.size == s.off {
+			last.size += s.size
+		} else {
+			merged = append(merged, s)
+		}
+	}
+	b.free = merged
+	a.inUse -= al.size
+}
+
+func (a *allocator) destroy() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, b := range a.blocks {
+		if b.mapped != nil {
+			vk.UnmapMemory(a.d.dev, b.mem)
+		}
+		vk.FreeMemory(a.d.dev, b.mem, nil)
+	}
+	a.blocks = nil
+}
+
+// MemoryInUse reports the bytes currently held by live buffers, and the bytes reserved from
+// Vulkan in blocks (in-use plus free space inside the blocks).
+func (d *Device) MemoryInUse() (inUse, reserved uint64) {
+	d.alloc.mu.Lock()
+	defer d.alloc.mu.Unlock()
+	for _, h := range d.alloc.heaps {
+		reserved += h
+	}
+	return d.alloc.inUse, reserved
+}
+
+// fmtBytes formats n bytes with a binary unit (KiB, MiB, GiB).
+func fmtBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,351 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	vk "github.com/goki/vulkan"
+)
+
+// Sequence is a recorded command buffer: dispatches with the barriers their bindings need, and
+// timestamps. Recording ends at the first Submit; every later Submit replays the same commands.
+// Values that change between replays (the decode position, the sequence length) travel in the
+// sequence's step block — StepSlots uint32 values in host-coherent memory bound to every dispatch
+// at set 1, binding 0 — set with SetStep before Submit. Push constants are recorded with the
+// commands and stay fixed. (Vulkan records push-constant values into the command buffer, so the
+// per-token values live in this step block instead; the command buffer is never re-recorded.)
+//
+// A Sequence is not safe for concurrent use.
+type Sequence struct {
+	d        *Device
+	cb       vk.CommandBuffer
+	pools    []vk.DescriptorPool
+	poolLeft uint32
+	step     *Buffer
+	stepSet  vk.DescriptorSet
+	fence    vk.Fence
+	recorded bool // recording ended; Submit replays
+	count    int  // dispatches recorded
+
+	// Hazard tracking since the last barrier: ranges written and read by recorded dispatches.
+	written []Range
+	read    []Range
+	timers  map[*Timer]bool
+}
+
+// setsPerPool is how many descriptor sets each descriptor pool of a Sequence holds.
+const setsPerPool = 256
+
+// maxBindings bounds the storage buffers one kernel binds (pool sizing).
+const maxBindings = 16
+
+// NewSequence starts recording a new command sequence.
+func (d *Device) NewSequence() (*Sequence, error) {
+	s := &Sequence{d: d, timers: map[*Timer]bool{}}
+	if err := s.init(); err != nil {
+		s.Release()
+		return nil, err
+	}
+	d.track(s, s.Release)
+	return s, nil
+}
+
+func (s *Sequence) init() error {
+	d := s.d
+	cbs := make([]vk.CommandBuffer, 1)
+	d.mu.Lock()
+	err := check(vk.AllocateCommandBuffers(d.dev, &vk.CommandBufferAllocateInfo{
+		SType:              vk.StructureTypeCommandBufferAllocateInfo,
+		CommandPool:        d.cmdPool,
+		Level:              vk.CommandBufferLevelPrimary,
+		CommandBufferCount: 1,
+	}, cbs), "vkAllocateCommandBuffers")
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.cb = cbs[0]
+	var fence vk.Fence
+	if err := check(vk.CreateFence(d.dev, &vk.FenceCreateInfo{SType: vk.StructureTypeFenceCreateInfo}, nil, &fence), "vkCreateFence"); err != nil {
+		return err
+	}
+	s.fence = fence
+	step, err := d.NewHostBuffer(StepSlots * 4)
+	if err != nil {
+		return fmt.Errorf("step block: %w", err)
+	}
+	s.step = step
+	d.untrack(step) // owned by the sequence
+	if err := s.begin(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Sequence) begin() error {
+	if err := check(vk.BeginCommandBuffer(s.cb, &vk.CommandBufferBeginInfo{SType: vk.StructureTypeCommandBufferBeginInfo}), "vkBeginCommandBuffer"); err != nil {
+		return err
+	}
+	// Make earlier submissions' and host writes visible to this one.
+	s.memoryBarrier(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit|vk.PipelineStageHostBit,
+		vk.AccessShaderWriteBit|vk.AccessTransferWriteBit|vk.AccessHostWriteBit,
+		vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit,
+		vk.AccessShaderReadBit|vk.AccessShaderWriteBit|vk.AccessTransferReadBit|vk.AccessTransferWriteBit|vk.AccessUniformReadBit)
+	return nil
+}
+
+func (s *Sequence) memoryBarrier(src vk.PipelineStageFlagBits, srcAccess vk.AccessFlagBits, dst vk.PipelineStageFlagBits, dstAccess vk.AccessFlagBits) {
+	vk.CmdPipelineBarrier(s.cb, vk.PipelineStageFlags(src), vk.PipelineStageFlags(dst), 0, 1, []vk.MemoryBarrier{{
+		SType:         vk.StructureTypeMemoryBarrier,
+		SrcAccessMask: vk.AccessFlags(srcAccess),
+		DstAccessMask: vk.AccessFlags(dstAccess),
+	}}, 0, nil, 0, nil)
+	s.written, s.read = s.written[:0], s.read[:0]
+}
+
+// Barrier records a full compute-to-compute memory barrier: every dispatch recorded after it sees
+// the writes of every dispatch before it. Dispatch inserts the barriers its bindings need by
+// itself; Barrier is for hazards the sequence cannot see (e.g. aliasing through other buffers).
+func (s *Sequence) Barrier() {
+	s.memoryBarrier(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit, vk.AccessShaderWriteBit|vk.AccessTransferWriteBit,
+		vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit, vk.AccessShaderReadBit|vk.AccessShaderWriteBit|vk.AccessTransferReadBit|vk.AccessTransferWriteBit)
+}
+
+func overlaps(a, b Range) bool {
+	return a.Buf == b.Buf && a.Offset < b.Offset+b.Size && b.Offset < a.Offset+a.Size
+}
+
+func anyOverlap(r Range, set []Range) bool {
+	for _, x := range set {
+		if overlaps(r, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// descriptorSet allocates a set from the sequence's pools, growing them as needed.
+func (s *Sequence) descriptorSet(layout vk.DescriptorSetLayout) (vk.DescriptorSet, error) {
+	if len(s.pools) == 0 || s.poolLeft == 0 {
+		var pool vk.DescriptorPool
+		if err := check(vk.CreateDescriptorPool(s.d.dev, &vk.DescriptorPoolCreateInfo{
+			SType:         vk.StructureTypeDescriptorPoolCreateInfo,
+			MaxSets:       setsPerPool,
+			PoolSizeCount: 2,
+			PPoolSizes: []vk.DescriptorPoolSize{
+				{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * maxBindings},
+				{Type: vk.DescriptorTypeUniformBuffer, DescriptorCount: setsPerPool},
+			},
+		}, nil, &pool), "vkCreateDescriptorPool"); err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, pool)
+		s.poolLeft = setsPerPool
+	}
+	sets := make([]vk.DescriptorSet, 1)
+	if err := check(vk.AllocateDescriptorSets(s.d.dev, &vk.DescriptorSetAllocateInfo{
+		SType:              vk.StructureTypeDescriptorSetAllocateInfo,
+		DescriptorPool:     s.pools[len(s.pools)-1],
+		DescriptorSetCount: 1,
+		PSetLayouts:        []vk.DescriptorSetLayout{layout},
+	}, &sets[0]), "vkAllocateDescriptorSets"); err != nil {
+		return nil, err
+	}
+	s.poolLeft--
+	return sets[0], nil
+}
+
+// Dispatch records kernel k over groups workgroups (x, y, z) with push constants push (uint32
+// words; use F32 for floats) and one buffer range per binding. It inserts a memory barrier first
+// when a binding reads or writes memory an earlier dispatch wrote since the last barrier, or writes
+// memory an earlier dispatch read. Errors: wrong binding or push counts, a range larger than
+// the device's maxStorageBufferRange or misaligned, a group count over the device limit, or a
+// sequence already recorded.
+func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...Range) error {
+	if s.recorded {
+		return fmt.Errorf("kernel %s: sequence already submitted; Reset it to record again", k.spec.Name)
+	}
+	if len(bufs) != k.spec.Bindings {
+		return fmt.Errorf("kernel %s: %d buffers for %d bindings", k.spec.Name, len(bufs), k.spec.Bindings)
+	}
+	if uint32(len(push)*4) != k.spec.PushSize {
+		return fmt.Errorf("kernel %s: %d bytes of push constants, want %d", k.spec.Name, len(push)*4, k.spec.PushSize)
+	}
+	for i, g := range groups {
+		if g == 0 || g > s.d.info.MaxWorkgroupCount[i] {
+			return fmt.Errorf("kernel %s: %d workgroups in dimension %d (limit %d)", k.spec.Name, g, i, s.d.info.MaxWorkgroupCount[i])
+		}
+	}
+	infos := make([]vk.DescriptorBufferInfo, len(bufs))
+	hazard := false
+	for i, r := range bufs {
+		if r.Buf == nil || r.Buf.buf == nil {
+			return fmt.Errorf("kernel %s: binding %d has no buffer", k.spec.Name, i)
+		}
+		if r.Size == 0 || r.Offset+r.Size > r.Buf.size {
+			return fmt.Errorf("kernel %s: binding %d range [%d, %d) outside buffer of %d bytes", k.spec.Name, i, r.Offset, r.Offset+r.Size, r.Buf.size)
+		}
+		if r.Size > s.d.info.MaxStorageBufferRange {
+			return fmt.Errorf("kernel %s: binding %d covers %s, over the device's maxStorageBufferRange of %s (split the tensor)", k.spec.Name, i, fmtBytes(r.Size), fmtBytes(s.d.info.MaxStorageBufferRange))
+		}
+		if a := s.d.info.StorageBufferAlignment; a > 1 && r.Offset%a != 0 {
+			return fmt.Errorf("kernel %s: binding %d offset %d is not a multiple of minStorageBufferOffsetAlignment %d", k.spec.Name, i, r.Offset, a)
+		}
+		infos[i] = vk.DescriptorBufferInfo{Buffer: r.Buf.buf, Offset: vk.DeviceSize(r.Offset), Range: vk.DeviceSize(r.Size)}
+		writes := k.writes&(1<<uint(i)) != 0
+		if anyOverlap(r, s.written) || (writes && anyOverlap(r, s.read)) {
+			hazard = true
+		}
+	}
+	if hazard {
+		s.Barrier()
+	}
+	for i, r := range bufs {
+		if k.writes&(1<<uint(i)) != 0 {
+			s.written = append(s.written, r)
+		} else {
+			s.read = append(s.read, r)
+		}
+	}
+	set, err := s.descriptorSet(k.setLayout)
+	if err != nil {
+		return fmt.Errorf("kernel %s: %w", k.spec.Name, err)
+	}
+	if s.stepSet == nil {
+		layout, err := s.d.stepSetLayout()
+		if err != nil {
+			return err
+		}
+		if s.stepSet, err = s.descriptorSet(layout); err != nil {
+			return err
+		}
+		vk.UpdateDescriptorSets(s.d.dev, 1, []vk.WriteDescriptorSet{{
+			SType:           vk.StructureTypeWriteDescriptorSet,
+			DstSet:          s.stepSet,
+			DescriptorCount: 1,
+			DescriptorType:  vk.DescriptorTypeUniformBuffer,
+			PBufferInfo:     []vk.DescriptorBufferInfo{{Buffer: s.step.buf, Range: vk.DeviceSize(StepSlots * 4)}},
+		}}, 0, nil)
+	}
+	if len(bufs) > 0 {
+		writes := make([]vk.WriteDescriptorSet, len(bufs))
+		for i := range bufs {
+			writes[i] = vk.WriteDescriptorSet{
+				SType:           vk.StructureTypeWriteDescriptorSet,
+				DstSet:          set,
+				DstBinding:      uint32(i),
+				DescriptorCount: 1,
+				DescriptorType:  vk.DescriptorTypeStorageBuffer,
+				PBufferInfo:     infos[i : i+1],
+			}
+		}
+		vk.UpdateDescriptorSets(s.d.dev, uint32(len(writes)), writes, 0, nil)
+	}
+	vk.CmdBindPipeline(s.cb, vk.PipelineBindPointCompute, k.pipeline)
+	vk.CmdBindDescriptorSets(s.cb, vk.PipelineBindPointCompute, k.layout, 0, 2, []vk.DescriptorSet{set, s.stepSet}, 0, nil)
+	if len(push) > 0 {
+		vk.CmdPushConstants(s.cb, k.layout, vk.ShaderStageFlags(vk.ShaderStageComputeBit), 0, uint32(len(push)*4), unsafe.Pointer(&push[0]))
+	}
+	vk.CmdDispatch(s.cb, groups[0], groups[1], groups[2])
+	s.count++
+	return nil
+}
+
+// Dispatches is the number of dispatches recorded.
+func (s *Sequence) Dispatches() int { return s.count }
+
+// SetStep sets step value slot (0..StepSlots-1) read by the next Submit's dispatches.
+func (s *Sequence) SetStep(slot int, v uint32) error {
+	if slot < 0 || slot >= StepSlots {
+		return fmt.Errorf("step slot %d outside 0..%d", slot, StepSlots-1)
+	}
+	*(*uint32)(unsafe.Add(s.step.ptr, 4*slot)) = v
+	return nil
+}
+
+// Submit ends recording (the first time), submits the sequence to the compute queue and waits for
+// it to finish. Calling it again replays the recorded commands with the current step values.
+func (s *Sequence) Submit() error {
+	if !s.recorded {
+		// Make the last writes visible to the host (downloads of host-visible buffers).
+		s.memoryBarrier(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit, vk.AccessShaderWriteBit|vk.AccessTransferWriteBit,
+			vk.PipelineStageHostBit|vk.PipelineStageTransferBit, vk.AccessHostReadBit|vk.AccessTransferReadBit)
+		if err := check(vk.EndCommandBuffer(s.cb), "vkEndCommandBuffer"); err != nil {
+			return err
+		}
+		s.recorded = true
+	}
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	if err := check(vk.QueueSubmit(s.d.queue, 1, []vk.SubmitInfo{{
+		SType:              vk.StructureTypeSubmitInfo,
+		CommandBufferCount: 1,
+		PCommandBuffers:    []vk.CommandBuffer{s.cb},
+	}}, s.fence), "vkQueueSubmit"); err != nil {
+		return err
+	}
+	if err := check(vk.WaitForFences(s.d.dev, 1, []vk.Fence{s.fence}, vk.True, ^uint64(0)), "vkWaitForFences"); err != nil {
+		return err
+	}
+	return check(vk.ResetFences(s.d.dev, 1, []vk.Fence{s.fence}), "vkResetFences")
+}
+
+// Reset discards the recorded commands and starts recording anew (step values are kept).
+func (s *Sequence) Reset() error {
+	if err := check(vk.ResetCommandBuffer(s.cb, 0), "vkResetCommandBuffer"); err != nil {
+		return err
+	}
+	for _, p := range s.pools {
+		vk.DestroyDescriptorPool(s.d.dev, p, nil)
+	}
+	s.pools, s.poolLeft, s.stepSet = nil, 0, nil
+	s.recorded, s.count = false, 0
+	s.timers = map[*Timer]bool{}
+	return s.begin()
+}
+
+// Release frees the sequence's command buffer, descriptor pools, fence and step block.
+// Releasing twice is harmless.
+func (s *Sequence) Release() {
+	d := s.d
+	if d.dev == nil || s.d == nil {
+		return
+	}
+	for _, p := range s.pools {
+		vk.DestroyDescriptorPool(d.dev, p, nil)
+	}
+	s.pools = nil
+	if s.fence != nil {
+		vk.DestroyFence(d.dev, s.fence, nil)
+		s.fence = nil
+	}
+	if s.cb != nil {
+		d.mu.Lock()
+		vk.FreeCommandBuffers(d.dev, d.cmdPool, 1, []vk.CommandBuffer{s.cb})
+		d.mu.Unlock()
+		s.cb = nil
+	}
+	if s.step != nil {
+		s.step.Release()
+		s.step = nil
+	}
+	d.untrack(s)
+}
+
+// F32 is the push-constant word of a float32 value.
+func F32(x float32) uint32 { return math.Float32bits(x) }
+
+// Run records the dispatches rec makes on a fresh sequence, submits it once, waits and releases
+// it: the convenient form for one-off work.
+func (d *Device) Run(rec func(s *Sequence) error) error {
+	s, err := d.NewSequence()
+	if err != nil {
+		return err
+	}
+	defer s.Release()
+	if err := rec(s); err != nil {
+		return err
+	}
+	return s.Submit()
+}

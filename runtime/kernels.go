@@ -1,0 +1,168 @@
+package runtime
+
+import (
+	"fmt"
+
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/shaders"
+)
+
+// kernelDef names a kernel, its shader variants in order of preference with the feature each
+// needs, its bindings, which it writes, and its push-constant size in bytes.
+type kernelDef struct {
+	name     string
+	variants []variant
+	bindings int
+	outputs  []int
+	push     uint32
+}
+
+type variant struct {
+	spv  string
+	need func(gpu.Features) bool // nil: any device
+}
+
+var kernelDefs = []kernelDef{
+	{name: "copy", variants: []variant{{spv: "copy"}}, bindings: 2, outputs: []int{1}, push: 4},
+	{name: "add", variants: []variant{{spv: "add"}}, bindings: 3, outputs: []int{2}, push: 4},
+	{name: "scale", variants: []variant{{spv: "scale"}}, bindings: 2, outputs: []int{1}, push: 12},
+	{name: "reduce_sum", variants: []variant{
+		{spv: "reduce_sum_subgroup", need: func(f gpu.Features) bool { return f.SubgroupArithmetic }},
+		{spv: "reduce_sum_shared"},
+	}, bindings: 2, outputs: []int{1}, push: 12},
+}
+
+// Kernels holds the compute pipelines bitgpu uses on one device, each built from the best shader
+// variant the device's features allow.
+type Kernels struct {
+	dev     *gpu.Device
+	byName  map[string]*gpu.Kernel
+	variant map[string]string // kernel name -> chosen SPIR-V variant
+}
+
+// NewKernels builds every kernel for dev. Errors name the kernel.
+func NewKernels(dev *gpu.Device) (*Kernels, error) {
+	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}}
+	feats := dev.Info().Features
+	for _, def := range kernelDefs {
+		var chosen string
+		for _, v := range def.variants {
+			if v.need == nil || v.need(feats) {
+				chosen = v.spv
+				break
+			}
+		}
+		code, err := shaders.SPIRV(chosen)
+		if err != nil {
+			ks.Release()
+			return nil, err
+		}
+		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push})
+		if err != nil {
+			ks.Release()
+			return nil, err
+		}
+		ks.byName[def.name] = k
+		ks.variant[def.name] = chosen
+	}
+	return ks, nil
+}
+
+// Variant reports which SPIR-V variant kernel name was built from ("" if unknown).
+func (ks *Kernels) Variant(name string) string { return ks.variant[name] }
+
+// Release destroys every pipeline.
+func (ks *Kernels) Release() {
+	for _, k := range ks.byName {
+		k.Release()
+	}
+	ks.byName = map[string]*gpu.Kernel{}
+}
+
+// groups1D is the workgroup count of a grid-stride kernel over n items with local size 256:
+// enough groups to cover n once, capped at maxGroups (the shader loops over the rest).
+func groups1D(n uint32) [3]uint32 {
+	const maxGroups = 4096
+	g := (n + 255) / 256
+	if g > maxGroups {
+		g = maxGroups
+	}
+	if g == 0 {
+		g = 1
+	}
+	return [3]uint32{g, 1, 1}
+}
+
+func checkLen(op string, n uint32, rs ...gpu.Range) error {
+	for i, r := range rs {
+		if r.Size < 4*uint64(n) {
+			return fmt.Errorf("%s: operand %d holds %d bytes, need %d for %d elements", op, i, r.Size, 4*n, n)
+		}
+	}
+	return nil
+}
+
+// Copy records dst[i] = src[i] for n 32-bit words.
+func (ks *Kernels) Copy(s *gpu.Sequence, src, dst gpu.Range, n uint32) error {
+	if err := checkLen("copy", n, src, dst); err != nil {
+		return err
+	}
+	return s.Dispatch(ks.byName["copy"], groups1D((n+3)/4), []uint32{n}, src, dst)
+}
+
+// Add records c[i] = a[i] + b[i] for n float32 values.
+func (ks *Kernels) Add(s *gpu.Sequence, a, b, c gpu.Range, n uint32) error {
+	if err := checkLen("add", n, a, b, c); err != nil {
+		return err
+	}
+	return s.Dispatch(ks.byName["add"], groups1D(n), []uint32{n}, a, b, c)
+}
+
+// Scale records y[i] = x[i] * alpha for n float32 values.
+func (ks *Kernels) Scale(s *gpu.Sequence, x, y gpu.Range, n uint32, alpha float32) error {
+	if err := checkLen("scale", n, x, y); err != nil {
+		return err
+	}
+	return s.Dispatch(ks.byName["scale"], groups1D(n), []uint32{n, gpu.F32(alpha), 0xffffffff}, x, y)
+}
+
+// ReduceSumScratch is the number of float32 values of scratch ReduceSum needs for n inputs:
+// the result, then two ping-pong areas for the partial sums.
+func ReduceSumScratch(n uint32) uint32 {
+	g := groups1D(n)[0]
+	return 1 + g + groups1D(g)[0]
+}
+
+// ReduceSum records passes summing the n float32 values of x into scratch[0]; scratch must hold
+// ReduceSumScratch(n) values and must not overlap x. Each pass writes one partial sum per
+// workgroup; passes repeat until one value is left. The summation order differs from a
+// sequential loop (the parity test states the error bound).
+func (ks *Kernels) ReduceSum(s *gpu.Sequence, x, scratch gpu.Range, n uint32) error {
+	if n == 0 {
+		return fmt.Errorf("reduce_sum: no elements")
+	}
+	if err := checkLen("reduce_sum", n, x); err != nil {
+		return err
+	}
+	if err := checkLen("reduce_sum scratch", ReduceSumScratch(n), scratch); err != nil {
+		return err
+	}
+	k := ks.byName["reduce_sum"]
+	g0 := groups1D(n)[0]
+	areas := [2]uint32{1, 1 + g0} // ping-pong areas for partial sums, after the result slot
+	in, inOff, count, out := x, uint32(0), n, 0
+	for {
+		g := groups1D(count)
+		outOff := areas[out]
+		if g[0] == 1 {
+			outOff = 0
+		}
+		if err := s.Dispatch(k, g, []uint32{count, inOff, outOff}, in, scratch); err != nil {
+			return err
+		}
+		if g[0] == 1 {
+			return nil
+		}
+		in, inOff, count, out = scratch, outOff, g[0], 1-out
+	}
+}

@@ -1,0 +1,43 @@
+// Package shaders holds bitgpu's compute kernels: one GLSL `.comp` file per kernel, the SPIR-V
+// compiled from it (checked in, embedded with go:embed) and the table of variants below. Nothing
+// compiles GLSL at run time: `make shaders` regenerates every `.spv` with glslc (target vulkan1.1)
+// and validates it with spirv-val; a test fails when a checked-in `.spv` is stale.
+package shaders
+
+import (
+	"embed"
+	"fmt"
+)
+
+//go:embed *.spv
+var spv embed.FS
+
+// Variant is one compiled SPIR-V module: Name (the `.spv` file without extension) compiled from
+// Source with the preprocessor Defines. A kernel has several variants when a device feature
+// changes its code (e.g. subgroup arithmetic versus a shared-memory fallback).
+type Variant struct {
+	Name    string
+	Source  string
+	Defines []string
+}
+
+// Variants lists every SPIR-V module bitgpu ships. `make shaders` compiles exactly these.
+var Variants = []Variant{
+	{Name: "copy", Source: "copy.comp"},
+	{Name: "add", Source: "add.comp"},
+	{Name: "scale", Source: "scale.comp"},
+	{Name: "reduce_sum_subgroup", Source: "reduce_sum.comp", Defines: []string{"USE_SUBGROUP=1"}},
+	{Name: "reduce_sum_shared", Source: "reduce_sum.comp", Defines: []string{"USE_SUBGROUP=0"}},
+}
+
+// GlslcArgs are the glslc flags every variant is compiled with (before its -D defines).
+var GlslcArgs = []string{"--target-env=vulkan1.1", "-O", "-I."}
+
+// SPIRV returns the embedded module of the named variant, or an error naming it.
+func SPIRV(name string) ([]byte, error) {
+	b, err := spv.ReadFile(name + ".spv")
+	if err != nil {
+		return nil, fmt.Errorf("shader %q is not embedded (run make shaders)", name)
+	}
+	return b, nil
+}
