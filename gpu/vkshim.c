@@ -5,6 +5,13 @@
 #include <string.h>
 
 static PFN_vkGetInstanceProcAddr gipa;
+static uint32_t instance_version = VK_API_VERSION_1_1; // apiVersion of the last instance created
+
+// effective_minor is the minor API version a device runs at: min(instance, device).
+static uint32_t effective_minor(uint32_t deviceVersion) {
+	uint32_t v = deviceVersion < instance_version ? deviceVersion : instance_version;
+	return VK_API_VERSION_MINOR(v);
+}
 
 PFN_vkGetInstanceProcAddr bitgpu_load(void) {
 	if (gipa) return gipa;
@@ -43,7 +50,16 @@ VkResult bitgpu_create_instance(int validate, uintptr_t userData, VkInstance *ou
 	VkApplicationInfo app = {VK_STRUCTURE_TYPE_APPLICATION_INFO};
 	app.pApplicationName = "bitgpu";
 	app.pEngineName = "bitgpu";
-	app.apiVersion = VK_API_VERSION_1_1;
+	// Ask for the newest API the loader offers, up to 1.3, so features promoted to core (integer
+	// dot product, subgroup size control) are usable without their extensions on 1.3 devices.
+	// The effective version of a device is the smaller of this and its own, which is what
+	// bitgpu_query_caps and bitgpu_create_device compare against.
+	uint32_t version = VK_API_VERSION_1_1;
+	PFN_vkEnumerateInstanceVersion ver = (PFN_vkEnumerateInstanceVersion)gipa(NULL, "vkEnumerateInstanceVersion");
+	if (ver && ver(&version) != VK_SUCCESS) version = VK_API_VERSION_1_1;
+	if (version > VK_API_VERSION_1_3) version = VK_API_VERSION_1_3;
+	app.apiVersion = version;
+	instance_version = version;
 	VkInstanceCreateInfo ci = {VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
 	ci.pApplicationInfo = &app;
 	const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
@@ -136,7 +152,7 @@ void bitgpu_query_caps(VkInstance inst, VkPhysicalDevice pd, bitgpu_caps *out) {
 	enumExt(pd, NULL, &n, NULL);
 	VkExtensionProperties *exts = calloc(n ? n : 1, sizeof(*exts));
 	if (exts) enumExt(pd, NULL, &n, exts); else n = 0;
-	uint32_t minor = VK_API_VERSION_MINOR(p.apiVersion);
+	uint32_t minor = effective_minor(p.apiVersion);
 	out->ext16BitStorage = 1; // core in Vulkan 1.1
 	out->ext8BitStorage = minor >= 2 || has_ext(exts, n, VK_KHR_8BIT_STORAGE_EXTENSION_NAME);
 	out->extFloat16Int8 = minor >= 2 || has_ext(exts, n, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
@@ -192,7 +208,7 @@ VkResult bitgpu_create_device(VkInstance inst, VkPhysicalDevice pd, uint32_t que
 		(PFN_vkGetPhysicalDeviceProperties)gipa(inst, "vkGetPhysicalDeviceProperties");
 	VkPhysicalDeviceProperties p;
 	props1(pd, &p);
-	uint32_t minor = VK_API_VERSION_MINOR(p.apiVersion);
+	uint32_t minor = effective_minor(p.apiVersion);
 
 	// Only chain structures whose extension is enabled (or core): caps' ext* say which.
 	bitgpu_caps chained = *enable;

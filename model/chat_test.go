@@ -9,6 +9,11 @@ import (
 // bitnet2B4TTemplate is the chat_template of microsoft/bitnet-b1.58-2B-4T's tokenizer_config.json.
 const bitnet2B4TTemplate = "{% set loop_messages = messages %}{% for message in loop_messages %}" +
 	"{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}" +
+	"{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+
+// bitnetBOSTemplate is the same layout with the LLaMA-3-style BOS prefix on the first message.
+const bitnetBOSTemplate = "{% set loop_messages = messages %}{% for message in loop_messages %}" +
+	"{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}" +
 	"{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}" +
 	"{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 
@@ -27,6 +32,7 @@ var testConversation = []ChatMessage{
 
 func TestDetectChatFormat(t *testing.T) {
 	require.Equal(t, ChatBitNet, DetectChatFormat(bitnet2B4TTemplate))
+	require.Equal(t, ChatBitNet, DetectChatFormat(bitnetBOSTemplate))
 	require.Equal(t, ChatLlama3, DetectChatFormat(llama3Template))
 	require.Equal(t, ChatBitNet, DetectChatFormat(""))
 	require.Equal(t, ChatBitNet, DetectChatFormat("{% for m in messages %}<|im_start|>{% endfor %}"))

@@ -488,7 +488,7 @@ func OpenHF(dir string) (*Model, error) {
 		return nil, err
 	}
 	cfg.ChatTemplate = tc.ChatTemplate
-	return &Model{Path: dir, Config: cfg, Tensors: tensors}, nil
+	return &Model{Path: dir, Config: cfg, Tensors: tensors, Tokenizer: tok}, nil
 }
 
 // convertHF converts the checkpoint's tensors to GGUF names and encodings, in parallel.

@@ -70,7 +70,7 @@ func DecodeI2S(data []byte, n int) ([]int8, float32, error) {
 		return nil, 0, fmt.Errorf("model: I2_S needs a positive multiple of %d elements, got %d", I2SBlockElems, n)
 	}
 	if len(data) < n/4+4 {
-		return nil, 0, fmt.Errorf("model: I2_S data for %d elements needs %d bytes, got %d", n, n/4+I2SScaleBytes, len(data))
+		return nil, 0, fmt.Errorf("model: I2_S data for %d elements needs %d bytes (packed trits and the f32 scale), got %d", n, n/4+4, len(data))
 	}
 	trits := make([]int8, n)
 	for b := 0; b < n/I2SBlockElems; b++ {
@@ -333,7 +333,7 @@ func NewTernaryMatrix(t *Tensor) (*TernaryMatrix, error) {
 			return nil, fmt.Errorf("model: tensor %s: I2_S needs rows*cols a multiple of %d, found shape %v", t.Name, I2SBlockElems, t.Shape)
 		}
 		if len(t.Data) < n/4+4 {
-			return nil, fmt.Errorf("model: tensor %s: I2_S shape %v needs %d bytes, found %d", t.Name, t.Shape, n/4+I2SScaleBytes, len(t.Data))
+			return nil, fmt.Errorf("model: tensor %s: I2_S shape %v needs %d bytes (packed trits and the f32 scale), found %d", t.Name, t.Shape, n/4+4, len(t.Data))
 		}
 		m.scale = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[n/4:]))
 	case TypeTQ1_0, TypeTQ2_0:

@@ -70,7 +70,7 @@ func TestI2SErrors(t *testing.T) {
 	_, _, err = DecodeI2S(make([]byte, 64), 129)
 	require.ErrorContains(t, err, "multiple of 128")
 	_, _, err = DecodeI2S(make([]byte, 35), 128)
-	require.ErrorContains(t, err, "needs 64 bytes, got 35")
+	require.ErrorContains(t, err, "needs 36 bytes (packed trits and the f32 scale), got 35")
 }
 
 func TestTQ2_0RoundTrip(t *testing.T) {
@@ -277,7 +277,7 @@ func TestNewTernaryMatrixErrors(t *testing.T) {
 	_, err = NewTernaryMatrix(&Tensor{Name: "w", Type: TypeTQ1_0, Shape: []uint64{256, 2}, Data: make([]byte, 107)})
 	require.ErrorContains(t, err, "needs 108 bytes, found 107")
 	_, err = NewTernaryMatrix(&Tensor{Name: "w", Type: TypeI2_S, Shape: []uint64{128, 1}, Data: make([]byte, 33)})
-	require.ErrorContains(t, err, "needs 64 bytes, found 33")
+	require.ErrorContains(t, err, "needs 36 bytes (packed trits and the f32 scale), found 33")
 	_, err = NewTernaryMatrix(&Tensor{Name: "w", Type: TypeI2_S, Shape: []uint64{128}, Data: make([]byte, 64)})
 	require.ErrorContains(t, err, "2-D")
 }

@@ -41,6 +41,12 @@ const (
 	KeyChatTemplate       = "tokenizer.chat_template"
 )
 
+// Both tokenizers implement Tokenizer.
+var (
+	_ Tokenizer = (*BPETokenizer)(nil)
+	_ Tokenizer = (*SPMTokenizer)(nil)
+)
+
 // eotText is the LLaMA-3 end-of-turn token; when a file names no EOT id, a token with this exact
 // text is taken as EOT (as llama.cpp's llama-vocab does when it scans the vocabulary).
 const eotText = "<|eot_id|>"
@@ -121,7 +127,8 @@ func (v *vocab) EOS() int { return v.eos }
 // EOT is the end-of-turn id (`<|eot_id|>` for LLaMA-3 vocabularies), -1 when absent.
 func (v *vocab) EOT() int { return v.eot }
 
-// AddBOS reports whether prompts should start with BOS (`tokenizer.ggml.add_bos_token`).
+// AddBOS reports whether prompts should start with BOS (`tokenizer.ggml.add_bos_token`); false
+// when the tokenizer has no BOS id.
 func (v *vocab) AddBOS() bool { return v.addBOS && v.bos >= 0 }
 
 // IsControl reports whether id is a control token (token type 3: BOS, EOS, `<|eot_id|>`, reserved

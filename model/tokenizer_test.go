@@ -1,6 +1,8 @@
 package model
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -152,4 +154,29 @@ func TestTokenizerSpecialSplit(t *testing.T) {
 	require.Equal(t, []fragment{{"abcd", -1}}, v.splitSpecial("abcd", false))
 	require.Equal(t, []fragment{{"ab", 4}, {"x", -1}, {"ab", 4}, {"ab", 4}}, v.splitSpecial("abxabab", true))
 	require.Nil(t, v.splitSpecial("", true))
+}
+
+func TestTokenizerConcurrent(t *testing.T) {
+	toks := []Tokenizer{newTestBPE(t, "llama-bpe"), newTestSPM(t, true)}
+	for _, tok := range toks {
+		want := make([][]int, len(trickyStrings))
+		for i, s := range trickyStrings {
+			want[i] = tok.Encode(s, true)
+		}
+		errs := make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			go func() {
+				for i, s := range trickyStrings {
+					if got := tok.Encode(s, true); !slices.Equal(got, want[i]) {
+						errs <- fmt.Errorf("input %q: %v != %v", s, got, want[i])
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for g := 0; g < 4; g++ {
+			require.NoError(t, <-errs)
+		}
+	}
 }

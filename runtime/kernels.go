@@ -15,6 +15,7 @@ type kernelDef struct {
 	bindings int
 	outputs  []int
 	push     uint32
+	spec     []uint32 // specialization constants from id gpu.SpecFirstCustom on
 }
 
 type variant struct {
@@ -57,7 +58,7 @@ func NewKernels(dev *gpu.Device) (*Kernels, error) {
 			ks.Release()
 			return nil, err
 		}
-		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push})
+		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: def.spec})
 		if err != nil {
 			ks.Release()
 			return nil, err

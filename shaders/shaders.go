@@ -28,6 +28,16 @@ var Variants = []Variant{
 	{Name: "scale", Source: "scale.comp"},
 	{Name: "reduce_sum_subgroup", Source: "reduce_sum.comp", Defines: []string{"USE_SUBGROUP=1"}},
 	{Name: "reduce_sum_shared", Source: "reduce_sum.comp", Defines: []string{"USE_SUBGROUP=0"}},
+	{Name: "rmsnorm", Source: "rmsnorm.comp", Defines: []string{"QUANT=0"}},
+	{Name: "rmsnorm_quant", Source: "rmsnorm.comp", Defines: []string{"QUANT=1"}},
+	{Name: "ternary_matmul_dot", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1"}},
+	{Name: "ternary_matmul_subgroup", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=1"}},
+	{Name: "ternary_matmul_shared", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=0"}},
+	{Name: "f16_matvec_subgroup", Source: "f16_matvec.comp", Defines: []string{"USE_SUBGROUP=1"}},
+	{Name: "f16_matvec_shared", Source: "f16_matvec.comp", Defines: []string{"USE_SUBGROUP=0"}},
+	{Name: "rope_kv", Source: "rope_kv.comp"},
+	{Name: "glu", Source: "glu.comp"},
+	{Name: "argmax", Source: "argmax.comp"},
 }
 
 // GlslcArgs are the glslc flags every variant is compiled with (before its -D defines).

@@ -1,0 +1,270 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// GEMMTokens is the token tile of the prefill kernels: each weight word read from memory serves
+// this many tokens.
+const GEMMTokens = 8
+
+func subgroupArith(f gpu.Features) bool { return f.SubgroupArithmetic }
+func dotAndSubgroup(f gpu.Features) bool {
+	return f.IntegerDotProduct && f.SubgroupArithmetic
+}
+
+func init() {
+	ternary := func() []variant {
+		return []variant{
+			{spv: "ternary_matmul_dot", need: dotAndSubgroup},
+			{spv: "ternary_matmul_subgroup", need: subgroupArith},
+			{spv: "ternary_matmul_shared"},
+		}
+	}
+	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupArith}, {spv: "f16_matvec_shared"}}
+	kernelDefs = append(kernelDefs,
+		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28},
+		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28},
+		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 28, spec: []uint32{1}},
+		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 28, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
+		kernelDef{name: "glu", variants: []variant{{spv: "glu"}}, bindings: 2, outputs: []int{0}, push: 8},
+		kernelDef{name: "argmax", variants: []variant{{spv: "argmax"}}, bindings: 2, outputs: []int{1}, push: 12},
+	)
+}
+
+// rowsPerGroup is how many output rows one workgroup of the matmul kernels covers: one subgroup
+// per row with subgroup arithmetic, else 32 invocations per row (workgroups of 256).
+func (ks *Kernels) rowsPerGroup(kernel string) uint32 {
+	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "f16_matvec_shared" {
+		return 256 / 32
+	}
+	return 256 / ks.dev.Info().SubgroupSize
+}
+
+// RMSNormArgs places the T tokens of an RMSNorm: token t reads x[XOff + t*XStride ...] (floats)
+// and writes at OutOff + t*OutStride (int8-quad words for RMSNormQuant, floats for RMSNorm);
+// RMSNormQuant writes token t's (scale, Σq) pair at slot SOff + t.
+type RMSNormArgs struct {
+	D, T              uint32
+	XOff, XStride     uint32
+	OutOff, OutStride uint32
+	SOff              uint32
+	Eps               float32
+}
+
+func (a RMSNormArgs) push() []uint32 {
+	return []uint32{a.D, a.XOff, a.XStride, a.OutOff, a.OutStride, a.SOff, gpu.F32(a.Eps)}
+}
+
+// RMSNormQuant records RMSNorm of T tokens of width D (x [T][D] f32, weights w [D]) fused with the
+// BitNet per-token int8 quantization: q gets the int8 values packed four per uint32
+// ([T][D/4] words), sq the pair (s as f32 bits, Σq as int32) per token. D must be a multiple of 4.
+func (ks *Kernels) RMSNormQuant(s *gpu.Sequence, x, w, q, sq gpu.Range, a RMSNormArgs) error {
+	if a.D%4 != 0 || a.D == 0 || a.T == 0 {
+		return fmt.Errorf("rmsnorm_quant: width %d must be a positive multiple of 4 and tokens %d positive", a.D, a.T)
+	}
+	return s.Dispatch(ks.byName["rmsnorm_quant"], [3]uint32{a.T, 1, 1}, a.push(), x, w, q, sq)
+}
+
+// RMSNorm records RMSNorm of T tokens of width D into y (f32).
+func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) error {
+	if a.D == 0 || a.T == 0 {
+		return fmt.Errorf("rmsnorm: width %d and tokens %d must be positive", a.D, a.T)
+	}
+	return s.Dispatch(ks.byName["rmsnorm"], [3]uint32{a.T, 1, 1}, a.push(), x, w, y)
+}
+
+// TernaryWeights is a ternary matrix on the device in bitgpu's GPU layout (see RepackTernary):
+// Rows outputs, Cols inputs, one per-tensor weight scale.
+type TernaryWeights struct {
+	Name       string
+	Rows, Cols uint32
+	Scale      float32
+	Buf        gpu.Range
+}
+
+// Bytes is the device memory the packed trits take (2 bits a weight).
+func (w *TernaryWeights) Bytes() uint64 { return uint64(w.Rows) * uint64(w.Cols) / 4 }
+
+// RepackTernary converts a ternary matrix from its file encoding (I2_S, TQ2_0 or TQ1_0) to the GPU
+// layout of ternary_matmul.comp: row-major, Cols/16 uint32 words per row, bits [2s+8b, 2s+8b+1]
+// of word w holding trit+1 of column 16w+4s+b. It returns the words and the per-tensor weight
+// scale. TQ formats must have one scale shared by every block (BitNet checkpoints are per-tensor);
+// otherwise, or when Cols is not a multiple of 16, it returns an error naming the tensor.
+func RepackTernary(m *model.TernaryMatrix) ([]uint32, float32, error) {
+	if m.Cols%16 != 0 {
+		return nil, 0, fmt.Errorf("tensor %s: %d columns, the GPU layout needs a multiple of 16", m.Name, m.Cols)
+	}
+	words := m.Cols / 16
+	out := make([]uint32, m.Rows*words)
+	trits := make([]int8, m.Cols)
+	scales := make([]float32, m.Groups())
+	var scale float32
+	for r := 0; r < m.Rows; r++ {
+		if err := m.Row(r, trits, scales); err != nil {
+			return nil, 0, err
+		}
+		for g, sc := range scales {
+			if r == 0 && g == 0 {
+				scale = sc
+			} else if sc != scale {
+				return nil, 0, fmt.Errorf("tensor %s: block scales differ (row %d block %d: %g, first: %g); the GPU path needs one scale per tensor", m.Name, r, g, sc, scale)
+			}
+		}
+		row := out[r*words : (r+1)*words]
+		for c, t := range trits {
+			w, rem := c/16, c%16
+			sh := uint(2*(rem/4) + 8*(rem%4))
+			row[w] |= uint32(t+1) << sh
+		}
+	}
+	return out, scale, nil
+}
+
+// MatMulArgs places the T tokens of a ternary matmul: activations of token t start at uvec4 AOff
+// + t*Cols/16 of a (16 int8 each), its (scale, Σq) pair at slot SOff + t of sq, its outputs at
+// float YOff + t*YStride of y. Accumulate adds to y (the fused residual connection).
+type MatMulArgs struct {
+	T             uint32
+	AOff, SOff    uint32
+	YOff, YStride uint32
+	Accumulate    bool
+}
+
+// TernaryMatMul records y[t][r] (+)= float(Σ_j trit[r][j]*q[t][j]) * w.Scale / s[t] for T tokens:
+// the GEMV kernel for one token, the token-tiled GEMM kernel for more.
+func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gpu.Range, m MatMulArgs) error {
+	if m.T == 0 {
+		return fmt.Errorf("ternary matmul %s: no tokens", w.Name)
+	}
+	name, tile := "ternary_gemv", uint32(1)
+	if m.T > 1 {
+		name, tile = "ternary_gemm", GEMMTokens
+	}
+	acc := uint32(0)
+	if m.Accumulate {
+		acc = 1
+	}
+	groups := [3]uint32{(w.Rows + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
+	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc}
+	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, y)
+}
+
+// F16Matrix is an F16 matrix on the device (Rows rows of Cols halves, row-major), split into row
+// chunks that each fit one storage-buffer binding.
+type F16Matrix struct {
+	Name       string
+	Rows, Cols uint32
+	Chunks     []F16Chunk
+}
+
+// F16Chunk is rows [Row0, Row0+Rows) of an F16Matrix.
+type F16Chunk struct {
+	Row0, Rows uint32
+	Buf        gpu.Range
+}
+
+// F16Args places the T tokens of an F16 matvec: x of token t at float XOff + t*Cols, outputs at
+// YOff + t*YStride.
+type F16Args struct {
+	T             uint32
+	XOff          uint32
+	YOff, YStride uint32
+}
+
+// F16MatMul records y[t][r] = Σ_j x[t][j] * E[r][j] over every chunk of e.
+func (ks *Kernels) F16MatMul(s *gpu.Sequence, e *F16Matrix, x, y gpu.Range, a F16Args) error {
+	if a.T == 0 || e.Cols%2 != 0 {
+		return fmt.Errorf("f16 matmul %s: %d tokens, %d columns (must be even)", e.Name, a.T, e.Cols)
+	}
+	name, tile := "f16_gemv", uint32(1)
+	if a.T > 1 {
+		name, tile = "f16_gemm", GEMMTokens
+	}
+	rpg := ks.rowsPerGroup(name)
+	for _, c := range e.Chunks {
+		push := []uint32{e.Cols, c.Rows, a.T, a.XOff, a.YOff, a.YStride, c.Row0}
+		if err := s.Dispatch(ks.byName[name], [3]uint32{(c.Rows + rpg - 1) / rpg, (a.T + tile - 1) / tile, 1}, push, c.Buf, x, y); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RoPEArgs describes one rope_kv dispatch: T tokens at positions step[0] .. step[0]+T-1, H query
+// and KVH key/value heads of HeadDim, the first RoPEDim dims of each head rotated in Mode, a
+// cos/sin table and caches of Ctx rows. QOff and KVOff are the first floats of token 0 in q and
+// in k/v.
+type RoPEArgs struct {
+	T, H, KVH, HeadDim, RoPEDim uint32
+	Mode                        model.RoPEMode
+	Ctx                         uint32
+	QOff, KVOff                 uint32
+}
+
+// RoPEKV records RoPE on q (in place) and k, and stores k and v as f16 in the caches at positions
+// step[0]+t. cs is the cos table then the sin table ([Ctx][RoPEDim/2] f32 each, RoPETable).
+func (ks *Kernels) RoPEKV(s *gpu.Sequence, q, k, v, cs, kCache, vCache gpu.Range, a RoPEArgs) error {
+	if a.HeadDim%2 != 0 || a.RoPEDim%2 != 0 || a.RoPEDim > a.HeadDim || a.RoPEDim == 0 {
+		return fmt.Errorf("rope_kv: head dim %d and rope dim %d must be even with rope dim in (0, head dim]", a.HeadDim, a.RoPEDim)
+	}
+	n := a.T * (a.H + a.KVH)
+	push := []uint32{a.T, a.H, a.KVH, a.HeadDim, a.RoPEDim, uint32(a.Mode), a.Ctx, a.QOff, a.KVOff}
+	return s.Dispatch(ks.byName["rope_kv"], [3]uint32{(n + 255) / 256, 1, 1}, push, q, k, v, cs, kCache, vCache)
+}
+
+// GLU records g[i] = act(g[i]) * u[i] for n values (ReLU² or SiLU per act).
+func (ks *Kernels) GLU(s *gpu.Sequence, g, u gpu.Range, n uint32, act model.Activation) error {
+	mode := uint32(0)
+	switch act {
+	case model.ActReLU2:
+	case model.ActSiLU:
+		mode = 1
+	default:
+		return fmt.Errorf("glu: unknown activation %q", act)
+	}
+	if err := checkLen("glu", n, g, u); err != nil {
+		return err
+	}
+	return s.Dispatch(ks.byName["glu"], groups1D(n), []uint32{n, mode}, g, u)
+}
+
+// Argmax records out[outOff] = index of the largest of x[xOff .. xOff+n) (lowest on ties).
+func (ks *Kernels) Argmax(s *gpu.Sequence, x, out gpu.Range, n, xOff, outOff uint32) error {
+	return s.Dispatch(ks.byName["argmax"], [3]uint32{1, 1, 1}, []uint32{n, xOff, outOff}, x, out)
+}
+
+// RoPETable returns the cos table then the sin table, each [ctx][ropeDim/2] f32, with
+// theta = pos * base^(-2i/ropeDim) computed in float64 and cos/sin rounded to f32 — the values
+// cpuref.RoPE uses, so the GPU rotation matches it exactly.
+func RoPETable(ctx, ropeDim int, base float32) []float32 {
+	half := ropeDim / 2
+	out := make([]float32, 2*ctx*half)
+	for pos := 0; pos < ctx; pos++ {
+		for i := 0; i < half; i++ {
+			theta := float64(pos) * math.Pow(float64(base), -2*float64(i)/float64(ropeDim))
+			out[pos*half+i] = float32(math.Cos(theta))
+			out[ctx*half+pos*half+i] = float32(math.Sin(theta))
+		}
+	}
+	return out
+}
+
+// PackInt8 packs int8 values four per uint32, little-endian (the activation layout of
+// rmsnorm_quant and ternary_matmul). len(q) must be a multiple of 4.
+func PackInt8(q []int8) []uint32 {
+	out := make([]uint32, len(q)/4)
+	for i := range out {
+		for b := 0; b < 4; b++ {
+			out[i] |= uint32(uint8(q[4*i+b])) << (8 * b)
+		}
+	}
+	return out
+}

@@ -1,0 +1,121 @@
+#version 450
+// RMSNorm of one token per workgroup, y = x / sqrt(mean(x^2) + eps) * w (Zhang & Sennrich 2019),
+// accumulating in f32. Two variants:
+//   rmsnorm        (QUANT=0): writes y as f32 (the final output_norm before the logits).
+//   rmsnorm_quant  (QUANT=1): fuses the BitLinear per-token int8 quantization (BitNet b1.58):
+//       s = 127 / max(max|y|, 1e-5),  q = clamp(roundEven(y * s), -128, 127)
+//     and writes q packed 4 per uint32 (little-endian bytes), plus per token the pair
+//     (s as float bits, Σq as int) that the ternary matmul needs.
+// D must be a multiple of 4 when QUANT=1. local_size_x must be a power of two.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+layout(set = 0, binding = 1) readonly buffer W { float w[]; };
+#if QUANT
+layout(set = 0, binding = 2) writeonly buffer Q { uint q[]; };
+layout(set = 0, binding = 3) writeonly buffer S { uint s_out[]; }; // [token][2]: s bits, Σq
+#else
+layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
+#endif
+
+layout(push_constant) uniform Push {
+	uint D;      // width
+	uint x_off;  // first float of token 0 in x
+	uint x_stride;
+	uint out_off; // QUANT: first word of token 0 in q; else first float in y
+	uint out_stride;
+	uint s_off;  // QUANT: first token slot in s_out
+	float eps;
+} p;
+
+shared float red[gl_WorkGroupSize.x];
+shared int redi[gl_WorkGroupSize.x];
+
+float reduce_sum(float v) {
+	uint lid = gl_LocalInvocationID.x;
+	red[lid] = v;
+	barrier();
+	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
+		if (lid < s) red[lid] += red[lid + s];
+		barrier();
+	}
+	float r = red[0];
+	barrier();
+	return r;
+}
+
+float reduce_max(float v) {
+	uint lid = gl_LocalInvocationID.x;
+	red[lid] = v;
+	barrier();
+	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
+		if (lid < s) red[lid] = max(red[lid], red[lid + s]);
+		barrier();
+	}
+	float r = red[0];
+	barrier();
+	return r;
+}
+
+int reduce_isum(int v) {
+	uint lid = gl_LocalInvocationID.x;
+	redi[lid] = v;
+	barrier();
+	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
+		if (lid < s) redi[lid] += redi[lid + s];
+		barrier();
+	}
+	int r = redi[0];
+	barrier();
+	return r;
+}
+
+void main() {
+	uint t = gl_WorkGroupID.x;
+	uint base = p.x_off + t * p.x_stride;
+	uint lid = gl_LocalInvocationID.x;
+	uint nt = gl_WorkGroupSize.x;
+
+	float ss = 0.0;
+	for (uint i = lid; i < p.D; i += nt) {
+		float v = x[base + i];
+		ss += v * v;
+	}
+	float mean = reduce_sum(ss) / float(p.D);
+	precise float inv = 1.0 / sqrt(mean + p.eps);
+#if QUANT
+	float amax = 0.0;
+	for (uint i = lid; i < p.D; i += nt) {
+		precise float yv = x[base + i] * inv * w[i];
+		amax = max(amax, abs(yv));
+	}
+	amax = reduce_max(amax);
+	precise float s = 127.0 / max(amax, 1e-5);
+	int qsum = 0;
+	uint obase = p.out_off + t * p.out_stride;
+	for (uint i4 = lid; i4 < p.D / 4; i4 += nt) {
+		uint word = 0u;
+		for (uint b = 0u; b < 4u; b++) {
+			uint i = 4u * i4 + b;
+			precise float yv = x[base + i] * inv * w[i];
+			precise float scaled = yv * s;
+			int qv = int(clamp(roundEven(scaled), -128.0, 127.0));
+			qsum += qv;
+			word |= (uint(qv) & 0xffu) << (8u * b);
+		}
+		q[obase + i4] = word;
+	}
+	qsum = reduce_isum(qsum);
+	if (lid == 0) {
+		s_out[2 * (p.s_off + t)] = floatBitsToUint(s);
+		s_out[2 * (p.s_off + t) + 1] = uint(qsum);
+	}
+#else
+	uint obase = p.out_off + t * p.out_stride;
+	for (uint i = lid; i < p.D; i += nt) {
+		precise float yv = x[base + i] * inv * w[i];
+		y[obase + i] = yv;
+	}
+#endif
+}

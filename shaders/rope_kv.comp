@@ -1,0 +1,116 @@
+#version 450
+// RoPE on the query and key rows of T tokens, then the keys and values stored to the f16 KV cache
+// at positions pos0 .. pos0+T-1 (pos0 = step slot 0, so a recorded decode step replays at the next
+// position). Rotary position embedding (Su et al. 2021, "RoFormer"): pair i turns by
+// theta_i = pos * base^(-2i/rope_dim); cos and sin come from a host-computed table
+// ([ctx][rope_dim/2] each, f64 rounded to f32, the same values the CPU reference uses), so the
+// rotation (a*c - b*s, a*s + b*c, f32, no contraction) matches it exactly. mode 0 = NEOX (pairs
+// (i, i + rope_dim/2), Hugging Face rotate_half; BitNet GGUFs), 1 = NORM (pairs (2i, 2i+1)).
+// The cache holds f16 as uint32 words of two halves, [ctx][kv_heads][head_dim/2], rounded to
+// nearest-even by to_half below (not packHalf2x16, whose rounding the Vulkan spec leaves open).
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(set = 0, binding = 0) buffer Q { float q[]; };          // [T][H][hd], rotated in place
+layout(set = 0, binding = 1) readonly buffer K { float k[]; }; // [T][KVH][hd]
+layout(set = 0, binding = 2) readonly buffer V { float v[]; }; // [T][KVH][hd]
+layout(set = 0, binding = 3) readonly buffer CS { float cs[]; }; // cos table then sin table
+layout(set = 0, binding = 4) writeonly buffer KC { uint kc[]; };
+layout(set = 0, binding = 5) writeonly buffer VC { uint vc[]; };
+
+layout(push_constant) uniform Push {
+	uint T;
+	uint H;
+	uint KVH;
+	uint hd;
+	uint rope_dim;
+	uint mode;
+	uint ctx;      // rows of the cos/sin table and of the cache
+	uint q_off;    // first float of q, k, v for token 0
+	uint kv_off;
+} p;
+
+// to_half converts f32 to IEEE binary16 bits, rounding to nearest, ties to even; overflow gives
+// infinity, NaN stays NaN, subnormals are produced exactly.
+uint to_half(float f) {
+	uint x = floatBitsToUint(f);
+	uint sign = (x >> 16) & 0x8000u;
+	uint ax = x & 0x7fffffffu;
+	if (ax >= 0x7f800000u) { // inf or nan
+		return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);
+	}
+	if (ax >= 0x477ff000u) { // rounds to >= 65536: infinity
+		return sign | 0x7c00u;
+	}
+	if (ax < 0x38800000u) { // below the smallest normal half (2^-14): subnormal or zero
+		if (ax < 0x33000000u) return sign; // below half of the smallest subnormal: zero
+		uint e = ax >> 23;
+		uint m = (ax & 0x7fffffu) | 0x800000u;
+		uint shift = 126u - e; // 14 + 13 - (e - 127) + ...
+		uint hm = m >> shift;
+		uint rem = m & ((1u << shift) - 1u);
+		uint halfway = 1u << (shift - 1u);
+		if (rem > halfway || (rem == halfway && (hm & 1u) != 0u)) hm++;
+		return sign | hm;
+	}
+	uint h = ((ax - 0x38000000u) >> 13); // rebias exponent 127 -> 15, keep 10 mantissa bits
+	uint rem = ax & 0x1fffu;
+	if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) != 0u)) h++;
+	return sign | h;
+}
+
+void rotate(uint base, uint pos) {
+	uint half_dim = p.rope_dim / 2u;
+	for (uint i = 0; i < half_dim; i++) {
+		uint ia = p.mode == 0u ? i : 2u * i;
+		uint ib = p.mode == 0u ? i + half_dim : 2u * i + 1u;
+		float c = cs[pos * half_dim + i];
+		float s = cs[p.ctx * half_dim + pos * half_dim + i];
+		float a = q[base + ia];
+		float b = q[base + ib];
+		precise float ra = a * c - b * s;
+		precise float rb = a * s + b * c;
+		q[base + ia] = ra;
+		q[base + ib] = rb;
+	}
+}
+
+void main() {
+	// One invocation per (token, head) of Q, then per (token, kv head) of K and V.
+	uint id = gl_GlobalInvocationID.x;
+	uint pos0 = step_value(0);
+	uint nq = p.T * p.H;
+	uint nk = p.T * p.KVH;
+	if (id < nq) {
+		uint t = id / p.H;
+		rotate(p.q_off + id * p.hd, pos0 + t);
+	} else if (id < nq + nk) {
+		uint j = id - nq;
+		uint t = j / p.KVH;
+		uint g = j % p.KVH;
+		uint pos = pos0 + t;
+		uint half_dim = p.rope_dim / 2u;
+		uint src = p.kv_off + j * p.hd;
+		uint dst = (pos * p.KVH + g) * (p.hd / 2u);
+		for (uint i = 0; i < p.hd; i += 2u) {
+			float r[2];
+			for (uint e = 0u; e < 2u; e++) {
+				uint idx = i + e;
+				float val = k[src + idx];
+				if (idx < p.rope_dim) {
+					bool first = p.mode == 0u ? idx < half_dim : (idx & 1u) == 0u;
+					uint pi = p.mode == 0u ? (first ? idx : idx - half_dim) : idx / 2u;
+					uint other = p.mode == 0u ? (first ? idx + half_dim : idx - half_dim) : (idx ^ 1u);
+					float c = cs[pos * half_dim + pi];
+					float s = cs[p.ctx * half_dim + pos * half_dim + pi];
+					float o = k[src + other];
+					precise float rv = first ? val * c - o * s : o * s + val * c;
+					val = rv;
+				}
+				r[e] = val;
+			}
+			kc[dst + i / 2u] = to_half(r[0]) | (to_half(r[1]) << 16);
+			vc[dst + i / 2u] = to_half(v[src + i]) | (to_half(v[src + i + 1u]) << 16);
+		}
+	}
+}

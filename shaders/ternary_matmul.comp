@@ -1,0 +1,125 @@
+#version 450
+// Ternary matmul, W2A8 (BitNet b1.58 BitLinear): for tokens t and output rows r,
+//   acc[t][r] = Σ_j trit[r][j] * q[t][j]              (exact int32)
+//   y[t][r]   = float(acc) * wscale / s[t]            (y += ... when accumulate != 0: fused residual)
+// with q the int8 activations of rmsnorm_quant and s their scale. One subgroup (or, without
+// subgroup arithmetic, one group of 32 invocations) per output row; its lanes stride over the row.
+// TOKENS (constant 3) tokens share each weight word read: 1 for decode (GEMV), 8 for prefill (GEMM).
+//
+// Weight layout (bitgpu's GPU repacking of I2_S / TQ2_0 / TQ1_0, done at load): row-major, K/16
+// uint32 words per row; bits [2s+8b, 2s+8b+1] of word w hold code = trit + 1 (0, 1, 2) of column
+// 16w + 4s + b. So (word >> 2s) & 0x03030303 is four codes as bytes, matching the four int8
+// activations of columns 16w+4s .. 16w+4s+3 packed in one uint32 — one packed 4x8 dot product —
+// and Σ trit*q = Σ code*q - Σ q, where Σq per token comes from rmsnorm_quant.
+//
+// Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
+// because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
+// USE_SUBGROUP=1 reduces with subgroupAdd; USE_SUBGROUP=0 with shared memory.
+#extension GL_GOOGLE_include_directive : require
+#if USE_DOT
+#extension GL_EXT_spirv_intrinsics : require
+#endif
+#if USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+#include "common.glsl"
+
+layout(constant_id = 3) const uint TOKENS = 1;
+
+layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
+layout(set = 0, binding = 1) readonly buffer A { uvec4 a[]; };
+layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: s bits, Σq
+layout(set = 0, binding = 3) buffer Y { float y[]; };
+
+layout(push_constant) uniform Push {
+	uint K;        // columns (multiple of 16)
+	uint N;        // rows
+	uint T;        // tokens
+	uint a_off;    // first uvec4 of token 0 in a; tokens are K/16 uvec4 apart
+	uint s_off;    // first token slot in sq
+	uint y_off;    // first float of token 0 in y
+	uint y_stride; // floats between tokens in y
+	float wscale;  // per-tensor weight scale
+	uint accumulate;
+} p;
+
+#if USE_DOT
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6018, 6019], id = 4450)
+int sdot4x8(uint a, uint b, spirv_literal int fmt);
+int dot4(uint act, uint codes) { return sdot4x8(act, codes, 0); }
+#else
+int dot4(uint act, uint codes) {
+	int s = 0;
+	for (int b = 0; b < 4; b++) {
+		s += bitfieldExtract(int(act), 8 * b, 8) * int((codes >> (8 * b)) & 3u);
+	}
+	return s;
+}
+#endif
+
+#if USE_SUBGROUP
+#define LANES gl_SubgroupSize
+#define LANE gl_SubgroupInvocationID
+#define ROW_IN_GROUP gl_SubgroupID
+#define ROWS_PER_GROUP gl_NumSubgroups
+#else
+const uint LANES = 32;
+#define LANE (gl_LocalInvocationID.x % 32u)
+#define ROW_IN_GROUP (gl_LocalInvocationID.x / 32u)
+#define ROWS_PER_GROUP (gl_WorkGroupSize.x / 32u)
+shared int red[gl_WorkGroupSize.x];
+#endif
+
+void main() {
+	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP;
+	uint t0 = gl_WorkGroupID.y * TOKENS;
+	uint words = p.K / 16u;
+	int acc[TOKENS];
+	for (uint t = 0; t < TOKENS; t++) acc[t] = 0;
+	if (row < p.N) {
+		uint wbase = row * words;
+		for (uint w = LANE; w < words; w += LANES) {
+			uint code = wt[wbase + w];
+			uint c0 = code & 0x03030303u;
+			uint c1 = (code >> 2) & 0x03030303u;
+			uint c2 = (code >> 4) & 0x03030303u;
+			uint c3 = (code >> 6) & 0x03030303u;
+			for (uint t = 0; t < TOKENS; t++) {
+				if (t0 + t < p.T) {
+					uvec4 av = a[p.a_off + (t0 + t) * words + w];
+					acc[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
+				}
+			}
+		}
+	}
+	for (uint t = 0; t < TOKENS; t++) {
+#if USE_SUBGROUP
+		int total = subgroupAdd(acc[t]);
+		bool leader = subgroupElect();
+#else
+		red[gl_LocalInvocationID.x] = acc[t];
+		barrier();
+		for (uint s = 16u; s > 0u; s >>= 1) {
+			if (LANE < s) red[gl_LocalInvocationID.x] += red[gl_LocalInvocationID.x + s];
+			barrier();
+		}
+		int total = red[gl_LocalInvocationID.x - LANE];
+		barrier();
+		bool leader = LANE == 0u;
+#endif
+		uint tok = t0 + t;
+		if (leader && row < p.N && tok < p.T) {
+			float s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
+			int qsum = int(sq[2 * (p.s_off + tok) + 1]);
+			precise float v = float(total - qsum) * p.wscale / s;
+			uint idx = p.y_off + tok * p.y_stride + row;
+			if (p.accumulate != 0u) {
+				precise float sum = y[idx] + v;
+				y[idx] = sum;
+			} else {
+				y[idx] = v;
+			}
+		}
+	}
+}
