@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// newGPUBackend builds the Vulkan backend of m with a KV cache of ctx tokens. It is nil until the
+// Vulkan backend is linked in; openBackend then falls back to the CPU.
+var newGPUBackend func(m *model.Model, ctx int) (runtime.Backend, error)
+
+// openBackend returns the backend the --device flag names for m with a KV cache of ctx tokens:
+// "cpu" is cpuref; "gpu" is newGPUBackend, falling back to cpuref with one warning line on stderr
+// when the Vulkan backend is not available or finds no device (an error wrapping
+// gpu.ErrNoDevice). Other GPU errors are returned; any other device value is an error naming the
+// flag.
+func openBackend(device string, m *model.Model, ctx int, stderr io.Writer) (runtime.Backend, error) {
+	switch device {
+	case "cpu":
+		return newCPUBackend(m, ctx)
+	case "gpu":
+		if newGPUBackend == nil {
+			fmt.Fprintln(stderr, "bitgpu: warning: no Vulkan device (this build has no Vulkan backend yet); using --device cpu")
+			return newCPUBackend(m, ctx)
+		}
+		b, err := newGPUBackend(m, ctx)
+		if err == nil {
+			return b, nil
+		}
+		if errors.Is(err, gpu.ErrNoDevice) {
+			fmt.Fprintf(stderr, "bitgpu: warning: no Vulkan device (%v); using --device cpu\n", err)
+			return newCPUBackend(m, ctx)
+		}
+		return nil, err
+	}
+	return nil, fmt.Errorf("--device %q: want gpu or cpu", device)
+}
+
+// newCPUBackend is cpuref.New as a runtime.Backend (never a typed nil).
+func newCPUBackend(m *model.Model, ctx int) (runtime.Backend, error) {
+	b, err := cpuref.New(m, ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// defaultModelPath returns the model used when -m is not given. No model is built into the binary
+// yet, so it is always an error.
+func defaultModelPath() (string, error) {
+	return "", errors.New("no model: pass -m FILE")
+}
+
+// openModel opens the -m model (or the default one when path is empty). Errors name the file.
+func openModel(path string) (*model.Model, error) {
+	if path == "" {
+		var err error
+		if path, err = defaultModelPath(); err != nil {
+			return nil, err
+		}
+	}
+	m, err := model.Open(path)
+	if err != nil {
+		if strings.Contains(err.Error(), path) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// contextSize resolves --ctx against the model: 0 means def (capped at the model's context
+// length); a negative value or one above the model's context length is an error naming the flag.
+func contextSize(flag int, def int, m *model.Model) (int, error) {
+	limit := m.Config.ContextLength
+	switch {
+	case flag < 0:
+		return 0, fmt.Errorf("--ctx %d: must be positive", flag)
+	case flag == 0:
+		if def <= 0 || def > limit {
+			return limit, nil
+		}
+		return def, nil
+	case flag > limit:
+		return 0, fmt.Errorf("--ctx %d: exceeds the model's context length %d", flag, limit)
+	}
+	return flag, nil
+}
+
+// peakMemory returns the process's peak resident memory in bytes: VmHWM from /proc/self/status
+// where there is one, otherwise the Go runtime's total obtained from the OS (runtime.MemStats.Sys,
+// which misses memory-mapped model files).
+func peakMemory() uint64 {
+	if f, err := os.Open("/proc/self/status"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+				fields := strings.Fields(rest)
+				if len(fields) == 2 && fields[1] == "kB" {
+					if kb, err := strconv.ParseUint(fields[0], 10, 64); err == nil {
+						return kb << 10
+					}
+				}
+			}
+		}
+	}
+	var ms goruntime.MemStats
+	goruntime.ReadMemStats(&ms)
+	return ms.Sys
+}
+
+// isTerminal reports whether f is a character device (a terminal, for bitgpu's purposes).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

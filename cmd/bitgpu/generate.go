@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// generateCmd is `bitgpu generate [-m FILE] -p TEXT [-n 128] [sampling flags] [--ctx N]
+// [--device gpu|cpu]`: the generated text alone on stdout, streamed; one stats line on stderr.
+var generateCmd = &cobra.Command{
+	Use:   "generate [-m FILE] -p TEXT",
+	Short: "Continue a prompt; the text on stdout, stats on stderr",
+	Long: `Continue the prompt TEXT with the model and stream the generated text, and nothing else, to
+stdout. The prompt starts with BOS when the tokenizer asks for it; special-token text in it (such
+as <|eot_id|>) becomes the special token. Generation stops after -n tokens, at the end-of-text or
+end-of-turn token, or at the end of the context. A final line on stderr gives the prompt tokens,
+prefill speed, generated tokens, decode speed and peak memory.
+
+Sampling: --temp 0 is greedy. Otherwise the logits go through --repeat-penalty (over the last
+--repeat-last-n tokens), temperature, --top-k, --top-p, then one draw from a PCG generator seeded
+with --seed (random when absent, and then printed in the stats line); the same seed gives the same
+text on every backend.`,
+	Args: cobra.NoArgs,
+	RunE: runGenerate,
+}
+
+func init() {
+	f := generateCmd.Flags()
+	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory")
+	f.StringP("prompt", "p", "", "prompt text (required)")
+	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
+	f.Int("ctx", 0, "context length in tokens (default: the model's)")
+	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
+	addSamplingFlags(generateCmd)
+	_ = generateCmd.MarkFlagRequired("prompt")
+	rootCmd.AddCommand(generateCmd)
+}
+
+// addSamplingFlags adds the sampler flags shared by generate and chat.
+func addSamplingFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Float64("temp", 0.8, "temperature; 0 is greedy")
+	f.Int("top-k", 40, "keep the K most likely tokens; 0 keeps all")
+	f.Float64("top-p", 0.95, "keep the most likely tokens up to this probability mass, in (0, 1]")
+	f.Uint64("seed", 0, "random seed (default: random, printed in the stats)")
+	f.Float64("repeat-penalty", 1.0, "divide positive / multiply negative logits of recent tokens; 1 is off")
+	f.Int("repeat-last-n", runtime.DefaultRepeatLastN, "tokens the repeat penalty looks back over; -1 all")
+}
+
+// samplerFromFlags reads and validates the sampling flags; errors name the flag. seeded reports
+// whether --seed was given (otherwise the seed is random).
+func samplerFromFlags(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, err error) {
+	f := cmd.Flags()
+	o.Temperature, _ = f.GetFloat64("temp")
+	o.TopK, _ = f.GetInt("top-k")
+	o.TopP, _ = f.GetFloat64("top-p")
+	o.Seed, _ = f.GetUint64("seed")
+	o.RepeatPenalty, _ = f.GetFloat64("repeat-penalty")
+	o.RepeatLastN, _ = f.GetInt("repeat-last-n")
+	switch {
+	case math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0:
+		return o, false, fmt.Errorf("--temp %v: must be finite and >= 0", o.Temperature)
+	case o.TopK < 0:
+		return o, false, fmt.Errorf("--top-k %d: must be >= 0 (0 keeps every token)", o.TopK)
+	case !(o.TopP > 0 && o.TopP <= 1):
+		return o, false, fmt.Errorf("--top-p %v: must be in (0, 1]", o.TopP)
+	case !(o.RepeatPenalty > 0) || math.IsInf(o.RepeatPenalty, 0):
+		return o, false, fmt.Errorf("--repeat-penalty %v: must be finite and > 0", o.RepeatPenalty)
+	case o.RepeatLastN < -1:
+		return o, false, fmt.Errorf("--repeat-last-n %d: must be >= -1", o.RepeatLastN)
+	}
+	if o.RepeatLastN == 0 {
+		o.RepeatPenalty = 1 // an empty window penalises nothing
+	}
+	seeded = f.Changed("seed")
+	if !seeded {
+		o.Seed = rand.Uint64()
+	}
+	return o, seeded, nil
+}
+
+// checkDevice validates --device before any work.
+func checkDevice(device string) error {
+	if device != "gpu" && device != "cpu" {
+		return fmt.Errorf("--device %q: want gpu or cpu", device)
+	}
+	return nil
+}
+
+// runGenerate is the generate command.
+func runGenerate(cmd *cobra.Command, _ []string) error {
+	f := cmd.Flags()
+	so, seeded, err := samplerFromFlags(cmd)
+	if err != nil {
+		return err
+	}
+	n, _ := f.GetInt("n-predict")
+	if n < -1 {
+		return fmt.Errorf("-n %d: must be >= 0, or -1 for no limit", n)
+	}
+	ctxFlag, _ := f.GetInt("ctx")
+	if ctxFlag < 0 {
+		return fmt.Errorf("--ctx %d: must be positive", ctxFlag)
+	}
+	device, _ := f.GetString("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	prompt, _ := f.GetString("prompt")
+	path, _ := f.GetString("model")
+
+	m, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ctx, err := contextSize(ctxFlag, 0, m)
+	if err != nil {
+		return err
+	}
+	stderr := cmd.ErrOrStderr()
+	b, err := openBackend(device, m, ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	s, err := runtime.NewSampler(so)
+	if err != nil {
+		return err
+	}
+	ids := runtime.EncodePrompt(m.Tokenizer, prompt)
+	if len(ids) == 0 {
+		return errors.New("-p: the prompt is empty and the model adds no BOS token")
+	}
+	if len(ids) > ctx {
+		return fmt.Errorf("-p: the prompt is %d tokens, the context holds %d (--ctx; the model allows up to %d)", len(ids), ctx, m.Config.ContextLength)
+	}
+	stdout := cmd.OutOrStdout()
+	st, err := runtime.Generate(b, m.Tokenizer, ids, runtime.GenerateOptions{
+		MaxTokens: n, Context: ctx, Sampler: s,
+		Emit: func(text string) error {
+			_, err := io.WriteString(stdout, text)
+			return err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if isTerminal(os.Stdout) && isTerminal(os.Stderr) && !strings.HasSuffix(st.Text, "\n") {
+		fmt.Fprintln(stderr)
+	}
+	seed := ""
+	if so.Temperature > 0 && !seeded {
+		seed = fmt.Sprintf("; seed %d", so.Seed)
+	}
+	fmt.Fprintf(stderr, "%s%s\n", statsLine(st.PromptTokens, st.PrefillTokensPerSecond(), len(st.Tokens), st.DecodeCalls, st.DecodeTokensPerSecond(), st, ctx), seed)
+	return nil
+}
+
+// statsLine formats the stats line of generate and chat: prompt tokens and prefill speed,
+// generated tokens and decode speed, peak memory, and a note when the context filled up.
+func statsLine(prompt int, prefillTPS float64, generated, decodeCalls int, decodeTPS float64, last runtime.GenerateStats, ctx int) string {
+	dec := "n/a"
+	if decodeCalls > 0 {
+		dec = fmt.Sprintf("%.2f tok/s", decodeTPS)
+	}
+	line := fmt.Sprintf("prompt: %d tokens, prefill %.2f tok/s; generated: %d tokens, decode %s; peak memory: %s",
+		prompt, prefillTPS, generated, dec, humanBytes(peakMemory()))
+	if last.Stop == runtime.StopContext {
+		line += fmt.Sprintf("; stopped at the end of the context (%d tokens)", ctx)
+	}
+	return line
+}

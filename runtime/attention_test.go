@@ -1,0 +1,391 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/gpu/gputest"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// Tolerance of the attention parity tests
+//
+// Both implementations compute, for one query row over keys i = 0..n-1 (f16 K and V, decoded
+// exactly), O = Σ p_i v_i / Σ p_i with p_i = exp(s_i - m), s_i = (q·k_i) * scale, scale the f32
+// value of 1/sqrt(hd) both use. Each computed p̂_i is p_i·(1+α_i) in the numerator and
+// p_i·(1+β_i) in the denominator with |α_i|, |β_i| <= η_i, and then
+//
+//	Ô - O = Σ p_i (α_i v_i - β_i O) / Σ p_i (1+β_i)                        (because Σ p_i v_i = O Σ p_i)
+//	|Ô - O| <= 2 Vmax Σ w_i η_i / (1 - max η)       w_i = p_i / Σ p_j,  |v_i|, |O| <= Vmax
+//
+// per output dimension d, Vmax = max_i |v_i[d]| (softmax weights sum to 1, so |O| <= Vmax). A
+// final division with relative error ε_div adds ε_div (Vmax + the above). η_i collects, as a
+// product of (1+ε) factors bounded by exp(Σ ε) - 1 (u = 2^-24, γ_k = k u / (1 - k u), Higham eq. 3.8):
+//
+//   - the score: a dot product of hd terms in any order and the product with scale is
+//     s_i (1 + θ), |θ| <= γ_(hd+1) relative to Σ_d |q_d k_id| * scale =: a_i, so |ŝ_i - s_i| <=
+//     e_i := γ_(hd+1) a_i, and p_i ∝ exp(s_i) moves by a factor within exp(±e_i) (the maximum m
+//     is common to every key of the row and cancels in the normalization);
+//   - exp: the Vulkan precision table allows exp (3 + 2|x|) ULP, a relative error of at most
+//     (3 + 2|x|) 2^-23 for a normal result. bitgpu evaluates p_i as a chain exp(ŝ_i - m_tile) ·
+//     Π exp(m_old - m_new) (one factor per later increase of the running maximum, one more for
+//     the split merge) whose arguments are all <= 0 and add up to m̂ - ŝ_i, so Σ |x| over the chain
+//     is |x̂_i| <= |x_i| + e_i + max_j e_j; each argument is itself a rounded difference, which
+//     adds u |x̂_i|. With nExp exps in the chain: (3 nExp + 2.5 |x̂_i|) 2^-23, nExp <= tiles + 2.
+//     cpuref rounds a float64 exp to f32 (u) of an f32 difference (u |x̂_i|).
+//   - accumulation: Σ p v and Σ p in f32, in any order and with the rescaling products, give each
+//     term at most nAcc roundings: γ_nAcc with nAcc = n + splits + tiles + 4 for bitgpu, n + 2 for
+//     cpuref (whose division p/sum is one of them).
+//
+// ε_div is 2.5 ULP (the Vulkan bound for division) for bitgpu, 0 for cpuref. A result that
+// underflows may be flushed to 0 (absolute error <= 2^-126 per p_i, Σ p_i >= 1), which adds
+// n 2^-124 Vmax. The float64 reference has relative error far below 2^-40, added as 2^-40 Vmax.
+// The GPU is held to its own bound against the float64 reference, and to the sum of both bounds
+// against cpuref.Attention; cpuref is also checked against its bound, which keeps the derivation
+// honest. For the test data (scores of a few units) the bounds come to a few 1e-4 * Vmax, mostly
+// the worst-case dot-product term; typical errors are far smaller.
+
+const attnU = 0x1p-24
+
+func attnGamma(k float64) float64 { return k * attnU / (1 - k*attnU) }
+
+// attnBounds is the float64 reference of one query row and the error bound of each implementation
+// per output dimension.
+type attnBounds struct {
+	exact, gpu, cpu []float64
+}
+
+// attnReference computes the float64 attention of query row qr (hd values) over keys 0..n-1 of KV
+// head g of the decoded caches kf, vf ([ctx][kvh][hd]) and the bounds derived above, for a kernel
+// chain of at most tiles tiles and splits splits.
+func attnReference(qr []float32, kf, vf []float64, n, g, kvh, hd, tiles, splits int) attnBounds {
+	scale := float64(attnScale(uint32(hd)))
+	s := make([]float64, n)
+	e := make([]float64, n)
+	m, eMax := math.Inf(-1), 0.0
+	for i := 0; i < n; i++ {
+		k := kf[(i*kvh+g)*hd:][:hd]
+		var dot, abs float64
+		for d, q := range qr {
+			dot += float64(q) * k[d]
+			abs += math.Abs(float64(q) * k[d])
+		}
+		s[i] = dot * scale
+		e[i] = attnGamma(float64(hd+1)) * abs * scale
+		m = max(m, s[i])
+		eMax = max(eMax, e[i])
+	}
+	var l float64
+	w := make([]float64, n)
+	for i := range w {
+		w[i] = math.Exp(s[i] - m)
+		l += w[i]
+	}
+	var sumG, sumC, maxG, maxC float64
+	nExp := float64(tiles + 2)
+	nAccG := float64(n + splits + tiles + 4)
+	for i := range w {
+		w[i] /= l
+		xb := m - s[i] + e[i] + eMax
+		etaG := math.Expm1(e[i] + (3*nExp+2.5*xb)*0x1p-23 + attnGamma(nAccG))
+		etaC := math.Expm1(e[i] + attnU + attnU*xb + 0x1p-52 + attnGamma(float64(n+2)))
+		sumG += w[i] * etaG
+		sumC += w[i] * etaC
+		maxG, maxC = max(maxG, etaG), max(maxC, etaC)
+	}
+	const divG = 2.5 * 0x1p-23
+	relG := 2*sumG/(1-maxG)*(1+divG) + divG + float64(n)*0x1p-124 + 0x1p-40
+	relC := 2*sumC/(1-maxC) + 0x1p-40
+	b := attnBounds{exact: make([]float64, hd), gpu: make([]float64, hd), cpu: make([]float64, hd)}
+	for d := 0; d < hd; d++ {
+		var o, vmax float64
+		for i := 0; i < n; i++ {
+			v := vf[(i*kvh+g)*hd+d]
+			o += w[i] * v
+			vmax = max(vmax, math.Abs(v))
+		}
+		b.exact[d], b.gpu[d], b.cpu[d] = o, relG*vmax, relC*vmax
+	}
+	return b
+}
+
+// attnData is one test problem: f16 caches of ctx positions with rows 0..valid-1 holding
+// N(0,1) values and NaN beyond (a kernel that reads an unwritten position fails), and queries
+// N(0,1) * 2.5 so scores (q·k)/sqrt(hd) are N(0, 2.5²): magnitudes of a few units, the softmax
+// peaked but not one-hot.
+type attnData struct {
+	sh     AttentionShape
+	k, v   []uint16 // [ctx][kvh][hd] f16 bits
+	kf, vf []float64
+}
+
+const attnF16NaN = 0x7e00
+
+func newAttnData(rng *rand.Rand, sh AttentionShape) *attnData {
+	n := int(sh.Ctx * sh.KVHeads * sh.HeadDim)
+	a := &attnData{sh: sh, k: make([]uint16, n), v: make([]uint16, n), kf: make([]float64, n), vf: make([]float64, n)}
+	for i := 0; i < n; i++ {
+		a.k[i] = model.F32ToF16(float32(rng.NormFloat64()))
+		a.v[i] = model.F32ToF16(float32(rng.NormFloat64()))
+		a.kf[i] = float64(model.F16ToF32(a.k[i]))
+		a.vf[i] = float64(model.F16ToF32(a.v[i]))
+	}
+	return a
+}
+
+// caches returns copies of the caches with positions >= valid set to NaN.
+func (a *attnData) caches(valid int) (k, v []uint16) {
+	k, v = append([]uint16(nil), a.k...), append([]uint16(nil), a.v...)
+	row := int(a.sh.KVHeads * a.sh.HeadDim)
+	for i := valid * row; i < len(k); i++ {
+		k[i], v[i] = attnF16NaN, attnF16NaN
+	}
+	return k, v
+}
+
+func attnQueries(rng *rand.Rand, n int) []float32 {
+	q := make([]float32, n)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64() * 2.5)
+	}
+	return q
+}
+
+// checkAttention compares got (T rows of H*hd at positions pos0..) with cpuref.Attention and the
+// float64 reference, each within the bounds derived above.
+func (a *attnData) check(t *testing.T, name string, q, got []float32, T, pos0, bc, splits int) {
+	t.Helper()
+	sh := a.sh
+	H, kvh, hd := int(sh.Heads), int(sh.KVHeads), int(sh.HeadDim)
+	k, v := a.caches(pos0 + T)
+	want := make([]float32, H*hd)
+	worst := 0.0 // largest error as a fraction of its bound
+	for tok := 0; tok < T; tok++ {
+		pos := pos0 + tok
+		qt := q[tok*H*hd : (tok+1)*H*hd]
+		require.NoError(t, cpuref.Attention(want, qt, k, v, pos, H, kvh, hd))
+		n := pos + 1
+		tiles := (n+bc-1)/bc + 1
+		for h := 0; h < H; h++ {
+			b := attnReference(qt[h*hd:(h+1)*hd], a.kf, a.vf, n, h/(H/kvh), kvh, hd, tiles, splits)
+			for d := 0; d < hd; d++ {
+				g := float64(got[(tok*H+h)*hd+d])
+				c := float64(want[h*hd+d])
+				at := fmt.Sprintf("%s: token %d (position %d) head %d dim %d: gpu %v cpuref %v float64 %v", name, tok, pos, h, d, g, c, b.exact[d])
+				require.False(t, math.IsNaN(g), at)
+				require.LessOrEqual(t, math.Abs(g-b.exact[d]), b.gpu[d], "gpu vs float64, bound %g: %s", b.gpu[d], at)
+				require.LessOrEqual(t, math.Abs(g-c), b.gpu[d]+b.cpu[d], "gpu vs cpuref, bound %g: %s", b.gpu[d]+b.cpu[d], at)
+				require.LessOrEqual(t, math.Abs(c-b.exact[d]), b.cpu[d], "cpuref vs float64 (the bound itself is wrong), bound %g: %s", b.cpu[d], at)
+				if b.gpu[d] > 0 {
+					worst = max(worst, math.Abs(g-b.exact[d])/b.gpu[d])
+				}
+			}
+		}
+	}
+	t.Logf("%s: largest gpu error %.3g of its bound", name, worst)
+}
+
+func newAttention(t *testing.T) (*gpu.Device, *AttentionKernels) {
+	d := gputest.Open(t)
+	a := NewAttentionKernels(d)
+	t.Cleanup(a.Release)
+	return d, a
+}
+
+// runPrefill uploads the problem, records Prefill (or, with tile set, the main kernel with that
+// tile shape and split count plus the merge) at pos0 and returns the output.
+func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData, q []float32, T, pos0 int, tile *attnTile, splits uint32) []float32 {
+	sh := data.sh
+	k, v := data.caches(pos0 + T)
+	bq, bk, bv := upload(t, d, q), attnUpload(t, d, k), attnUpload(t, d, v)
+	defer bq.Release()
+	defer bk.Release()
+	defer bv.Release()
+	n := uint32(T) * sh.Heads * sh.HeadDim
+	out, err := d.NewBuffer(4 * uint64(n))
+	require.NoError(t, err)
+	defer out.Release()
+	s, err := d.NewSequence()
+	require.NoError(t, err)
+	defer s.Release()
+	require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos0)))
+	if tile == nil {
+		require.NoError(t, a.Prefill(s, sh, uint32(T), bq.Whole(), bk.Whole(), bv.Whole(), out.Whole()))
+	} else {
+		scratch, err := d.NewBuffer(uint64(splits) * uint64(n+2*uint32(T)*sh.Heads) * 4)
+		require.NoError(t, err)
+		defer scratch.Release()
+		require.NoError(t, a.dispatchMain(s, sh, uint32(T), *tile, splits, bq.Whole(), bk.Whole(), bv.Whole(), scratch.Whole()))
+		merge, err := a.kernel(attnKey{merge: true})
+		require.NoError(t, err)
+		rows := uint32(T) * sh.Heads
+		require.NoError(t, s.Dispatch(merge, [3]uint32{rows, 1, 1}, []uint32{rows, sh.HeadDim, splits, splits * n}, scratch.Whole(), out.Whole()))
+	}
+	require.NoError(t, s.Submit())
+	return download(t, out, n)
+}
+
+func attnUpload(t *testing.T, d *gpu.Device, v []uint16) *gpu.Buffer {
+	b, err := gpu.NewBufferFrom(d, v)
+	require.NoError(t, err)
+	return b
+}
+
+// TestAttentionPrefillParity sweeps the prefill kernel (FlashAttention) over sequence lengths 1,
+// 2, 17, 64 and 300 from position 0 and from later positions (a batch after earlier tokens),
+// head dims 64 and 128 (and 32, 80), GQA ratios 1 and 4, against cpuref.Attention — the naive
+// algorithm, a full softmax per query — and a float64 reference. Lengths 17 and up span several
+// K/V tiles and several query-row tiles.
+func TestAttentionPrefillParity(t *testing.T) {
+	d, a := newAttention(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	type tc struct{ T, pos0, H, KVH, hd int }
+	var cases []tc
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{2, 2}, {8, 2}} {
+			for _, T := range []int{1, 2, 17, 64, 300} {
+				cases = append(cases, tc{T, 0, hk[0], hk[1], hd})
+			}
+			cases = append(cases, tc{17, 45, hk[0], hk[1], hd}, tc{64, 237, hk[0], hk[1], hd})
+		}
+	}
+	cases = append(cases, tc{1, 100, 4, 1, 128}, tc{40, 3, 4, 1, 32}, tc{33, 20, 6, 3, 80})
+	for _, c := range cases {
+		name := fmt.Sprintf("T=%d pos0=%d H=%d KVH=%d hd=%d", c.T, c.pos0, c.H, c.KVH, c.hd)
+		sh := AttentionShape{Heads: uint32(c.H), KVHeads: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.pos0 + c.T + 3)}
+		data := newAttnData(rng, sh)
+		q := attnQueries(rng, c.T*c.H*c.hd)
+		got := runPrefill(t, d, a, data, q, c.T, c.pos0, nil, 1)
+		tile, err := a.prefillTile(sh.HeadDim)
+		require.NoError(t, err)
+		data.check(t, name, q, got, c.T, c.pos0, int(tile.bc), 1)
+	}
+}
+
+// TestAttentionTileShapes runs the main kernel with tile shapes the devices here would not pick
+// (few rows, threads per row that do not divide the head dim) and with split-K over a multi-token
+// batch, merged by attention_merge, so every code path of both shaders is exercised.
+func TestAttentionTileShapes(t *testing.T) {
+	d, a := newAttention(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	sh := AttentionShape{Heads: 8, KVHeads: 2, HeadDim: 88, Ctx: 90}
+	data := newAttnData(rng, sh)
+	const T, pos0 = 19, 70
+	q := attnQueries(rng, T*8*88)
+	for _, c := range []struct {
+		tile   attnTile
+		splits uint32
+	}{{attnTile{8, 8, 64}, 1}, {attnTile{4, 16, 32}, 1}, {attnTile{32, 16, 256}, 3}, {attnTile{4, 4, 16}, 7}} {
+		require.True(t, a.fits(sh.HeadDim, c.tile), "%+v", c.tile)
+		got := runPrefill(t, d, a, data, q, T, pos0, &c.tile, c.splits)
+		data.check(t, fmt.Sprintf("tile %+v splits %d", c.tile, c.splits), q, got, T, pos0, int(c.tile.bc), int(c.splits))
+	}
+}
+
+// TestAttentionDecodeReplay records one decode step per shape and replays it at growing positions
+// with SetStep(AttentionPosSlot, pos), as the runtime's decode loop does: a new query each step,
+// the caches written up to pos (NaN beyond). Contexts 40 (one split: no merge), 300 (5 splits,
+// most of them empty at early positions) and 1000 (16 splits).
+func TestAttentionDecodeReplay(t *testing.T) {
+	d, a := newAttention(t)
+	rng := rand.New(rand.NewPCG(9, 10))
+	type tc struct {
+		H, KVH, hd, ctx int
+		pos             []int
+	}
+	var cases []tc
+	for _, hd := range []int{64, 128} {
+		for _, hk := range [][2]int{{2, 2}, {8, 2}} {
+			cases = append(cases, tc{hk[0], hk[1], hd, 300, []int{0, 1, 31, 32, 63, 64, 65, 150, 299}})
+		}
+	}
+	cases = append(cases, tc{4, 1, 128, 40, []int{0, 17, 39}}, tc{20, 5, 128, 1000, []int{5, 640, 999}}, tc{4, 2, 32, 100, []int{0, 99}})
+	for _, c := range cases {
+		sh := AttentionShape{Heads: uint32(c.H), KVHeads: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
+		data := newAttnData(rng, sh)
+		n := c.H * c.hd
+		bq, err := d.NewBuffer(4 * uint64(n))
+		require.NoError(t, err)
+		bk, err := d.NewBuffer(sh.CacheBytes())
+		require.NoError(t, err)
+		bv, err := d.NewBuffer(sh.CacheBytes())
+		require.NoError(t, err)
+		out, err := d.NewBuffer(4 * uint64(n))
+		require.NoError(t, err)
+		scratch, err := d.NewBuffer(max(sh.DecodeScratchBytes(), 4))
+		require.NoError(t, err)
+		s, err := d.NewSequence()
+		require.NoError(t, err)
+		require.NoError(t, a.Decode(s, sh, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole()))
+		tile, err := a.decodeTile(sh.HeadDim, sh.Heads/sh.KVHeads)
+		require.NoError(t, err)
+		for _, pos := range c.pos {
+			q := attnQueries(rng, n)
+			k, v := data.caches(pos + 1)
+			require.NoError(t, gpu.Write(bq, 0, q))
+			require.NoError(t, gpu.Write(bk, 0, k))
+			require.NoError(t, gpu.Write(bv, 0, v))
+			require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
+			require.NoError(t, s.Submit())
+			name := fmt.Sprintf("decode H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", c.H, c.KVH, c.hd, c.ctx, sh.DecodeSplits(), pos)
+			data.check(t, name, q, download(t, out, uint32(n)), 1, pos, int(tile.bc), int(sh.DecodeSplits()))
+		}
+		s.Release()
+		for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
+			b.Release()
+		}
+	}
+}
+
+func TestAttentionArgumentErrors(t *testing.T) {
+	d, a := newAttention(t)
+	b, err := d.NewBuffer(1 << 16)
+	require.NoError(t, err)
+	small, err := d.NewBuffer(64)
+	require.NoError(t, err)
+	w, sm := b.Whole(), small.Whole()
+	sh := AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 100}
+	run := func(rec func(s *gpu.Sequence) error) error {
+		s, err := d.NewSequence()
+		require.NoError(t, err)
+		defer s.Release()
+		return rec(s)
+	}
+	for _, c := range []struct {
+		rec  func(s *gpu.Sequence) error
+		want string
+	}{
+		{func(s *gpu.Sequence) error {
+			return a.Prefill(s, AttentionShape{Heads: 6, KVHeads: 4, HeadDim: 64, Ctx: 8}, 1, w, w, w, w)
+		}, "attention prefill: heads 6 must be a positive multiple of kv heads 4"},
+		{func(s *gpu.Sequence) error {
+			return a.Prefill(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 63, Ctx: 8}, 1, w, w, w, w)
+		}, "attention prefill: head dim 63 must be even and in 2..256"},
+		{func(s *gpu.Sequence) error {
+			return a.Decode(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 512, Ctx: 8}, w, w, w, w, w)
+		}, "attention decode: head dim 512 must be even and in 2..256"},
+		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 0, w, w, w, w) }, "attention prefill: no query tokens"},
+		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 2, sm, w, w, w) },
+			"attention prefill: q holds 64 bytes, need 2048 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 1, w, w, sm, w) },
+			"attention prefill: v cache holds 64 bytes, need 25600 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return a.Decode(s, sh, w, w, w, sm, w) },
+			"attention decode: out holds 64 bytes, need 1024 for heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return a.Decode(s, sh, w, w, w, w, sm) },
+			"attention decode: scratch holds 64 bytes, need 2112 for heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error {
+			return a.Decode(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64}, w, w, w, w, w)
+		}, "attention decode: cache of 0 positions"},
+	} {
+		require.ErrorContains(t, run(c.rec), c.want)
+	}
+	require.Equal(t, uint32(2), sh.DecodeSplits())
+	require.Equal(t, uint64(0), AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 64}.DecodeScratchBytes())
+	require.Equal(t, uint32(64), AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 1 << 20}.DecodeSplits())
+}

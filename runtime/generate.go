@@ -1,0 +1,183 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// ErrContextFull is wrapped by the errors Generate, Chat and Perplexity return when tokens do not
+// fit the KV cache (the context length).
+var ErrContextFull = errors.New("context full")
+
+// StopReason says why Generate stopped.
+type StopReason string
+
+// Stop reasons.
+const (
+	// StopEOS: the sampler picked the end-of-sequence or end-of-turn token (not emitted).
+	StopEOS StopReason = "eos"
+	// StopLength: GenerateOptions.MaxTokens tokens were generated.
+	StopLength StopReason = "length"
+	// StopContext: the KV cache is full, so no further token can be fed back.
+	StopContext StopReason = "context"
+)
+
+// GenerateOptions controls Generate.
+type GenerateOptions struct {
+	// MaxTokens is the most tokens to generate; a negative value means no limit (generation
+	// stops at EOS/EOT or the context end). 0 generates nothing after the prefill.
+	MaxTokens int
+	// Context is the KV cache capacity in tokens; 0 means the backend's Config().ContextLength.
+	// Set it when the backend was built with a smaller cache than the model's context length.
+	Context int
+	// Sampler picks each token; nil means greedy (temperature 0). It is advanced, and every
+	// prompt and generated token is passed to its Accept, so a chat can keep one Sampler.
+	Sampler *Sampler
+	// IgnoreEOS keeps generating after the EOS or EOT token (which is then emitted as text
+	// like any control token: not at all).
+	IgnoreEOS bool
+	// Emit receives the generated text as it becomes complete (never half a UTF-8 character;
+	// control tokens give no text). An error from Emit stops generation and is returned. nil
+	// discards the text.
+	Emit func(text string) error
+}
+
+// GenerateStats reports one Generate call. Times are wall-clock.
+type GenerateStats struct {
+	PromptTokens    int           // tokens prefilled
+	PrefillTime     time.Duration // time of the Prefill call
+	Tokens          []int         // generated token ids, including a final EOS/EOT
+	Text            string        // the emitted text
+	DecodeCalls     int           // Decode calls (each feeds one generated token back)
+	DecodeTime      time.Duration // total time of the Decode calls and the sampling after them
+	Stop            StopReason
+	ContextCapacity int // the KV cache capacity used for the context check
+}
+
+// PrefillTokensPerSecond is PromptTokens / PrefillTime (0 when nothing was timed).
+func (s GenerateStats) PrefillTokensPerSecond() float64 {
+	return rate(s.PromptTokens, s.PrefillTime)
+}
+
+// DecodeTokensPerSecond is DecodeCalls / DecodeTime: the steady-state generation speed, one
+// token per Decode (0 when there was no Decode call).
+func (s GenerateStats) DecodeTokensPerSecond() float64 { return rate(s.DecodeCalls, s.DecodeTime) }
+
+// rate is n per second over d, 0 when d or n is 0.
+func rate(n int, d time.Duration) float64 {
+	if n == 0 || d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// EncodePrompt tokenizes a prompt for generation: tok's BOS id first when tok.AddBOS() (and the
+// tokenizer has one), then tok.Encode(text, true) — special-token text such as "<|eot_id|>" in
+// the prompt becomes its id, as llama.cpp does for prompts.
+func EncodePrompt(tok model.Tokenizer, text string) []int {
+	var ids []int
+	if tok.AddBOS() && tok.BOS() >= 0 {
+		ids = append(ids, tok.BOS())
+	}
+	return append(ids, tok.Encode(text, true)...)
+}
+
+// Generate appends prompt to b's KV cache (at b.Pos(); call b.Reset first for a fresh sequence),
+// then samples up to opts.MaxTokens tokens, feeding each one back with Decode, and streams their
+// text through opts.Emit with a model.StreamDecoder. It stops when:
+//   - the sampler picks tok's EOS or EOT id (unless opts.IgnoreEOS): StopEOS; that token is
+//     returned in Tokens but neither emitted nor fed back;
+//   - MaxTokens tokens were generated: StopLength; the last one is not fed back;
+//   - the cache is full, so the last generated token cannot be fed back: StopContext.
+//
+// The cache therefore holds the prompt and every generated token but the last. Errors: an empty
+// prompt, a prompt that does not fit the cache (wraps ErrContextFull, before any work), and errors
+// from the backend, the sampler or Emit; the stats gathered so far are returned with them.
+func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions) (st GenerateStats, err error) {
+	st = GenerateStats{PromptTokens: len(prompt), ContextCapacity: opts.Context}
+	if b == nil || tok == nil {
+		return st, fmt.Errorf("generate: nil backend or tokenizer")
+	}
+	if st.ContextCapacity <= 0 {
+		st.ContextCapacity = b.Config().ContextLength
+	}
+	if len(prompt) == 0 {
+		return st, fmt.Errorf("generate: empty prompt (no tokens to start from)")
+	}
+	if free := st.ContextCapacity - b.Pos(); len(prompt) > free {
+		return st, fmt.Errorf("generate: prompt of %d tokens does not fit the context of %d tokens (%d in use): %w",
+			len(prompt), st.ContextCapacity, b.Pos(), ErrContextFull)
+	}
+	s := opts.Sampler
+	if s == nil {
+		if s, err = NewSampler(SamplerOptions{}); err != nil {
+			return st, err
+		}
+	}
+	for _, t := range prompt {
+		s.Accept(t)
+	}
+	dec := model.NewStreamDecoder(tok)
+	emit := func(text string) error {
+		if text == "" {
+			return nil
+		}
+		st.Text += text
+		if opts.Emit == nil {
+			return nil
+		}
+		return opts.Emit(text)
+	}
+
+	start := time.Now()
+	logits, err := b.Prefill(prompt, false)
+	st.PrefillTime = time.Since(start)
+	if err != nil {
+		return st, fmt.Errorf("generate: prefill: %w", err)
+	}
+	var decodeStart time.Time
+	defer func() {
+		if !decodeStart.IsZero() {
+			st.DecodeTime = time.Since(decodeStart)
+		}
+	}()
+	for opts.MaxTokens < 0 || len(st.Tokens) < opts.MaxTokens {
+		id, err := s.Sample(logits)
+		if err != nil {
+			return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
+		}
+		s.Accept(id)
+		st.Tokens = append(st.Tokens, id)
+		if !opts.IgnoreEOS && (id == tok.EOS() || id == tok.EOT()) && id >= 0 {
+			st.Stop = StopEOS
+			break
+		}
+		if err := emit(dec.Push(id)); err != nil {
+			return st, err
+		}
+		if opts.MaxTokens >= 0 && len(st.Tokens) == opts.MaxTokens {
+			break
+		}
+		if b.Pos() >= st.ContextCapacity {
+			st.Stop = StopContext
+			break
+		}
+		if decodeStart.IsZero() {
+			decodeStart = time.Now()
+		}
+		if logits, err = b.Decode(id); err != nil {
+			return st, fmt.Errorf("generate: decode at position %d: %w", b.Pos(), err)
+		}
+		st.DecodeCalls++
+	}
+	if st.Stop == "" {
+		st.Stop = StopLength
+	}
+	if err := emit(dec.Flush()); err != nil {
+		return st, err
+	}
+	return st, nil
+}

@@ -1,0 +1,519 @@
+//go:build bitgpu_wip
+
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// MaxBatch is the most tokens one prefill submission processes; longer prompts run in chunks.
+const MaxBatch = 64
+
+// GPUOptions configure NewGPU.
+type GPUOptions struct {
+	// Ctx is the KV-cache capacity in tokens (<= 0: the model's context length).
+	Ctx int
+	// Progress, when not nil, receives a progress bar while the weights upload.
+	Progress io.Writer
+}
+
+// GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
+// to 2 bits a weight, norms f32, the tied embedding F16 in row chunks), an f16 KV cache, and a
+// decode step recorded once and replayed for every token. It implements Backend and is not safe
+// for concurrent use.
+type GPU struct {
+	cfg     model.Config
+	dev     *gpu.Device
+	ownsDev bool
+	ks      *Kernels
+	ctx     int
+	pos     int
+	closed  bool
+
+	embdHost *model.Tensor // host copy of token_embd for the input gather
+	embd     *F16Matrix    // device copy for the tied logits
+	outNorm  *gpu.Buffer
+	layers   []gpuLayer
+	rope     *gpu.Buffer
+	plan     MemoryPlan
+
+	// Activations for up to MaxBatch tokens.
+	x, q, k, v, att, gate, up, xn *gpu.Buffer
+	qa, sq                        *gpu.Buffer
+	logits                        *gpu.Buffer // host-visible [MaxBatch][vocab]
+	attnScratch                   *gpu.Buffer
+
+	decode *gpu.Sequence // the recorded one-token step
+}
+
+type gpuLayer struct {
+	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm *gpu.Buffer
+	q, k, v, o, gate, up, down                 *TernaryWeights
+	kCache, vCache                             *gpu.Buffer
+}
+
+// MemoryPlan is the device memory a model needs, in bytes.
+type MemoryPlan struct {
+	Weights, KVCache, Scratch uint64
+}
+
+// Total is the sum of the parts.
+func (p MemoryPlan) Total() uint64 { return p.Weights + p.KVCache + p.Scratch }
+
+// String reports the plan in MiB.
+func (p MemoryPlan) String() string {
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	return fmt.Sprintf("weights %.1f MiB, KV cache %.1f MiB, scratch %.1f MiB, total %.1f MiB",
+		mib(p.Weights), mib(p.KVCache), mib(p.Scratch), mib(p.Total()))
+}
+
+// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache.
+func PlanMemory(cfg model.Config, ctx int) MemoryPlan {
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	perLayer := uint64(cfg.Dim*qDim+2*cfg.Dim*kvDim+qDim*cfg.Dim+3*cfg.Dim*cfg.FFNDim)/4 + uint64(4*(2*cfg.Dim+qDim+cfg.FFNDim))
+	p := MemoryPlan{
+		Weights: uint64(cfg.Layers)*perLayer + uint64(cfg.VocabSize)*uint64(cfg.Dim)*2 + uint64(4*cfg.Dim),
+		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
+	}
+	B := uint64(MaxBatch)
+	widest := uint64(max(cfg.Dim, qDim, cfg.FFNDim))
+	p.Scratch = 4*B*uint64(2*cfg.Dim+qDim+2*kvDim+qDim+2*cfg.FFNDim) + B*widest + 8*B + 4*B*uint64(cfg.VocabSize) +
+		uint64(ctx*cfg.RoPEDim*4) + AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx))
+	return p
+}
+
+// NewGPU uploads m to dev and records the decode step. It checks the memory plan against the
+// device's heaps first and returns an error naming both sizes when the model does not fit; shapes
+// the GPU path does not support (no sub-norms, TQ block scales that differ, widths not multiples
+// of 16) are errors naming the tensor. The device stays owned by the caller.
+func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
+	cfg := m.Config
+	ctx := opts.Ctx
+	if ctx <= 0 {
+		ctx = cfg.ContextLength
+	}
+	if ctx <= 0 || ctx > cfg.ContextLength {
+		return nil, fmt.Errorf("--ctx %d: must be in [1, %d] (the model's context length)", ctx, cfg.ContextLength)
+	}
+	if !cfg.SubNorms {
+		return nil, fmt.Errorf("%s: the GPU backend needs attn_sub_norm and ffn_sub_norm (BitNet b1.58 layout)", m.Path)
+	}
+	if cfg.Dim%16 != 0 || cfg.FFNDim%16 != 0 || cfg.HeadDim%2 != 0 {
+		return nil, fmt.Errorf("%s: widths dim %d, ffn %d must be multiples of 16 and head dim %d even on the GPU", m.Path, cfg.Dim, cfg.FFNDim, cfg.HeadDim)
+	}
+	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, plan: PlanMemory(cfg, ctx)}
+	var heap uint64
+	for _, h := range dev.Info().Heaps {
+		if h.DeviceLocal {
+			heap = max(heap, h.Size)
+		}
+	}
+	if heap > 0 && g.plan.Total() > heap {
+		return nil, fmt.Errorf("%s needs %.2f GiB of device memory (%s) but %s's largest heap has %.2f GiB; try a smaller --ctx",
+			m.Path, float64(g.plan.Total())/(1<<30), g.plan, dev.Info().Name, float64(heap)/(1<<30))
+	}
+	ks, err := NewKernels(dev)
+	if err != nil {
+		return nil, err
+	}
+	g.ks = ks
+	if err := g.upload(m, opts.Progress); err != nil {
+		g.Close()
+		return nil, err
+	}
+	if err := g.allocScratch(); err != nil {
+		g.Close()
+		return nil, err
+	}
+	if g.decode, err = g.record(1); err != nil {
+		g.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// Plan reports the device memory the backend allocated.
+func (g *GPU) Plan() MemoryPlan { return g.plan }
+
+// Device is the device the backend runs on.
+func (g *GPU) Device() *gpu.Device { return g.dev }
+
+func (g *GPU) upload(m *model.Model, progress io.Writer) error {
+	c := &g.cfg
+	get := func(name string) (*model.Tensor, error) {
+		t, ok := m.Tensors[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: missing tensor %s", m.Path, name)
+		}
+		return t, nil
+	}
+	var bar *progressbar.ProgressBar
+	if progress != nil {
+		bar = progressbar.NewOptions64(int64(g.plan.Weights), progressbar.OptionSetWriter(progress),
+			progressbar.OptionSetDescription("uploading weights"), progressbar.OptionShowBytes(true),
+			progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100_000_000))
+		defer bar.Finish()
+	}
+	advance := func(n uint64) {
+		if bar != nil {
+			bar.Add64(int64(n))
+		}
+	}
+	norm := func(name string, n int) (*gpu.Buffer, error) {
+		t, err := get(name)
+		if err != nil {
+			return nil, err
+		}
+		v := make([]float32, n)
+		if err := model.FloatRow(t, 0, v); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		advance(uint64(4 * n))
+		return gpu.NewBufferFrom(g.dev, v)
+	}
+	ternary := func(name string, cols, rows int) (*TernaryWeights, error) {
+		t, err := get(name)
+		if err != nil {
+			return nil, err
+		}
+		if s := m.WeightScale(name); s != 1 {
+			return nil, fmt.Errorf("%s: a separate weight scale tensor is not supported on the GPU yet (use --device cpu)", name)
+		}
+		tm, err := model.NewTernaryMatrix(t)
+		if err != nil {
+			return nil, err
+		}
+		if tm.Rows != rows || tm.Cols != cols {
+			return nil, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", name, tm.Cols, tm.Rows, cols, rows)
+		}
+		words, scale, err := RepackTernary(tm)
+		if err != nil {
+			return nil, err
+		}
+		b, err := gpu.NewBufferFrom(g.dev, words)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		advance(uint64(4 * len(words)))
+		return &TernaryWeights{Name: name, Rows: uint32(rows), Cols: uint32(cols), Scale: scale, Buf: b.Whole()}, nil
+	}
+	embd, err := get("token_embd.weight")
+	if err != nil {
+		return err
+	}
+	if _, untied := m.Tensors["output.weight"]; untied {
+		return fmt.Errorf("%s: an untied output.weight is not supported on the GPU yet (use --device cpu)", m.Path)
+	}
+	if embd.Type != model.TypeF16 {
+		return fmt.Errorf("tensor token_embd.weight: type %s, the GPU logits need F16", embd.Type)
+	}
+	g.embdHost = embd
+	if g.embd, err = g.uploadF16(embd, c.VocabSize, c.Dim); err != nil {
+		return err
+	}
+	advance(uint64(len(embd.Data)))
+	if g.outNorm, err = norm("output_norm.weight", c.Dim); err != nil {
+		return err
+	}
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("blk.%d.", i)
+		var l gpuLayer
+		steps := []func() error{
+			func() (err error) { l.attnNorm, err = norm(p+"attn_norm.weight", c.Dim); return },
+			func() (err error) { l.attnSubNorm, err = norm(p+"attn_sub_norm.weight", qDim); return },
+			func() (err error) { l.ffnNorm, err = norm(p+"ffn_norm.weight", c.Dim); return },
+			func() (err error) { l.ffnSubNorm, err = norm(p+"ffn_sub_norm.weight", c.FFNDim); return },
+			func() (err error) { l.q, err = ternary(p+"attn_q.weight", c.Dim, qDim); return },
+			func() (err error) { l.k, err = ternary(p+"attn_k.weight", c.Dim, kvDim); return },
+			func() (err error) { l.v, err = ternary(p+"attn_v.weight", c.Dim, kvDim); return },
+			func() (err error) { l.o, err = ternary(p+"attn_output.weight", qDim, c.Dim); return },
+			func() (err error) { l.gate, err = ternary(p+"ffn_gate.weight", c.Dim, c.FFNDim); return },
+			func() (err error) { l.up, err = ternary(p+"ffn_up.weight", c.Dim, c.FFNDim); return },
+			func() (err error) { l.down, err = ternary(p+"ffn_down.weight", c.FFNDim, c.Dim); return },
+			func() (err error) { l.kCache, err = g.dev.NewBuffer(uint64(g.ctx * kvDim * 2)); return },
+			func() (err error) { l.vCache, err = g.dev.NewBuffer(uint64(g.ctx * kvDim * 2)); return },
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		g.layers = append(g.layers, l)
+	}
+	g.rope, err = gpu.NewBufferFrom(g.dev, RoPETable(g.ctx, c.RoPEDim, c.RoPEBase))
+	return err
+}
+
+// uploadF16 copies an F16 matrix of rows x cols to the device in row chunks no larger than the
+// device's maxStorageBufferRange (the 2B4T embedding alone is 656 MB).
+func (g *GPU) uploadF16(t *model.Tensor, rows, cols int) (*F16Matrix, error) {
+	rowBytes := uint64(2 * cols)
+	if uint64(len(t.Data)) < rowBytes*uint64(rows) {
+		return nil, fmt.Errorf("tensor %s: %d bytes, want %d", t.Name, len(t.Data), rowBytes*uint64(rows))
+	}
+	limit := min(g.dev.Info().MaxStorageBufferRange, 1<<30)
+	per := max(uint64(1), limit/rowBytes)
+	mat := &F16Matrix{Name: t.Name, Rows: uint32(rows), Cols: uint32(cols)}
+	for r0 := uint64(0); r0 < uint64(rows); r0 += per {
+		n := min(per, uint64(rows)-r0)
+		b, err := g.dev.NewBuffer(n * rowBytes)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
+		}
+		if err := b.Upload(0, t.Data[r0*rowBytes:(r0+n)*rowBytes]); err != nil {
+			return nil, err
+		}
+		mat.Chunks = append(mat.Chunks, F16Chunk{Row0: uint32(r0), Rows: uint32(n), Buf: b.Whole()})
+	}
+	return mat, nil
+}
+
+func (g *GPU) allocScratch() error {
+	c := &g.cfg
+	B := uint64(MaxBatch)
+	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
+	widest := uint64(max(c.Dim, c.Heads*c.HeadDim, c.FFNDim))
+	var err error
+	alloc := func(dst **gpu.Buffer, bytes uint64) {
+		if err == nil {
+			*dst, err = g.dev.NewBuffer(bytes)
+		}
+	}
+	alloc(&g.x, 4*B*uint64(c.Dim))
+	alloc(&g.xn, 4*B*uint64(c.Dim))
+	alloc(&g.q, 4*B*qDim)
+	alloc(&g.k, 4*B*kvDim)
+	alloc(&g.v, 4*B*kvDim)
+	alloc(&g.att, 4*B*qDim)
+	alloc(&g.gate, 4*B*uint64(c.FFNDim))
+	alloc(&g.up, 4*B*uint64(c.FFNDim))
+	alloc(&g.qa, B*widest)
+	alloc(&g.sq, 8*B)
+	alloc(&g.attnScratch, max(4, AttentionScratchBytes(uint32(c.Heads), uint32(c.HeadDim), uint32(g.ctx))))
+	if err != nil {
+		return err
+	}
+	g.logits, err = g.dev.NewHostBuffer(4 * B * uint64(c.VocabSize))
+	return err
+}
+
+// record builds the command sequence of a forward pass over T tokens whose embeddings are in x,
+// at positions step[0] .. step[0]+T-1, leaving the logits of every token in g.logits.
+func (g *GPU) record(T int) (*gpu.Sequence, error) {
+	s, err := g.dev.NewSequence()
+	if err != nil {
+		return nil, err
+	}
+	if err := g.recordForward(s, uint32(T)); err != nil {
+		s.Release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (g *GPU) recordForward(s *gpu.Sequence, T uint32) error {
+	c := &g.cfg
+	ks := g.ks
+	dim, qDim, kvDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.KVHeads*c.HeadDim), uint32(c.FFNDim)
+	normQuant := func(in *gpu.Buffer, w *gpu.Buffer, d uint32) error {
+		return ks.RMSNormQuant(s, in.Whole(), w.Whole(), g.qa.Whole(), g.sq.Whole(),
+			RMSNormArgs{D: d, T: T, XStride: d, OutStride: d / 4, Eps: c.RMSEps})
+	}
+	mm := func(w *TernaryWeights, out *gpu.Buffer, accumulate bool) error {
+		return ks.TernaryMatMul(s, w, g.qa.Whole(), g.sq.Whole(), out.Whole(), MatMulArgs{T: T, YStride: w.Rows, Accumulate: accumulate})
+	}
+	for _, l := range g.layers {
+		steps := []func() error{
+			func() error { return normQuant(g.x, l.attnNorm, dim) },
+			func() error { return mm(l.q, g.q, false) },
+			func() error { return mm(l.k, g.k, false) },
+			func() error { return mm(l.v, g.v, false) },
+			func() error {
+				return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
+					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
+			},
+			func() error {
+				return ks.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
+					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
+			},
+			func() error { return normQuant(g.att, l.attnSubNorm, qDim) },
+			func() error { return mm(l.o, g.x, true) },
+			func() error { return normQuant(g.x, l.ffnNorm, dim) },
+			func() error { return mm(l.gate, g.gate, false) },
+			func() error { return mm(l.up, g.up, false) },
+			func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) },
+			func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) },
+			func() error { return mm(l.down, g.x, true) },
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps}); err != nil {
+		return err
+	}
+	return ks.F16MatMul(s, g.embd, g.xn.Whole(), g.logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+}
+
+// Config returns the model hyper-parameters.
+func (g *GPU) Config() model.Config { return g.cfg }
+
+// Pos is the number of tokens in the KV cache.
+func (g *GPU) Pos() int { return g.pos }
+
+// Reset empties the KV cache.
+func (g *GPU) Reset() { g.pos = 0 }
+
+var errClosed = errors.New("backend is closed")
+
+// embed writes the f32 embeddings of tokens into x (host-side gather from the F16 table, exactly
+// the CPU reference's values).
+func (g *GPU) embed(tokens []int) error {
+	dim := g.cfg.Dim
+	rows := make([]float32, len(tokens)*dim)
+	for t, tok := range tokens {
+		if tok < 0 || tok >= g.cfg.VocabSize {
+			return fmt.Errorf("token %d outside the vocabulary [0, %d)", tok, g.cfg.VocabSize)
+		}
+		if err := model.FloatRow(g.embdHost, tok, rows[t*dim:(t+1)*dim]); err != nil {
+			return err
+		}
+	}
+	return gpu.Write(g.x, 0, rows)
+}
+
+func (g *GPU) checkRoom(n int) error {
+	if g.closed {
+		return errClosed
+	}
+	if n == 0 {
+		return fmt.Errorf("no tokens")
+	}
+	if g.pos+n > g.ctx {
+		return fmt.Errorf("context full: %d tokens in the cache + %d new exceed --ctx %d", g.pos, n, g.ctx)
+	}
+	return nil
+}
+
+// Prefill appends tokens to the KV cache in chunks of MaxBatch and returns the logits of every
+// token (allLogits) or of the last one.
+func (g *GPU) Prefill(tokens []int, allLogits bool) ([]float32, error) {
+	if err := g.checkRoom(len(tokens)); err != nil {
+		return nil, err
+	}
+	vocab := g.cfg.VocabSize
+	var out []float32
+	for start := 0; start < len(tokens); start += MaxBatch {
+		chunk := tokens[start:min(len(tokens), start+MaxBatch)]
+		seq := g.decode
+		if len(chunk) > 1 {
+			var err error
+			if seq, err = g.record(len(chunk)); err != nil {
+				return nil, err
+			}
+		}
+		err := g.run(seq, chunk)
+		if seq != g.decode {
+			seq.Release()
+		}
+		if err != nil {
+			return nil, err
+		}
+		last := start+len(chunk) == len(tokens)
+		if allLogits || last {
+			from := 0
+			if !allLogits {
+				from = len(chunk) - 1
+			}
+			l, err := gpu.Read[float32](g.logits, uint64(from*vocab), (len(chunk)-from)*vocab)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, l...)
+		}
+	}
+	return out, nil
+}
+
+func (g *GPU) run(seq *gpu.Sequence, tokens []int) error {
+	if err := g.embed(tokens); err != nil {
+		return err
+	}
+	if err := seq.SetStep(0, uint32(g.pos)); err != nil {
+		return err
+	}
+	if err := seq.Submit(); err != nil {
+		return err
+	}
+	g.pos += len(tokens)
+	return nil
+}
+
+// Decode appends one token and returns its logits, replaying the recorded decode step.
+func (g *GPU) Decode(token int) ([]float32, error) {
+	return g.Prefill([]int{token}, false)
+}
+
+// Close releases the device memory of the model (not the device).
+func (g *GPU) Close() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	if g.decode != nil {
+		g.decode.Release()
+	}
+	bufs := []*gpu.Buffer{g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.sq, g.logits, g.attnScratch}
+	for _, l := range g.layers {
+		bufs = append(bufs, l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm, l.kCache, l.vCache)
+		for _, w := range []*TernaryWeights{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
+			if w != nil {
+				bufs = append(bufs, w.Buf.Buf)
+			}
+		}
+	}
+	if g.embd != nil {
+		for _, c := range g.embd.Chunks {
+			bufs = append(bufs, c.Buf.Buf)
+		}
+	}
+	for _, b := range bufs {
+		if b != nil {
+			b.Release()
+		}
+	}
+	if g.ks != nil {
+		g.ks.Release()
+	}
+	if g.ownsDev {
+		return g.dev.Close()
+	}
+	return nil
+}
+
+// OpenGPU opens the Vulkan device chosen by the environment (BITGPU_DEVICE, BITGPU_VALIDATE; see
+// gpu.OptionsFromEnv) and loads m on it; Close also closes the device. Without a Vulkan device
+// the error wraps gpu.ErrNoDevice.
+func OpenGPU(m *model.Model, opts GPUOptions) (*GPU, error) {
+	dev, err := gpu.Open(gpu.OptionsFromEnv())
+	if err != nil {
+		return nil, err
+	}
+	g, err := NewGPU(dev, m, opts)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	g.ownsDev = true
+	return g, nil
+}
