@@ -31,6 +31,10 @@ type SynthOptions struct {
 	// TypeF16 (the full-precision baseline: the same trit*scale values stored as f16).
 	Type TensorType
 	Seed uint64
+	// BlockScales gives TQ1_0/TQ2_0 tensors a different scale in every 256-element block (as a
+	// TQ quantizer working from float weights produces). Without it every block of a tensor
+	// shares one scale, as in a BitNet b1.58 checkpoint, whose weight scale is per tensor.
+	BlockScales bool
 }
 
 // SynthPreset returns the options of a named preset:
@@ -299,8 +303,8 @@ func synthTrits(seed uint64, t, n int) []int8 {
 }
 
 // synthTensor returns the encoded data of one tensor: norms 1 ± 0.1 (uniform), projections
-// uniform trits with scales (1/sqrt(cols)) * U(0.75, 1.25) — per tensor for I2_S, per 256-block
-// for TQ1_0/TQ2_0 — so each output has about the variance of its input. The embedding is written by
+// uniform trits with scales (1/sqrt(cols)) * U(0.75, 1.25) — per tensor, or for TQ1_0/TQ2_0 with
+// BlockScales per 256-block — so each output has about the variance of its input. The embedding is written by
 // writeSynthEmbedding instead.
 func (o SynthOptions) synthTensor(idx int, s TensorSpec) ([]byte, error) {
 	r := synthRNG(o.Seed, idx, synthScalarStream)
@@ -325,8 +329,12 @@ func (o SynthOptions) synthTensor(idx int, s TensorSpec) ([]byte, error) {
 			return EncodeI2S(trits, jitter())
 		case TypeTQ1_0, TypeTQ2_0:
 			scales := make([]float32, n/TQBlockElems)
+			shared := jitter()
 			for i := range scales {
-				scales[i] = jitter()
+				scales[i] = shared
+				if o.BlockScales {
+					scales[i] = jitter()
+				}
 			}
 			if o.Type == TypeTQ1_0 {
 				return EncodeTQ1_0(trits, scales)

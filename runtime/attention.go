@@ -20,60 +20,73 @@ const AttentionMaxHeadDim = 256
 // attentionMaxSplits bounds the split-K factor of decode (attention_merge.comp's MAX_SPLITS).
 const attentionMaxSplits = 256
 
-// AttentionShape describes one layer's attention: Heads query heads of HeadDim dimensions,
-// KVHeads key/value heads (grouped-query attention: query head h reads KV head
-// h / (Heads/KVHeads)), and a KV cache of Ctx positions.
+// AttentionArgs describes one attention call: T query tokens, H query heads of HeadDim
+// dimensions, KVH key/value heads (grouped-query attention: query head h reads KV head
+// h / (H/KVH)), and a KV cache of Ctx positions.
 //
 // Tensor layouts, all row-major and tightly packed:
 //
-//	q, out   f32 [T][Heads][HeadDim]
-//	k, v     f16 [Ctx][KVHeads][HeadDim], two halves per uint32 word (packHalf2x16: the even
+//	q, out   f32 [T][H][HeadDim]
+//	k, v     f16 [Ctx][KVH][HeadDim], two halves per uint32 word (packHalf2x16: the even
 //	         dimension in the low 16 bits), i.e. K of position p, KV head g starts at word
-//	         (p*KVHeads + g) * HeadDim/2; Ctx*KVHeads*HeadDim*2 bytes per cache
+//	         (p*KVH + g) * HeadDim/2; Ctx*KVH*HeadDim*2 bytes per cache
 //
-// RoPE must already be applied to the keys in the cache.
-type AttentionShape struct {
-	Heads   uint32 // query heads H, a positive multiple of KVHeads
-	KVHeads uint32 // key/value heads
+// Query token t sits at position pos0+t, pos0 read from step slot AttentionPosSlot when the
+// sequence runs, and attends positions 0..pos0+t, which must be written (RoPE already applied to
+// K) by then.
+type AttentionArgs struct {
+	T       uint32 // query tokens, >= 1
+	H       uint32 // query heads, a positive multiple of KVH
+	KVH     uint32 // key/value heads
 	HeadDim uint32 // even, 2..AttentionMaxHeadDim (64 and 128 in practice)
 	Ctx     uint32 // positions each cache holds
 }
 
-func (sh AttentionShape) check(op string) error {
-	if sh.Heads == 0 || sh.KVHeads == 0 || sh.Heads%sh.KVHeads != 0 {
-		return fmt.Errorf("%s: heads %d must be a positive multiple of kv heads %d", op, sh.Heads, sh.KVHeads)
+// check returns an error naming op when the shape is invalid.
+func (a AttentionArgs) check(op string) error {
+	if a.H == 0 || a.KVH == 0 || a.H%a.KVH != 0 {
+		return fmt.Errorf("%s: heads %d must be a positive multiple of kv heads %d", op, a.H, a.KVH)
 	}
-	if sh.HeadDim == 0 || sh.HeadDim%2 != 0 || sh.HeadDim > AttentionMaxHeadDim {
-		return fmt.Errorf("%s: head dim %d must be even and in 2..%d", op, sh.HeadDim, AttentionMaxHeadDim)
+	if a.HeadDim == 0 || a.HeadDim%2 != 0 || a.HeadDim > AttentionMaxHeadDim {
+		return fmt.Errorf("%s: head dim %d must be even and in 2..%d", op, a.HeadDim, AttentionMaxHeadDim)
 	}
-	if sh.Ctx == 0 {
+	if a.Ctx == 0 {
 		return fmt.Errorf("%s: cache of 0 positions", op)
+	}
+	if a.T == 0 {
+		return fmt.Errorf("%s: no query tokens", op)
 	}
 	return nil
 }
 
-// CacheBytes is the size in bytes of one K or V cache of the shape: Ctx*KVHeads*HeadDim f16.
-func (sh AttentionShape) CacheBytes() uint64 {
-	return uint64(sh.Ctx) * uint64(sh.KVHeads) * uint64(sh.HeadDim) * 2
+// String gives the shape for error messages: "T=.. heads=.. kv heads=.. head dim=.. ctx=..".
+func (a AttentionArgs) String() string {
+	return fmt.Sprintf("T=%d heads=%d kv heads=%d head dim=%d ctx=%d", a.T, a.H, a.KVH, a.HeadDim, a.Ctx)
 }
 
-// DecodeSplits is the number of key-range splits Decode uses (flash-decoding): ceil(Ctx/64),
-// at most 64. It depends only on Ctx, never on the position, so a recorded decode step stays
-// valid as the position grows; splits beyond the keys the position reaches do no work.
-func (sh AttentionShape) DecodeSplits() uint32 {
-	s := (sh.Ctx + 63) / 64
-	return min(max(s, 1), 64)
+// cacheBytes is the size in bytes of one K or V cache: Ctx*KVH*HeadDim f16.
+func (a AttentionArgs) cacheBytes() uint64 {
+	return uint64(a.Ctx) * uint64(a.KVH) * uint64(a.HeadDim) * 2
 }
 
-// DecodeScratchBytes is the size in bytes of the scratch Decode needs: for S = DecodeSplits()
-// splits, S*Heads*HeadDim f32 partial outputs and S*Heads (max, sum) f32 pairs; 0 when S is 1
-// (Decode then writes the output directly and ignores scratch).
-func (sh AttentionShape) DecodeScratchBytes() uint64 {
-	s := uint64(sh.DecodeSplits())
+// AttentionDecodeSplits is the number of key-range splits decode uses for a cache of ctx
+// positions (flash-decoding): ceil(ctx/64), at most 64. It depends only on ctx, never on the
+// position, so a recorded decode step stays valid as the position grows; splits beyond the keys
+// the position reaches do no work.
+func AttentionDecodeSplits(ctx uint32) uint32 {
+	return min(max((ctx+63)/64, 1), 64)
+}
+
+// AttentionScratchBytes is the size in bytes of the scratch decode (T = 1) needs for h query
+// heads of headDim dimensions and a cache of ctx positions: for S = AttentionDecodeSplits(ctx)
+// splits, S*h*headDim f32 partial outputs and S*h (max, sum) f32 pairs; 0 when S is 1 (decode
+// then writes the output directly and ignores scratch). Prefill needs no scratch.
+func AttentionScratchBytes(h, headDim, ctx uint32) uint64 {
+	s := uint64(AttentionDecodeSplits(ctx))
 	if s == 1 {
 		return 0
 	}
-	return s * uint64(sh.Heads) * (uint64(sh.HeadDim) + 2) * 4
+	return s * uint64(h) * (uint64(headDim) + 2) * 4
 }
 
 // AttentionKernels records fused causal attention over an f16 KV cache. Prefill is
@@ -218,103 +231,130 @@ type attnRange struct {
 }
 
 // attnCheckRanges returns an error naming op, the first operand too small and the shape.
-func attnCheckRanges(op, shape string, rs ...attnRange) error {
+func attnCheckRanges(op string, args AttentionArgs, rs ...attnRange) error {
 	for _, c := range rs {
 		if c.r.Size < c.need {
-			return fmt.Errorf("%s: %s holds %d bytes, need %d for %s", op, c.what, c.r.Size, c.need, shape)
+			return fmt.Errorf("%s: %s holds %d bytes, need %d for %v", op, c.what, c.r.Size, c.need, args)
 		}
 	}
 	return nil
 }
 
+// checkOperands validates args and the q, cache and out ranges of op.
+func (args AttentionArgs) checkOperands(op string, q, kCache, vCache, out gpu.Range) error {
+	if err := args.check(op); err != nil {
+		return err
+	}
+	qBytes := uint64(args.T) * uint64(args.H) * uint64(args.HeadDim) * 4
+	return attnCheckRanges(op, args, attnRange{"q", q, qBytes}, attnRange{"k cache", kCache, args.cacheBytes()},
+		attnRange{"v cache", vCache, args.cacheBytes()}, attnRange{"out", out, qBytes})
+}
+
 // attnScale is 1/sqrt(hd) rounded to f32, as cpuref.Attention computes it.
 func attnScale(hd uint32) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 
-// dispatchMain records attention.comp for T tokens with the given tile shape and split count.
-func (a *AttentionKernels) dispatchMain(s *gpu.Sequence, sh AttentionShape, T uint32, tile attnTile, splits uint32, q, kCache, vCache, out gpu.Range) error {
-	k, err := a.kernel(attnKey{hd: sh.HeadDim, rows: tile.rows, bc: tile.bc, wg: tile.wg})
+// dispatchMain records attention.comp with the given tile shape and split count.
+func (a *AttentionKernels) dispatchMain(s *gpu.Sequence, args AttentionArgs, tile attnTile, splits uint32, q, kCache, vCache, out gpu.Range) error {
+	k, err := a.kernel(attnKey{hd: args.HeadDim, rows: tile.rows, bc: tile.bc, wg: tile.wg})
 	if err != nil {
 		return err
 	}
-	group := sh.Heads / sh.KVHeads
-	rowTiles := uint32((uint64(T)*uint64(group) + uint64(tile.rows) - 1) / uint64(tile.rows))
-	mlOff := splits * T * sh.Heads * (sh.HeadDim / 2) // vec2 index of the (m, l) pairs
-	push := []uint32{T, sh.Heads, sh.KVHeads, sh.Ctx, splits, AttentionPosSlot, gpu.F32(attnScale(sh.HeadDim)), mlOff}
-	return s.Dispatch(k, [3]uint32{rowTiles, sh.KVHeads, splits}, push, q, kCache, vCache, out)
+	group := args.H / args.KVH
+	rowTiles := uint32((uint64(args.T)*uint64(group) + uint64(tile.rows) - 1) / uint64(tile.rows))
+	mlOff := splits * args.T * args.H * (args.HeadDim / 2) // vec2 index of the (m, l) pairs
+	push := []uint32{args.T, args.H, args.KVH, args.Ctx, splits, AttentionPosSlot, gpu.F32(attnScale(args.HeadDim)), mlOff}
+	return s.Dispatch(k, [3]uint32{rowTiles, args.KVH, splits}, push, q, kCache, vCache, out)
 }
 
-// Prefill records causal attention for T query tokens at positions pos0..pos0+T-1, pos0 read
-// from step slot AttentionPosSlot when the sequence runs: out[t][h] = softmax over keys
-// 0..pos0+t of (q[t][h]·k * 1/sqrt(HeadDim)) applied to v, with KV head h/(Heads/KVHeads).
-// Shapes and layouts are those of AttentionShape: q and out f32 [T][Heads][HeadDim], kCache and
-// vCache f16 [Ctx][KVHeads][HeadDim]; positions 0..pos0+T-1 must be written (and RoPE applied to
-// K) before the sequence runs. A query whose position reaches Ctx sees only the first Ctx keys
-// (the kernel never reads past the cache). Softmax runs in f32 with max subtraction, one pass
-// over K/V tiles (FlashAttention, Dao et al. 2022; FlashAttention-2, Dao 2023). out must not
-// overlap the caches. Errors name the op and the sizes: a bad shape, T of 0, or a range too
-// small for the shape.
-func (a *AttentionKernels) Prefill(s *gpu.Sequence, sh AttentionShape, T uint32, q, kCache, vCache, out gpu.Range) error {
-	const op = "attention prefill"
-	if err := sh.check(op); err != nil {
-		return err
-	}
-	if T == 0 {
-		return fmt.Errorf("%s: no query tokens", op)
-	}
-	shape := fmt.Sprintf("T=%d heads=%d kv heads=%d head dim=%d ctx=%d", T, sh.Heads, sh.KVHeads, sh.HeadDim, sh.Ctx)
-	qBytes := uint64(T) * uint64(sh.Heads) * uint64(sh.HeadDim) * 4
-	if err := attnCheckRanges(op, shape, attnRange{"q", q, qBytes}, attnRange{"k cache", kCache, sh.CacheBytes()},
-		attnRange{"v cache", vCache, sh.CacheBytes()}, attnRange{"out", out, qBytes}); err != nil {
-		return err
-	}
-	tile, err := a.prefillTile(sh.HeadDim)
-	if err != nil {
-		return err
-	}
-	return a.dispatchMain(s, sh, T, tile, 1, q, kCache, vCache, out)
-}
-
-// Decode records causal attention for one query token at position pos0, read from step slot
-// AttentionPosSlot when the sequence runs, attending cache positions 0..pos0: q and out f32
-// [Heads][HeadDim], caches as in AttentionShape. It is split-K attention (flash-decoding, Dao et
-// al. 2023): sh.DecodeSplits() workgroups per KV head each cover a fixed share of 0..pos0 and
-// write a partial (unnormalized output, max, sum) to scratch, then a merge pass writes out.
-// Nothing recorded depends on pos0, so the sequence can be replayed with SetStep as the position
-// grows (up to Ctx-1). scratch must hold sh.DecodeScratchBytes() bytes (ignored when that is
-// 0) and must not overlap the other ranges. Errors name the op and the sizes: a bad shape or a
-// range too small for it.
-func (a *AttentionKernels) Decode(s *gpu.Sequence, sh AttentionShape, q, kCache, vCache, out, scratch gpu.Range) error {
-	const op = "attention decode"
-	if err := sh.check(op); err != nil {
-		return err
-	}
-	shape := fmt.Sprintf("heads=%d kv heads=%d head dim=%d ctx=%d", sh.Heads, sh.KVHeads, sh.HeadDim, sh.Ctx)
-	qBytes := uint64(sh.Heads) * uint64(sh.HeadDim) * 4
-	splits := sh.DecodeSplits()
-	checks := []attnRange{{"q", q, qBytes}, {"k cache", kCache, sh.CacheBytes()}, {"v cache", vCache, sh.CacheBytes()}, {"out", out, qBytes}}
-	if splits > 1 {
-		checks = append(checks, attnRange{"scratch", scratch, sh.DecodeScratchBytes()})
-	}
-	if err := attnCheckRanges(op, shape, checks...); err != nil {
-		return err
-	}
+// dispatchMerge records attention_merge.comp over the splits partial results in scratch.
+func (a *AttentionKernels) dispatchMerge(s *gpu.Sequence, args AttentionArgs, splits uint32, scratch, out gpu.Range) error {
 	if splits > attentionMaxSplits {
-		return fmt.Errorf("%s: %d splits, at most %d", op, splits, attentionMaxSplits)
-	}
-	tile, err := a.decodeTile(sh.HeadDim, sh.Heads/sh.KVHeads)
-	if err != nil {
-		return err
-	}
-	if splits == 1 {
-		return a.dispatchMain(s, sh, 1, tile, 1, q, kCache, vCache, out)
-	}
-	if err := a.dispatchMain(s, sh, 1, tile, splits, q, kCache, vCache, scratch); err != nil {
-		return err
+		return fmt.Errorf("attention merge: %d splits, at most %d", splits, attentionMaxSplits)
 	}
 	merge, err := a.kernel(attnKey{merge: true})
 	if err != nil {
 		return err
 	}
-	mlOff := splits * sh.Heads * sh.HeadDim
-	return s.Dispatch(merge, [3]uint32{sh.Heads, 1, 1}, []uint32{sh.Heads, sh.HeadDim, splits, mlOff}, scratch, out)
+	rows := args.T * args.H
+	mlOff := splits * rows * args.HeadDim // float index of the (m, l) pairs
+	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, []uint32{rows, args.HeadDim, splits, mlOff}, scratch, out)
+}
+
+// Attention records causal attention for args.T query tokens: Decode when T is 1, Prefill
+// otherwise. scratch must hold AttentionScratchBytes(H, HeadDim, Ctx) bytes when T is 1 (it is
+// ignored otherwise, and when that size is 0). Errors are those of Prefill and Decode.
+func (a *AttentionKernels) Attention(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
+	if args.T == 1 {
+		return a.Decode(s, q, kCache, vCache, out, scratch, args)
+	}
+	return a.Prefill(s, q, kCache, vCache, out, args)
+}
+
+// Prefill records causal attention for args.T query tokens at positions pos0..pos0+T-1 in one
+// pass: out[t][h] = Σ_j softmax_j((q[t][h]·k_j) * 1/sqrt(HeadDim)) v_j over positions
+// j = 0..pos0+t of KV head h/(H/KVH), layouts as in AttentionArgs. Softmax runs in f32 with max
+// subtraction, online over K/V tiles (FlashAttention, Dao et al. 2022; FlashAttention-2, Dao
+// 2023). A query whose position reaches Ctx sees only the first Ctx keys: the kernel never reads
+// past the cache. out must not overlap the caches. Errors name the op and the sizes: a bad
+// shape, T of 0, or a range too small for the shape.
+func (a *AttentionKernels) Prefill(s *gpu.Sequence, q, kCache, vCache, out gpu.Range, args AttentionArgs) error {
+	const op = "attention prefill"
+	if err := args.checkOperands(op, q, kCache, vCache, out); err != nil {
+		return err
+	}
+	tile, err := a.prefillTile(args.HeadDim)
+	if err != nil {
+		return err
+	}
+	return a.dispatchMain(s, args, tile, 1, q, kCache, vCache, out)
+}
+
+// Decode records causal attention for one query token (args.T must be 1) at position pos0,
+// attending positions 0..pos0, layouts as in AttentionArgs. It is split-K attention
+// (flash-decoding, Dao et al. 2023): AttentionDecodeSplits(Ctx) workgroups per KV head each cover
+// a fixed share of 0..pos0 and write a partial (unnormalized output, max, sum) to scratch, then a
+// merge pass writes out. Nothing recorded depends on pos0, so the sequence can be replayed with
+// SetStep(AttentionPosSlot, pos) as the position grows (up to Ctx-1). scratch must hold
+// AttentionScratchBytes(H, HeadDim, Ctx) bytes (ignored when that is 0) and must not overlap the
+// other ranges. Errors name the op and the sizes: a bad shape, T other than 1, or a range too
+// small for the shape.
+func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
+	const op = "attention decode"
+	if args.T != 1 {
+		return fmt.Errorf("%s: %d query tokens, decode takes 1", op, args.T)
+	}
+	if err := args.checkOperands(op, q, kCache, vCache, out); err != nil {
+		return err
+	}
+	splits := AttentionDecodeSplits(args.Ctx)
+	if need := AttentionScratchBytes(args.H, args.HeadDim, args.Ctx); need > 0 {
+		if err := attnCheckRanges(op, args, attnRange{"scratch", scratch, need}); err != nil {
+			return err
+		}
+	}
+	tile, err := a.decodeTile(args.HeadDim, args.H/args.KVH)
+	if err != nil {
+		return err
+	}
+	if splits == 1 {
+		return a.dispatchMain(s, args, tile, 1, q, kCache, vCache, out)
+	}
+	if err := a.dispatchMain(s, args, tile, splits, q, kCache, vCache, scratch); err != nil {
+		return err
+	}
+	return a.dispatchMerge(s, args, splits, scratch, out)
+}
+
+// attnByKernels holds the attention pipelines of each Kernels (built on first use).
+var attnByKernels sync.Map // *Kernels -> *AttentionKernels
+
+// Attention records causal attention with the attention pipelines of ks's device, built on first
+// use (see AttentionKernels.Attention): Decode (split-K) when args.T is 1, Prefill otherwise.
+// The pipelines live until the device is closed.
+func (ks *Kernels) Attention(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
+	v, ok := attnByKernels.Load(ks)
+	if !ok {
+		v, _ = attnByKernels.LoadOrStore(ks, NewAttentionKernels(ks.dev))
+	}
+	return v.(*AttentionKernels).Attention(s, q, kCache, vCache, out, scratch, args)
 }

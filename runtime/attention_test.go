@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -120,15 +121,15 @@ func attnReference(qr []float32, kf, vf []float64, n, g, kvh, hd, tiles, splits 
 // N(0,1) * 2.5 so scores (q·k)/sqrt(hd) are N(0, 2.5²): magnitudes of a few units, the softmax
 // peaked but not one-hot.
 type attnData struct {
-	sh     AttentionShape
-	k, v   []uint16 // [ctx][kvh][hd] f16 bits
+	sh     AttentionArgs // T unused
+	k, v   []uint16      // [ctx][kvh][hd] f16 bits
 	kf, vf []float64
 }
 
 const attnF16NaN = 0x7e00
 
-func newAttnData(rng *rand.Rand, sh AttentionShape) *attnData {
-	n := int(sh.Ctx * sh.KVHeads * sh.HeadDim)
+func newAttnData(rng *rand.Rand, sh AttentionArgs) *attnData {
+	n := int(sh.Ctx * sh.KVH * sh.HeadDim)
 	a := &attnData{sh: sh, k: make([]uint16, n), v: make([]uint16, n), kf: make([]float64, n), vf: make([]float64, n)}
 	for i := 0; i < n; i++ {
 		a.k[i] = model.F32ToF16(float32(rng.NormFloat64()))
@@ -142,7 +143,7 @@ func newAttnData(rng *rand.Rand, sh AttentionShape) *attnData {
 // caches returns copies of the caches with positions >= valid set to NaN.
 func (a *attnData) caches(valid int) (k, v []uint16) {
 	k, v = append([]uint16(nil), a.k...), append([]uint16(nil), a.v...)
-	row := int(a.sh.KVHeads * a.sh.HeadDim)
+	row := int(a.sh.KVH * a.sh.HeadDim)
 	for i := valid * row; i < len(k); i++ {
 		k[i], v[i] = attnF16NaN, attnF16NaN
 	}
@@ -162,7 +163,7 @@ func attnQueries(rng *rand.Rand, n int) []float32 {
 func (a *attnData) check(t *testing.T, name string, q, got []float32, T, pos0, bc, splits int) {
 	t.Helper()
 	sh := a.sh
-	H, kvh, hd := int(sh.Heads), int(sh.KVHeads), int(sh.HeadDim)
+	H, kvh, hd := int(sh.H), int(sh.KVH), int(sh.HeadDim)
 	k, v := a.caches(pos0 + T)
 	want := make([]float32, H*hd)
 	worst := 0.0 // largest error as a fraction of its bound
@@ -177,13 +178,21 @@ func (a *attnData) check(t *testing.T, name string, q, got []float32, T, pos0, b
 			for d := 0; d < hd; d++ {
 				g := float64(got[(tok*H+h)*hd+d])
 				c := float64(want[h*hd+d])
-				at := fmt.Sprintf("%s: token %d (position %d) head %d dim %d: gpu %v cpuref %v float64 %v", name, tok, pos, h, d, g, c, b.exact[d])
-				require.False(t, math.IsNaN(g), at)
-				require.LessOrEqual(t, math.Abs(g-b.exact[d]), b.gpu[d], "gpu vs float64, bound %g: %s", b.gpu[d], at)
-				require.LessOrEqual(t, math.Abs(g-c), b.gpu[d]+b.cpu[d], "gpu vs cpuref, bound %g: %s", b.gpu[d]+b.cpu[d], at)
-				require.LessOrEqual(t, math.Abs(c-b.exact[d]), b.cpu[d], "cpuref vs float64 (the bound itself is wrong), bound %g: %s", b.cpu[d], at)
-				if b.gpu[d] > 0 {
-					worst = max(worst, math.Abs(g-b.exact[d])/b.gpu[d])
+				x, bg, bc := b.exact[d], b.gpu[d], b.cpu[d]
+				var fail string
+				switch {
+				case !(math.Abs(g-x) <= bg): // also catches NaN
+					fail = fmt.Sprintf("gpu vs float64: |error| %g > bound %g", math.Abs(g-x), bg)
+				case !(math.Abs(g-c) <= bg+bc):
+					fail = fmt.Sprintf("gpu vs cpuref: |error| %g > bound %g", math.Abs(g-c), bg+bc)
+				case !(math.Abs(c-x) <= bc):
+					fail = fmt.Sprintf("cpuref vs float64 (the bound itself is wrong): |error| %g > bound %g", math.Abs(c-x), bc)
+				}
+				if fail != "" {
+					t.Fatalf("%s: token %d (position %d) head %d dim %d: gpu %v cpuref %v float64 %v: %s", name, tok, pos, h, d, g, c, x, fail)
+				}
+				if bg > 0 {
+					worst = max(worst, math.Abs(g-x)/bg)
 				}
 			}
 		}
@@ -199,7 +208,7 @@ func newAttention(t *testing.T) (*gpu.Device, *AttentionKernels) {
 }
 
 // runPrefill uploads the problem, records Prefill (or, with tile set, the main kernel with that
-// tile shape and split count plus the merge) at pos0 and returns the output.
+// tile shape and split count, plus the merge when splits > 1) at pos0 and returns the output.
 func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData, q []float32, T, pos0 int, tile *attnTile, splits uint32) []float32 {
 	sh := data.sh
 	k, v := data.caches(pos0 + T)
@@ -207,7 +216,8 @@ func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData
 	defer bq.Release()
 	defer bk.Release()
 	defer bv.Release()
-	n := uint32(T) * sh.Heads * sh.HeadDim
+	sh.T = uint32(T)
+	n := uint32(T) * sh.H * sh.HeadDim
 	out, err := d.NewBuffer(4 * uint64(n))
 	require.NoError(t, err)
 	defer out.Release()
@@ -215,17 +225,17 @@ func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData
 	require.NoError(t, err)
 	defer s.Release()
 	require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos0)))
-	if tile == nil {
-		require.NoError(t, a.Prefill(s, sh, uint32(T), bq.Whole(), bk.Whole(), bv.Whole(), out.Whole()))
-	} else {
-		scratch, err := d.NewBuffer(uint64(splits) * uint64(n+2*uint32(T)*sh.Heads) * 4)
+	switch {
+	case tile == nil:
+		require.NoError(t, a.Prefill(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), sh))
+	case splits == 1:
+		require.NoError(t, a.dispatchMain(s, sh, *tile, 1, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole()))
+	default:
+		scratch, err := d.NewBuffer(uint64(splits) * uint64(n+2*uint32(T)*sh.H) * 4)
 		require.NoError(t, err)
 		defer scratch.Release()
-		require.NoError(t, a.dispatchMain(s, sh, uint32(T), *tile, splits, bq.Whole(), bk.Whole(), bv.Whole(), scratch.Whole()))
-		merge, err := a.kernel(attnKey{merge: true})
-		require.NoError(t, err)
-		rows := uint32(T) * sh.Heads
-		require.NoError(t, s.Dispatch(merge, [3]uint32{rows, 1, 1}, []uint32{rows, sh.HeadDim, splits, splits * n}, scratch.Whole(), out.Whole()))
+		require.NoError(t, a.dispatchMain(s, sh, *tile, splits, bq.Whole(), bk.Whole(), bv.Whole(), scratch.Whole()))
+		require.NoError(t, a.dispatchMerge(s, sh, splits, scratch.Whole(), out.Whole()))
 	}
 	require.NoError(t, s.Submit())
 	return download(t, out, n)
@@ -258,7 +268,7 @@ func TestAttentionPrefillParity(t *testing.T) {
 	cases = append(cases, tc{1, 100, 4, 1, 128}, tc{40, 3, 4, 1, 32}, tc{33, 20, 6, 3, 80})
 	for _, c := range cases {
 		name := fmt.Sprintf("T=%d pos0=%d H=%d KVH=%d hd=%d", c.T, c.pos0, c.H, c.KVH, c.hd)
-		sh := AttentionShape{Heads: uint32(c.H), KVHeads: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.pos0 + c.T + 3)}
+		sh := AttentionArgs{T: uint32(c.T), H: uint32(c.H), KVH: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.pos0 + c.T + 3)}
 		data := newAttnData(rng, sh)
 		q := attnQueries(rng, c.T*c.H*c.hd)
 		got := runPrefill(t, d, a, data, q, c.T, c.pos0, nil, 1)
@@ -274,7 +284,7 @@ func TestAttentionPrefillParity(t *testing.T) {
 func TestAttentionTileShapes(t *testing.T) {
 	d, a := newAttention(t)
 	rng := rand.New(rand.NewPCG(7, 8))
-	sh := AttentionShape{Heads: 8, KVHeads: 2, HeadDim: 88, Ctx: 90}
+	sh := AttentionArgs{H: 8, KVH: 2, HeadDim: 88, Ctx: 90}
 	data := newAttnData(rng, sh)
 	const T, pos0 = 19, 70
 	q := attnQueries(rng, T*8*88)
@@ -282,18 +292,23 @@ func TestAttentionTileShapes(t *testing.T) {
 		tile   attnTile
 		splits uint32
 	}{{attnTile{8, 8, 64}, 1}, {attnTile{4, 16, 32}, 1}, {attnTile{32, 16, 256}, 3}, {attnTile{4, 4, 16}, 7}} {
-		require.True(t, a.fits(sh.HeadDim, c.tile), "%+v", c.tile)
-		got := runPrefill(t, d, a, data, q, T, pos0, &c.tile, c.splits)
-		data.check(t, fmt.Sprintf("tile %+v splits %d", c.tile, c.splits), q, got, T, pos0, int(c.tile.bc), int(c.splits))
+		name := fmt.Sprintf("tile %+v splits %d", c.tile, c.splits)
+		t.Run(name, func(t *testing.T) {
+			require.True(t, a.fits(sh.HeadDim, c.tile), "%+v", c.tile)
+			got := runPrefill(t, d, a, data, q, T, pos0, &c.tile, c.splits)
+			data.check(t, name, q, got, T, pos0, int(c.tile.bc), int(c.splits))
+		})
 	}
 }
 
-// TestAttentionDecodeReplay records one decode step per shape and replays it at growing positions
-// with SetStep(AttentionPosSlot, pos), as the runtime's decode loop does: a new query each step,
-// the caches written up to pos (NaN beyond). Contexts 40 (one split: no merge), 300 (5 splits,
-// most of them empty at early positions) and 1000 (16 splits).
+// TestAttentionDecodeReplay records one decode step per shape (Kernels.Attention with T = 1) and
+// replays it at growing positions with SetStep(AttentionPosSlot, pos), as the decode loop does: a
+// new query each step, the caches written up to pos (NaN beyond). Contexts 40 (one split: no
+// merge), 100 and 130 (2 and 3 splits), 300 (5 splits, most of them empty at early positions) and
+// 1000 (16 splits); 16 query heads per KV head take two workgroups of rows.
 func TestAttentionDecodeReplay(t *testing.T) {
-	d, a := newAttention(t)
+	d, ks := newKernels(t)
+	a := NewAttentionKernels(d) // for the tile shape only; the test records through ks
 	rng := rand.New(rand.NewPCG(9, 10))
 	type tc struct {
 		H, KVH, hd, ctx int
@@ -305,25 +320,26 @@ func TestAttentionDecodeReplay(t *testing.T) {
 			cases = append(cases, tc{hk[0], hk[1], hd, 300, []int{0, 1, 31, 32, 63, 64, 65, 150, 299}})
 		}
 	}
-	cases = append(cases, tc{4, 1, 128, 40, []int{0, 17, 39}}, tc{20, 5, 128, 1000, []int{5, 640, 999}}, tc{4, 2, 32, 100, []int{0, 99}})
+	cases = append(cases, tc{4, 1, 128, 40, []int{0, 17, 39}}, tc{20, 5, 128, 1000, []int{5, 640, 999}}, tc{4, 2, 32, 100, []int{0, 99}},
+		tc{16, 1, 64, 130, []int{2, 129}})
 	for _, c := range cases {
-		sh := AttentionShape{Heads: uint32(c.H), KVHeads: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
+		sh := AttentionArgs{T: 1, H: uint32(c.H), KVH: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
 		data := newAttnData(rng, sh)
 		n := c.H * c.hd
 		bq, err := d.NewBuffer(4 * uint64(n))
 		require.NoError(t, err)
-		bk, err := d.NewBuffer(sh.CacheBytes())
+		bk, err := d.NewBuffer(sh.cacheBytes())
 		require.NoError(t, err)
-		bv, err := d.NewBuffer(sh.CacheBytes())
+		bv, err := d.NewBuffer(sh.cacheBytes())
 		require.NoError(t, err)
 		out, err := d.NewBuffer(4 * uint64(n))
 		require.NoError(t, err)
-		scratch, err := d.NewBuffer(max(sh.DecodeScratchBytes(), 4))
+		scratch, err := d.NewBuffer(max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4))
 		require.NoError(t, err)
 		s, err := d.NewSequence()
 		require.NoError(t, err)
-		require.NoError(t, a.Decode(s, sh, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole()))
-		tile, err := a.decodeTile(sh.HeadDim, sh.Heads/sh.KVHeads)
+		require.NoError(t, ks.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
+		tile, err := a.decodeTile(sh.HeadDim, sh.H/sh.KVH)
 		require.NoError(t, err)
 		for _, pos := range c.pos {
 			q := attnQueries(rng, n)
@@ -333,8 +349,8 @@ func TestAttentionDecodeReplay(t *testing.T) {
 			require.NoError(t, gpu.Write(bv, 0, v))
 			require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
 			require.NoError(t, s.Submit())
-			name := fmt.Sprintf("decode H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", c.H, c.KVH, c.hd, c.ctx, sh.DecodeSplits(), pos)
-			data.check(t, name, q, download(t, out, uint32(n)), 1, pos, int(tile.bc), int(sh.DecodeSplits()))
+			name := fmt.Sprintf("decode H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", c.H, c.KVH, c.hd, c.ctx, AttentionDecodeSplits(sh.Ctx), pos)
+			data.check(t, name, q, download(t, out, uint32(n)), 1, pos, int(tile.bc), int(AttentionDecodeSplits(sh.Ctx)))
 		}
 		s.Release()
 		for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
@@ -344,13 +360,17 @@ func TestAttentionDecodeReplay(t *testing.T) {
 }
 
 func TestAttentionArgumentErrors(t *testing.T) {
-	d, a := newAttention(t)
+	d, ks := newKernels(t)
+	a := NewAttentionKernels(d)
+	t.Cleanup(a.Release)
 	b, err := d.NewBuffer(1 << 16)
 	require.NoError(t, err)
 	small, err := d.NewBuffer(64)
 	require.NoError(t, err)
 	w, sm := b.Whole(), small.Whole()
-	sh := AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 100}
+	args := AttentionArgs{T: 2, H: 4, KVH: 2, HeadDim: 64, Ctx: 100}
+	dec := args
+	dec.T = 1
 	run := func(rec func(s *gpu.Sequence) error) error {
 		s, err := d.NewSequence()
 		require.NoError(t, err)
@@ -362,30 +382,119 @@ func TestAttentionArgumentErrors(t *testing.T) {
 		want string
 	}{
 		{func(s *gpu.Sequence) error {
-			return a.Prefill(s, AttentionShape{Heads: 6, KVHeads: 4, HeadDim: 64, Ctx: 8}, 1, w, w, w, w)
+			return a.Prefill(s, w, w, w, w, AttentionArgs{T: 1, H: 6, KVH: 4, HeadDim: 64, Ctx: 8})
 		}, "attention prefill: heads 6 must be a positive multiple of kv heads 4"},
 		{func(s *gpu.Sequence) error {
-			return a.Prefill(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 63, Ctx: 8}, 1, w, w, w, w)
+			return a.Prefill(s, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 63, Ctx: 8})
 		}, "attention prefill: head dim 63 must be even and in 2..256"},
 		{func(s *gpu.Sequence) error {
-			return a.Decode(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 512, Ctx: 8}, w, w, w, w, w)
+			return ks.Attention(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 512, Ctx: 8})
 		}, "attention decode: head dim 512 must be even and in 2..256"},
-		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 0, w, w, w, w) }, "attention prefill: no query tokens"},
-		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 2, sm, w, w, w) },
-			"attention prefill: q holds 64 bytes, need 2048 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
-		{func(s *gpu.Sequence) error { return a.Prefill(s, sh, 1, w, w, sm, w) },
-			"attention prefill: v cache holds 64 bytes, need 25600 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
-		{func(s *gpu.Sequence) error { return a.Decode(s, sh, w, w, w, sm, w) },
-			"attention decode: out holds 64 bytes, need 1024 for heads=4 kv heads=2 head dim=64 ctx=100"},
-		{func(s *gpu.Sequence) error { return a.Decode(s, sh, w, w, w, w, sm) },
-			"attention decode: scratch holds 64 bytes, need 2112 for heads=4 kv heads=2 head dim=64 ctx=100"},
 		{func(s *gpu.Sequence) error {
-			return a.Decode(s, AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64}, w, w, w, w, w)
+			return a.Prefill(s, w, w, w, w, AttentionArgs{H: 4, KVH: 2, HeadDim: 64, Ctx: 8})
+		}, "attention prefill: no query tokens"},
+		{func(s *gpu.Sequence) error { return a.Decode(s, w, w, w, w, w, args) }, "attention decode: 2 query tokens, decode takes 1"},
+		{func(s *gpu.Sequence) error { return a.Prefill(s, sm, w, w, w, args) },
+			"attention prefill: q holds 64 bytes, need 2048 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return ks.Attention(s, w, w, sm, w, w, args) },
+			"attention prefill: v cache holds 64 bytes, need 25600 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return a.Decode(s, w, w, w, sm, w, dec) },
+			"attention decode: out holds 64 bytes, need 1024 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error { return ks.Attention(s, w, w, w, w, sm, dec) },
+			"attention decode: scratch holds 64 bytes, need 2112 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
+		{func(s *gpu.Sequence) error {
+			return a.Decode(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 64})
 		}, "attention decode: cache of 0 positions"},
 	} {
 		require.ErrorContains(t, run(c.rec), c.want)
 	}
-	require.Equal(t, uint32(2), sh.DecodeSplits())
-	require.Equal(t, uint64(0), AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 64}.DecodeScratchBytes())
-	require.Equal(t, uint32(64), AttentionShape{Heads: 4, KVHeads: 2, HeadDim: 64, Ctx: 1 << 20}.DecodeSplits())
+	require.Equal(t, uint32(2), AttentionDecodeSplits(100))
+	require.Equal(t, uint32(64), AttentionDecodeSplits(1<<20))
+	require.Equal(t, uint64(0), AttentionScratchBytes(4, 64, 64))
+	require.Equal(t, uint64(2*4*66*4), AttentionScratchBytes(4, 64, 65))
+}
+
+// BenchmarkAttention times the attention kernels on BitNet b1.58 2B4T's shape (20 query heads,
+// 5 KV heads, head dim 128) with timestamp queries: prefill of a 64-token batch at the start and
+// at the end of a 2048-position cache and of a 512-token batch, and one decode step at several
+// positions of a 4096-position cache. It reports GPU microseconds per call and, for decode, the
+// K/V bytes read per second. The device is opened as BITGPU_* and VK_* say (validation only with
+// BITGPU_VALIDATE=1); without a device the benchmark is skipped.
+func BenchmarkAttention(b *testing.B) {
+	d, err := gpu.Open(gpu.OptionsFromEnv())
+	if errors.Is(err, gpu.ErrNoDevice) {
+		b.Skip(err)
+	}
+	require.NoError(b, err)
+	defer d.Close()
+	a := NewAttentionKernels(d)
+	defer a.Release()
+	const H, KVH, hd = 20, 5, 128
+	type bc struct {
+		name      string
+		T, pos0   uint32
+		ctx       uint32
+		kvReadPos uint32 // decode: positions read
+	}
+	cases := []bc{
+		{"prefill/T=64/pos0=0", 64, 0, 2048, 0},
+		{"prefill/T=64/pos0=1984", 64, 1984, 2048, 0},
+		{"prefill/T=512/pos0=0", 512, 0, 512, 0},
+	}
+	for _, pos := range []uint32{127, 1023, 4095} {
+		cases = append(cases, bc{fmt.Sprintf("decode/ctx=4096/pos=%d", pos), 1, pos, 4096, pos + 1})
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			args := AttentionArgs{T: c.T, H: H, KVH: KVH, HeadDim: hd, Ctx: c.ctx}
+			rng := rand.New(rand.NewPCG(1, 1))
+			kv := make([]uint16, int(args.cacheBytes()/2))
+			for i := range kv {
+				kv[i] = model.F32ToF16(float32(rng.NormFloat64()))
+			}
+			bk, err := gpu.NewBufferFrom(d, kv)
+			require.NoError(b, err)
+			defer bk.Release()
+			bv, err := gpu.NewBufferFrom(d, kv)
+			require.NoError(b, err)
+			defer bv.Release()
+			bq, err := gpu.NewBufferFrom(d, attnQueries(rng, int(c.T*H*hd)))
+			require.NoError(b, err)
+			defer bq.Release()
+			out, err := d.NewBuffer(uint64(c.T) * H * hd * 4)
+			require.NoError(b, err)
+			defer out.Release()
+			scratch, err := d.NewBuffer(max(AttentionScratchBytes(H, hd, c.ctx), 4))
+			require.NoError(b, err)
+			defer scratch.Release()
+			timer, err := d.NewTimer(2)
+			require.NoError(b, err)
+			defer timer.Release()
+			s, err := d.NewSequence()
+			require.NoError(b, err)
+			defer s.Release()
+			const reps = 10 // calls per submission, between the two timestamps
+			require.NoError(b, s.Mark(timer, "start"))
+			for range reps {
+				require.NoError(b, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), args))
+			}
+			require.NoError(b, s.Mark(timer, "end"))
+			require.NoError(b, s.SetStep(AttentionPosSlot, c.pos0))
+			require.NoError(b, s.Submit()) // warm-up
+			var total float64
+			b.ResetTimer()
+			for range b.N {
+				require.NoError(b, s.Submit())
+				spans, err := timer.Spans()
+				require.NoError(b, err)
+				total += spans[0].NS / reps
+			}
+			perCall := total / float64(b.N)
+			b.ReportMetric(perCall/1e3, "gpu-us/call")
+			if c.kvReadPos > 0 {
+				bytes := float64(c.kvReadPos) * KVH * hd * 2 * 2
+				b.ReportMetric(bytes/perCall, "kv-GB/s")
+			}
+		})
+	}
 }

@@ -1,5 +1,3 @@
-//go:build bitgpu_wip
-
 package runtime
 
 import (
@@ -33,6 +31,7 @@ type GPU struct {
 	dev     *gpu.Device
 	ownsDev bool
 	ks      *Kernels
+	attn    *AttentionKernels
 	ctx     int
 	pos     int
 	closed  bool
@@ -124,6 +123,7 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		return nil, err
 	}
 	g.ks = ks
+	g.attn = NewAttentionKernels(dev)
 	if err := g.upload(m, opts.Progress); err != nil {
 		g.Close()
 		return nil, err
@@ -322,7 +322,7 @@ func (g *GPU) record(T int) (*gpu.Sequence, error) {
 func (g *GPU) recordForward(s *gpu.Sequence, T uint32) error {
 	c := &g.cfg
 	ks := g.ks
-	dim, qDim, kvDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.KVHeads*c.HeadDim), uint32(c.FFNDim)
+	dim, qDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.FFNDim)
 	normQuant := func(in *gpu.Buffer, w *gpu.Buffer, d uint32) error {
 		return ks.RMSNormQuant(s, in.Whole(), w.Whole(), g.qa.Whole(), g.sq.Whole(),
 			RMSNormArgs{D: d, T: T, XStride: d, OutStride: d / 4, Eps: c.RMSEps})
@@ -341,7 +341,7 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32) error {
 					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
 			},
 			func() error {
-				return ks.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
+				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
 					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
 			},
 			func() error { return normQuant(g.att, l.attnSubNorm, qDim) },
@@ -494,6 +494,9 @@ func (g *GPU) Close() error {
 	}
 	if g.ks != nil {
 		g.ks.Release()
+	}
+	if g.attn != nil {
+		g.attn.Release()
 	}
 	if g.ownsDev {
 		return g.dev.Close()

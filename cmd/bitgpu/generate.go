@@ -53,7 +53,7 @@ func addSamplingFlags(cmd *cobra.Command) {
 	f.Float64("top-p", 0.95, "keep the most likely tokens up to this probability mass, in (0, 1]")
 	f.Uint64("seed", 0, "random seed (default: random, printed in the stats)")
 	f.Float64("repeat-penalty", 1.0, "divide positive / multiply negative logits of recent tokens; 1 is off")
-	f.Int("repeat-last-n", runtime.DefaultRepeatLastN, "tokens the repeat penalty looks back over; -1 all")
+	f.Int("repeat-last-n", runtime.DefaultRepeatLastN, "tokens the repeat penalty looks back over; 0 off, -1 all")
 }
 
 // samplerFromFlags reads and validates the sampling flags; errors name the flag. seeded reports
@@ -162,20 +162,21 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if so.Temperature > 0 && !seeded {
 		seed = fmt.Sprintf("; seed %d", so.Seed)
 	}
-	fmt.Fprintf(stderr, "%s%s\n", statsLine(st.PromptTokens, st.PrefillTokensPerSecond(), len(st.Tokens), st.DecodeCalls, st.DecodeTokensPerSecond(), st, ctx), seed)
+	fmt.Fprintf(stderr, "%s%s\n", statsLine(st, ctx), seed)
 	return nil
 }
 
-// statsLine formats the stats line of generate and chat: prompt tokens and prefill speed,
-// generated tokens and decode speed, peak memory, and a note when the context filled up.
-func statsLine(prompt int, prefillTPS float64, generated, decodeCalls int, decodeTPS float64, last runtime.GenerateStats, ctx int) string {
+// statsLine formats the stats line of generate and chat from st (totals, for chat): prompt tokens
+// and prefill speed, generated tokens and decode speed, peak memory, and a note when generation
+// stopped at the end of a context of ctx tokens.
+func statsLine(st runtime.GenerateStats, ctx int) string {
 	dec := "n/a"
-	if decodeCalls > 0 {
-		dec = fmt.Sprintf("%.2f tok/s", decodeTPS)
+	if st.DecodeCalls > 0 {
+		dec = fmt.Sprintf("%.2f tok/s", st.DecodeTokensPerSecond())
 	}
 	line := fmt.Sprintf("prompt: %d tokens, prefill %.2f tok/s; generated: %d tokens, decode %s; peak memory: %s",
-		prompt, prefillTPS, generated, dec, humanBytes(peakMemory()))
-	if last.Stop == runtime.StopContext {
+		st.PromptTokens, st.PrefillTokensPerSecond(), len(st.Tokens), dec, humanBytes(peakMemory()))
+	if st.Stop == runtime.StopContext {
 		line += fmt.Sprintf("; stopped at the end of the context (%d tokens)", ctx)
 	}
 	return line

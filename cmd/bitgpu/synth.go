@@ -37,6 +37,7 @@ func init() {
 	f.Int("ffn", 0, "feed-forward width")
 	f.Int("ctx", 0, "context length")
 	f.Uint64("seed", 0, "random seed")
+	f.Bool("block-scales", false, "tq1_0/tq2_0: a different scale in every 256-weight block (default: one per tensor, as BitNet checkpoints have)")
 	_ = synthCmd.MarkFlagRequired("output")
 	rootCmd.AddCommand(synthCmd)
 }
@@ -79,6 +80,7 @@ func runSynth(cmd *cobra.Command, _ []string) error {
 		*o.dst = v
 	}
 	opt.Seed, _ = f.GetUint64("seed")
+	opt.BlockScales, _ = f.GetBool("block-scales")
 	out, _ := f.GetString("output")
 	if err := model.WriteSynthetic(out, opt); err != nil {
 		return fmt.Errorf("%s: %w", out, err)

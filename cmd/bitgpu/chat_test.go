@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// bitgpuStdin runs the command like bitgpu, with stdin as its standard input.
+func bitgpuStdin(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "BITGPU_TEST_MAIN=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestChatTurnsOverStdin(t *testing.T) {
+	path := synthFile(t)
+	m, b := openCPU(t, path)
+	c, err := runtime.NewChat(b, m.Tokenizer, m.Config.ChatTemplate, "Be brief.", runtime.GenerateOptions{MaxTokens: 6})
+	require.NoError(t, err)
+	var want strings.Builder
+	for _, msg := range []string{"hello", "what now?"} {
+		st, err := c.Send(msg)
+		require.NoError(t, err)
+		want.WriteString(st.Text + "\n")
+	}
+
+	for _, stdin := range []string{
+		"hello\n\nwhat now?\n/bye\nnot read\n", // an empty line is skipped; /bye ends
+		"hello\nwhat now?",                     // end of input ends, even without a newline
+	} {
+		out, errOut, code := bitgpuStdin(t, stdin, "chat", "-m", path, "--system", "Be brief.", "--device", "cpu", "-n", "6", "--temp", "0")
+		require.Equal(t, 0, code, errOut)
+		require.Equal(t, want.String(), out)
+		require.Equal(t, 1, strings.Count(errOut, "\n"), "one stats line: %q", errOut)
+		require.True(t, strings.HasPrefix(errOut, "prompt: "), errOut)
+	}
+}
+
+func TestChatErrors(t *testing.T) {
+	path := synthFile(t)
+	out, errOut, code := bitgpuStdin(t, "hi\n", "chat", "-m", path, "--top-p", "2")
+	requireOneErrorLine(t, out, errOut, code, "--top-p 2:")
+	out, errOut, code = bitgpuStdin(t, "hi\n", "chat")
+	requireOneErrorLine(t, out, errOut, code, "no model: pass -m FILE")
+	// A message longer than the context.
+	out, errOut, code = bitgpuStdin(t, strings.Repeat("word ", 100)+"\n", "chat", "-m", path, "--device", "cpu", "-n", "2")
+	require.Equal(t, 1, code)
+	require.Empty(t, out)
+	require.Equal(t, 1, strings.Count(errOut, "\n"), errOut)
+	require.Contains(t, errOut, "the context holds 64")
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// testSynth is a small synthetic BitNet b1.58 model (2 layers, dim 64, vocab 300, context 64):
+// the CLI tests run it on the CPU in milliseconds.
+var testSynth = model.SynthOptions{Vocab: 300, Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 128, Ctx: 64, Seed: 5}
+
+// synthFile writes testSynth into a temporary directory and returns its path.
+func synthFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	require.NoError(t, model.WriteSynthetic(path, testSynth))
+	return path
+}
+
+// openCPU opens path and a cpuref backend with the model's context, closed at the end of t.
+func openCPU(t *testing.T, path string) (*model.Model, runtime.Backend) {
+	t.Helper()
+	m, err := model.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	b, err := cpuref.New(m, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	return m, b
+}
+
+// requireOneErrorLine checks a failed run: exit 1, nothing on stdout, one stderr line starting
+// with "bitgpu: " and containing each of want.
+func requireOneErrorLine(t *testing.T, out, errOut string, code int, want ...string) {
+	t.Helper()
+	require.Equal(t, 1, code, "stderr: %s", errOut)
+	require.Empty(t, out)
+	require.Equal(t, 1, strings.Count(errOut, "\n"), "one error line: %q", errOut)
+	require.True(t, strings.HasPrefix(errOut, "bitgpu: "), errOut)
+	for _, w := range want {
+		require.Contains(t, errOut, w)
+	}
+}
+
+func TestGenerateGreedyPrintsOnlyTheText(t *testing.T) {
+	path := synthFile(t)
+	m, b := openCPU(t, path)
+	want, err := runtime.Generate(b, m.Tokenizer, runtime.EncodePrompt(m.Tokenizer, "hello world"), runtime.GenerateOptions{MaxTokens: 12})
+	require.NoError(t, err)
+
+	out, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "12", "--temp", "0", "--device", "cpu")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, want.Text, out, "stdout holds the generated text and nothing else")
+	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+	require.Len(t, lines, 1, "one stats line: %q", errOut)
+	require.Regexp(t, `^prompt: \d+ tokens, prefill [0-9.]+ tok/s; generated: \d+ tokens, decode ([0-9.]+ tok/s|n/a); peak memory: \d`, lines[0])
+	require.Contains(t, lines[0], "generated: "+strconv.Itoa(len(want.Tokens))+" tokens")
+	require.Contains(t, lines[0], "prompt: "+strconv.Itoa(want.PromptTokens)+" tokens")
+}
+
+func TestGenerateDeterministicAcrossRunsAndGOMAXPROCS(t *testing.T) {
+	path := synthFile(t)
+	for _, args := range [][]string{
+		{"--temp", "0"},
+		{"--temp", "0.9", "--top-k", "20", "--top-p", "0.9", "--seed", "11", "--repeat-penalty", "1.2"},
+	} {
+		argv := append([]string{"generate", "-m", path, "-p", "the cat", "-n", "16", "--device", "cpu"}, args...)
+		ref, errOut, code := bitgpu(t, []string{"GOMAXPROCS=1"}, argv...)
+		require.Equal(t, 0, code, errOut)
+		require.NotEmpty(t, ref)
+		for _, procs := range []string{"1", "2"} {
+			out, errOut, code := bitgpu(t, []string{"GOMAXPROCS=" + procs}, argv...)
+			require.Equal(t, 0, code, errOut)
+			require.Equal(t, ref, out, "GOMAXPROCS=%s %v", procs, args)
+		}
+	}
+}
+
+func TestGenerateRandomSeedIsReported(t *testing.T) {
+	path := synthFile(t)
+	_, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "a", "-n", "2", "--device", "cpu")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `; seed \d+\n$`, errOut)
+}
+
+func TestGenerateGPUFallsBackToCPU(t *testing.T) {
+	path := synthFile(t)
+	// No Vulkan driver: the default --device gpu must warn once and run on the CPU.
+	noDriver := []string{"VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"}
+	out, errOut, code := bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0")
+	require.Equal(t, 0, code, errOut)
+	ref, _, _ := bitgpu(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "cpu")
+	require.Equal(t, ref, out)
+	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+	require.Len(t, lines, 2, errOut)
+	require.Regexp(t, `^bitgpu: warning: no Vulkan device \(.+\); using --device cpu$`, lines[0])
+}
+
+func TestGenerateErrors(t *testing.T) {
+	path := synthFile(t)
+	long := strings.Repeat("word ", 100) // over 64 tokens
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-m", filepath.Join(t.TempDir(), "missing.gguf"), "-p", "x"}, []string{"missing.gguf", "no such file"}},
+		{[]string{"-p", "x"}, []string{"no model: pass -m FILE"}},
+		{[]string{"-m", path}, []string{`"prompt"`}},
+		{[]string{"-m", path, "-p", "x", "--top-p", "1.5"}, []string{"--top-p 1.5: must be in (0, 1]"}},
+		{[]string{"-m", path, "-p", "x", "--top-p", "0"}, []string{"--top-p 0:"}},
+		{[]string{"-m", path, "-p", "x", "--temp", "-1"}, []string{"--temp -1:"}},
+		{[]string{"-m", path, "-p", "x", "--top-k", "-2"}, []string{"--top-k -2:"}},
+		{[]string{"-m", path, "-p", "x", "--repeat-penalty", "0"}, []string{"--repeat-penalty 0:"}},
+		{[]string{"-m", path, "-p", "x", "-n", "-5"}, []string{"-n -5:"}},
+		{[]string{"-m", path, "-p", "x", "--ctx", "1000"}, []string{"--ctx 1000: exceeds the model's context length 64"}},
+		{[]string{"-m", path, "-p", "x", "--device", "tpu"}, []string{`--device "tpu": want gpu or cpu`}},
+		{[]string{"-m", path, "-p", "x", "-n", "notanumber"}, []string{"notanumber"}},
+		{[]string{"-m", path, "-p", long, "--device", "cpu"}, []string{"-p: the prompt is", "the context holds 64"}},
+		{[]string{"-m", path, "-p", "hello", "--device", "cpu", "--ctx", "2"}, []string{"-p: the prompt is", "the context holds 2"}},
+	} {
+		out, errOut, code := bitgpu(t, nil, append([]string{"generate"}, c.args...)...)
+		requireOneErrorLine(t, out, errOut, code, c.want...)
+	}
+}
+
+func TestGenerateStopsAtContextEnd(t *testing.T) {
+	path := synthFile(t)
+	m, err := model.Open(path)
+	require.NoError(t, err)
+	defer m.Close()
+	b, err := cpuref.New(m, 12)
+	require.NoError(t, err)
+	want, err := runtime.Generate(b, m.Tokenizer, runtime.EncodePrompt(m.Tokenizer, "hello"), runtime.GenerateOptions{MaxTokens: -1, Context: 12})
+	require.NoError(t, err)
+
+	out, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "hello", "-n", "-1", "--temp", "0", "--ctx", "12", "--device", "cpu")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, want.Text, out)
+	if want.Stop == runtime.StopContext {
+		require.Contains(t, errOut, "; stopped at the end of the context (12 tokens)\n")
+	} else {
+		require.NotContains(t, errOut, "stopped at the end")
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// defaultPerplexityCtx is the default --ctx of perplexity (llama.cpp's default), capped at the
+// model's context length.
+const defaultPerplexityCtx = 512
+
+// perplexityCmd is `bitgpu perplexity -m FILE -f TEXT [--ctx N] [--chunks K] [--device gpu|cpu]`.
+var perplexityCmd = &cobra.Command{
+	Use:   "perplexity -m FILE -f TEXT",
+	Short: "Measure the model's perplexity on a text file",
+	Long: `Measure perplexity on the text file TEXT. The text is tokenized without BOS (special-token
+text stays plain text). Window w (0..K-1) is tokens [w*N, w*N+N] (N+1 tokens, N = --ctx): its
+first N tokens are evaluated from an empty KV cache, and its NLL is the mean negative
+log-likelihood of its N next-token predictions. ppl = exp(mean NLL over the windows). K is
+--chunks, or as many whole windows as the text holds. One line per window, then "ppl: X" as the
+last line of stdout; speed and peak memory on stderr.`,
+	Args: cobra.NoArgs,
+	RunE: runPerplexity,
+}
+
+func init() {
+	f := perplexityCmd.Flags()
+	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory")
+	f.StringP("file", "f", "", "text file (required)")
+	f.Int("ctx", 0, fmt.Sprintf("window: predictions per window (default %d, at most the model's context)", defaultPerplexityCtx))
+	f.Int("chunks", 0, "windows to evaluate (default: all that fit)")
+	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
+	_ = perplexityCmd.MarkFlagRequired("file")
+	rootCmd.AddCommand(perplexityCmd)
+}
+
+// runPerplexity is the perplexity command.
+func runPerplexity(cmd *cobra.Command, _ []string) error {
+	f := cmd.Flags()
+	ctxFlag, _ := f.GetInt("ctx")
+	if ctxFlag < 0 {
+		return fmt.Errorf("--ctx %d: must be positive", ctxFlag)
+	}
+	chunks, _ := f.GetInt("chunks")
+	if chunks < 0 {
+		return fmt.Errorf("--chunks %d: must be positive", chunks)
+	}
+	device, _ := f.GetString("device")
+	if err := checkDevice(device); err != nil {
+		return err
+	}
+	file, _ := f.GetString("file")
+	text, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	path, _ := f.GetString("model")
+	m, err := openModel(path)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	n, err := contextSize(ctxFlag, defaultPerplexityCtx, m)
+	if err != nil {
+		return err
+	}
+	tokens := m.Tokenizer.Encode(string(text), false)
+	fit := runtime.Windows(len(tokens), n)
+	if fit == 0 {
+		return fmt.Errorf("%s: the text is %d tokens, too short for one window of %d predictions (needs %d; lower --ctx)", file, len(tokens), n, n+1)
+	}
+	if chunks > fit {
+		return fmt.Errorf("--chunks %d: %s holds %d windows of %d predictions (%d tokens)", chunks, file, fit, n, len(tokens))
+	}
+	stderr := cmd.ErrOrStderr()
+	b, err := openBackend(device, m, n, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	k := fit
+	if chunks > 0 {
+		k = chunks
+	}
+	stdout := cmd.OutOrStdout()
+	res, err := runtime.PerplexityProgress(b, tokens, n, chunks, func(w int, nll float64) {
+		fmt.Fprintf(stdout, "window %d/%d: nll %.6f\n", w+1, k, nll)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%d windows of %d predictions (%d of %d tokens), %.2f tok/s; peak memory: %s\n",
+		len(res.WindowNLL), n, res.Predictions, len(tokens), float64(res.Predictions)/res.Time.Seconds(), humanBytes(peakMemory()))
+	_, err = fmt.Fprintf(stdout, "ppl: %.4f\n", res.PPL)
+	return err
+}

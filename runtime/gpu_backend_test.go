@@ -1,0 +1,130 @@
+package runtime
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/gpu/gputest"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+func synthModel(t *testing.T, typ model.TensorType, edit func(*model.SynthOptions)) *model.Model {
+	opt, err := model.SynthPreset("tiny")
+	require.NoError(t, err)
+	opt.Type = typ
+	opt.Seed = 42
+	if edit != nil {
+		edit(&opt)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	require.NoError(t, model.WriteSynthetic(path, opt))
+	m, err := model.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// maxLogitNMSE bounds the normalized mean squared error Σ(gpu-cpu)²/Σcpu² of one row of logits.
+//
+// Derivation. The integer part of every BitLinear agrees exactly when its int8 inputs agree, and
+// the float parts (RMSNorm sums, the GPU's exp in the softmax, reduction orders) differ by a few
+// ulps: alone they give an NMSE near (1e-6)². But a float difference that small still flips an
+// int8 whose scaled value lies within ~1e-6 of a rounding boundary k+1/2; with about
+// 127·2·1e-6 ≈ 3e-4 of the activations that close, a 2-layer model of width 256 sees one or two
+// flips per token. A flip moves one input of a BitLinear by one step, max|x|/127, which changes
+// the input vector by at most 1/127 of its norm (‖x‖ >= max|x|); the synthetic weights (scales
+// 1/sqrt(cols)) keep the gain of each layer near 1, so each flip adds at most about 1/127 to the
+// relative RMS error of the logits: NMSE <= (k/127)² for k flips. Allowing k = 12 flips in the
+// worst direction gives 9e-3, rounded to 1e-2; one or two are expected, and a wrong kernel gives
+// an NMSE near 1. The greedy tokens are compared exactly in addition.
+const maxLogitNMSE = 1e-2
+
+func requireLogitsClose(t *testing.T, cpu, gpu []float32, vocab int, what string) {
+	require.Equal(t, len(cpu), len(gpu), what)
+	for row := 0; row < len(cpu)/vocab; row++ {
+		c, g := cpu[row*vocab:(row+1)*vocab], gpu[row*vocab:(row+1)*vocab]
+		var num, den float64
+		for i := range c {
+			d := float64(c[i]) - float64(g[i])
+			num += d * d
+			den += float64(c[i]) * float64(c[i])
+		}
+		nmse := num / den
+		if testing.Verbose() {
+			t.Logf("%s row %d: NMSE %.3g", what, row, nmse)
+		}
+		require.LessOrEqual(t, nmse, maxLogitNMSE, "%s row %d", what, row)
+	}
+}
+
+func TestGPUMatchesCPUWholeModel(t *testing.T) {
+	for _, typ := range []model.TensorType{model.TypeI2_S, model.TypeTQ2_0} {
+		t.Run(typ.String(), func(t *testing.T) {
+			m := synthModel(t, typ, nil)
+			dev := gputest.Open(t)
+			g, err := NewGPU(dev, m, GPUOptions{Ctx: 128})
+			require.NoError(t, err)
+			defer g.Close()
+			c, err := cpuref.New(m, 128)
+			require.NoError(t, err)
+			vocab := m.Config.VocabSize
+			prompt := []int{1, 40, 41, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 5}
+			lc, err := c.Prefill(prompt, true)
+			require.NoError(t, err)
+			lg, err := g.Prefill(prompt, true)
+			require.NoError(t, err)
+			requireLogitsClose(t, lc, lg, vocab, "prefill")
+			// 16 decode steps fed the CPU's greedy tokens, then 16 more greedy steps each side:
+			// the token sequences must be identical.
+			next := cpuref.Argmax(lc[len(lc)-vocab:])
+			for step := 0; step < 32; step++ {
+				gnext := cpuref.Argmax(lg[len(lg)-vocab:])
+				require.Equal(t, next, gnext, "greedy token %d", step)
+				lc, err = c.Decode(next)
+				require.NoError(t, err)
+				lg, err = g.Decode(next)
+				require.NoError(t, err)
+				if step < 16 {
+					requireLogitsClose(t, lc, lg, vocab, "decode")
+				}
+				next = cpuref.Argmax(lc)
+			}
+		})
+	}
+}
+
+// TestGPUPrefillThenDecodeEqualsPrefill: the logits of a token must not depend on whether it went
+// through the prefill (GEMM, tiled attention) or the recorded decode step (GEMV, split-K attention),
+// within the same tolerance as against the CPU.
+func TestGPUPrefillThenDecodeEqualsPrefill(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	dev := gputest.Open(t)
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 200})
+	require.NoError(t, err)
+	defer g.Close()
+	vocab := m.Config.VocabSize
+	tokens := make([]int, 80) // longer than one prefill chunk (MaxBatch)
+	for i := range tokens {
+		tokens[i] = (i*37 + 11) % vocab
+	}
+	all, err := g.Prefill(tokens, true)
+	require.NoError(t, err)
+	g.Reset()
+	_, err = g.Prefill(tokens[:70], false)
+	require.NoError(t, err)
+	for i := 70; i < len(tokens); i++ {
+		l, err := g.Decode(tokens[i])
+		require.NoError(t, err)
+		requireLogitsClose(t, all[i*vocab:(i+1)*vocab], l, vocab, "decode vs prefill")
+	}
+	_, err = g.Decode(0)
+	require.NoError(t, err)
+	require.Equal(t, 81, g.Pos())
+	_, err = g.Prefill(make([]int, 200), false)
+	require.ErrorContains(t, err, "context full")
+	_, err = g.Decode(vocab)
+	require.ErrorContains(t, err, "outside the vocabulary")
+}
