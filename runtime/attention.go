@@ -38,7 +38,7 @@ type AttentionArgs struct {
 	T       uint32 // query tokens, >= 1
 	H       uint32 // query heads, a positive multiple of KVH
 	KVH     uint32 // key/value heads
-	HeadDim uint32 // even, 2..AttentionMaxHeadDim (64 and 128 in practice)
+	HeadDim uint32 // a multiple of 8, 8..AttentionMaxHeadDim (64 and 128 in practice)
 	Ctx     uint32 // positions each cache holds
 }
 
@@ -47,8 +47,8 @@ func (a AttentionArgs) check(op string) error {
 	if a.H == 0 || a.KVH == 0 || a.H%a.KVH != 0 {
 		return fmt.Errorf("%s: heads %d must be a positive multiple of kv heads %d", op, a.H, a.KVH)
 	}
-	if a.HeadDim == 0 || a.HeadDim%2 != 0 || a.HeadDim > AttentionMaxHeadDim {
-		return fmt.Errorf("%s: head dim %d must be even and in 2..%d", op, a.HeadDim, AttentionMaxHeadDim)
+	if a.HeadDim == 0 || a.HeadDim%8 != 0 || a.HeadDim > AttentionMaxHeadDim {
+		return fmt.Errorf("%s: head dim %d must be a multiple of 8 in 8..%d", op, a.HeadDim, AttentionMaxHeadDim)
 	}
 	if a.Ctx == 0 {
 		return fmt.Errorf("%s: cache of 0 positions", op)
@@ -69,24 +69,23 @@ func (a AttentionArgs) cacheBytes() uint64 {
 	return uint64(a.Ctx) * uint64(a.KVH) * uint64(a.HeadDim) * 2
 }
 
-// AttentionDecodeSplits is the number of key-range splits decode uses for a cache of ctx
-// positions (flash-decoding): ceil(ctx/64), at most 64. It depends only on ctx, never on the
-// position, so a recorded decode step stays valid as the position grows; splits beyond the keys
-// the position reaches do no work.
-func AttentionDecodeSplits(ctx uint32) uint32 {
+// attnMaxSplits is the most key-range splits decode uses for a cache of ctx positions: one per
+// 64 positions, at most 64 (the GPU policy; see AttentionKernels.DecodeSplits).
+func attnMaxSplits(ctx uint32) uint32 {
 	return min(max((ctx+63)/64, 1), 64)
 }
 
 // AttentionScratchBytes is the size in bytes of the scratch decode (T = 1) needs for h query
-// heads of headDim dimensions and a cache of ctx positions: for S = AttentionDecodeSplits(ctx)
-// splits, S*h*headDim f32 partial outputs and S*h (max, sum) f32 pairs; 0 when S is 1 (decode
-// then writes the output directly and ignores scratch). Prefill needs no scratch.
+// heads of headDim dimensions and a cache of ctx positions on any device: for the largest split
+// count S decode uses (ceil(ctx/64), at most 64), S*h*headDim f32 partial outputs and S*h records
+// (max, sum, 0, 0) of f32; 0 when S is 1 (decode then writes the output directly and ignores
+// scratch). Prefill needs no scratch.
 func AttentionScratchBytes(h, headDim, ctx uint32) uint64 {
-	s := uint64(AttentionDecodeSplits(ctx))
+	s := uint64(attnMaxSplits(ctx))
 	if s == 1 {
 		return 0
 	}
-	return s * uint64(h) * (uint64(headDim) + 2) * 4
+	return s * uint64(h) * (uint64(headDim) + 4) * 4
 }
 
 // AttentionKernels records fused causal attention over an f16 KV cache. Prefill is
@@ -103,7 +102,8 @@ func AttentionScratchBytes(h, headDim, ctx uint32) uint64 {
 // arithmetic — so the kernels run on every Vulkan 1.1 device. AttentionKernels is safe for
 // concurrent use; Release it (or close the device) when done.
 type AttentionKernels struct {
-	dev *gpu.Device
+	dev       *gpu.Device
+	cpuSplits bool // split decode as for a CPU device (few splits)
 
 	mu      sync.Mutex
 	kernels map[attnKey]*gpu.Kernel
@@ -124,7 +124,20 @@ type attnTile struct{ rows, bc, wg uint32 }
 // NewAttentionKernels returns the attention kernels of dev; pipelines are built when first
 // recorded.
 func NewAttentionKernels(dev *gpu.Device) *AttentionKernels {
-	return &AttentionKernels{dev: dev, kernels: map[attnKey]*gpu.Kernel{}}
+	return &AttentionKernels{dev: dev, cpuSplits: dev.Info().Type == "cpu", kernels: map[attnKey]*gpu.Kernel{}}
+}
+
+// DecodeSplits is the number of key-range splits (flash-decoding workgroups per KV head) Decode
+// records for a cache of ctx positions. On a GPU it is ceil(ctx/64), at most 64, so that even a
+// few KV heads fill the device at long contexts; on a CPU device (lavapipe, SwiftShader), whose few
+// cores are already busy with the KV heads and where every workgroup costs, it is ceil(ctx/512), at
+// most 4. It depends only on ctx and the device, never on the position, so a recorded decode step
+// stays valid as the position grows; splits beyond the keys a position reaches do no work.
+func (a *AttentionKernels) DecodeSplits(ctx uint32) uint32 {
+	if a.cpuSplits {
+		return min(max((ctx+511)/512, 1), 4)
+	}
+	return attnMaxSplits(ctx)
 }
 
 // Release destroys the pipelines built so far. The AttentionKernels may be used again after
@@ -138,23 +151,22 @@ func (a *AttentionKernels) Release() {
 	a.kernels = map[attnKey]*gpu.Kernel{}
 }
 
-// attnShared is the shared memory attention.comp declares for a tile shape, in bytes (query rows
-// as f32 pairs and K rows padded by one word, V rows, the score tile).
+// attnShared is the shared memory attention.comp declares for a tile shape, in bytes: query rows
+// and K rows padded by one 16-byte vector, V rows, the score tile.
 func attnShared(hd uint32, t attnTile) uint32 {
-	pairs := hd / 2
-	return t.rows*(pairs+1)*8 + t.bc*(pairs+1)*4 + t.bc*pairs*4 + t.rows*t.bc*4
+	return t.rows*(hd/4+1)*16 + t.bc*(hd/8+1)*16 + t.bc*(hd/8)*16 + t.rows*t.bc*4
 }
 
 // fits reports whether tile shape t is valid for head dim hd on the device: the workgroup within
-// limits, whole threads per row, BC a multiple of them, and the shared memory within both the
-// device limit and 32 KiB (the smallest bitgpu targets).
+// limits, whole threads per row, BC a multiple of them and of 4, and the shared memory within both
+// the device limit and 32 KiB (the smallest bitgpu targets).
 func (a *AttentionKernels) fits(hd uint32, t attnTile) bool {
 	info := a.dev.Info()
 	if t.wg == 0 || t.rows == 0 || t.wg%t.rows != 0 || t.wg > info.MaxWorkgroupInvocations || t.wg > info.MaxWorkgroupSize[0] {
 		return false
 	}
 	tpr := t.wg / t.rows
-	if t.bc%tpr != 0 {
+	if t.bc%tpr != 0 || t.bc%4 != 0 {
 		return false
 	}
 	lim := min(info.MaxSharedMemory, 32<<10)
@@ -173,12 +185,17 @@ func (a *AttentionKernels) prefillTile(hd uint32) (attnTile, error) {
 }
 
 // decodeTile picks the tile shape of Decode for head dim hd and group size G = H/KVH: the
-// workgroup takes all G heads of one KV head (at most 8) for one token, 32 (or 16, 8, 4) threads
-// per head, one key per thread per tile.
+// workgroup takes all G heads of one KV head (at most 8) for one token, with about one thread per
+// output octet (8 dimensions) of a head — a power of two from 4 to 32, raised so the workgroup
+// has at least 32 threads — and 32 keys per tile (16 if 32 do not fit).
 func (a *AttentionKernels) decodeTile(hd, group uint32) (attnTile, error) {
 	rows := min(group, 8)
-	for _, tpr := range []uint32{32, 16, 8, 4} {
-		t := attnTile{rows: rows, bc: tpr, wg: rows * tpr}
+	tpr := uint32(4)
+	for tpr < 32 && (2*tpr <= hd/8 || rows*tpr < 32) {
+		tpr *= 2
+	}
+	for _, bc := range []uint32{32, 16, 8, 4} {
+		t := attnTile{rows: rows, bc: bc, wg: rows * min(tpr, bc)}
 		if a.fits(hd, t) {
 			return t, nil
 		}
@@ -261,7 +278,7 @@ func (a *AttentionKernels) dispatchMain(s *gpu.Sequence, args AttentionArgs, til
 	}
 	group := args.H / args.KVH
 	rowTiles := uint32((uint64(args.T)*uint64(group) + uint64(tile.rows) - 1) / uint64(tile.rows))
-	mlOff := splits * args.T * args.H * (args.HeadDim / 2) // vec2 index of the (m, l) pairs
+	mlOff := splits * args.T * args.H * (args.HeadDim / 4) // vec4 index of the (m, l, 0, 0) records
 	push := []uint32{args.T, args.H, args.KVH, args.Ctx, splits, AttentionPosSlot, gpu.F32(attnScale(args.HeadDim)), mlOff}
 	return s.Dispatch(k, [3]uint32{rowTiles, args.KVH, splits}, push, q, kCache, vCache, out)
 }
@@ -276,7 +293,7 @@ func (a *AttentionKernels) dispatchMerge(s *gpu.Sequence, args AttentionArgs, sp
 		return err
 	}
 	rows := args.T * args.H
-	mlOff := splits * rows * args.HeadDim // float index of the (m, l) pairs
+	mlOff := splits * rows * args.HeadDim // float index of the (m, l, 0, 0) records
 	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, []uint32{rows, args.HeadDim, splits, mlOff}, scratch, out)
 }
 
@@ -311,7 +328,7 @@ func (a *AttentionKernels) Prefill(s *gpu.Sequence, q, kCache, vCache, out gpu.R
 
 // Decode records causal attention for one query token (args.T must be 1) at position pos0,
 // attending positions 0..pos0, layouts as in AttentionArgs. It is split-K attention
-// (flash-decoding, Dao et al. 2023): AttentionDecodeSplits(Ctx) workgroups per KV head each cover
+// (flash-decoding, Dao et al. 2023): DecodeSplits(Ctx) workgroups per KV head each cover
 // a fixed share of 0..pos0 and write a partial (unnormalized output, max, sum) to scratch, then a
 // merge pass writes out. Nothing recorded depends on pos0, so the sequence can be replayed with
 // SetStep(AttentionPosSlot, pos) as the position grows (up to Ctx-1). scratch must hold
@@ -326,7 +343,7 @@ func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scrat
 	if err := args.checkOperands(op, q, kCache, vCache, out); err != nil {
 		return err
 	}
-	splits := AttentionDecodeSplits(args.Ctx)
+	splits := a.DecodeSplits(args.Ctx)
 	if need := AttentionScratchBytes(args.H, args.HeadDim, args.Ctx); need > 0 {
 		if err := attnCheckRanges(op, args, attnRange{"scratch", scratch, need}); err != nil {
 			return err

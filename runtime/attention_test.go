@@ -231,7 +231,7 @@ func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData
 	case splits == 1:
 		require.NoError(t, a.dispatchMain(s, sh, *tile, 1, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole()))
 	default:
-		scratch, err := d.NewBuffer(uint64(splits) * uint64(n+2*uint32(T)*sh.H) * 4)
+		scratch, err := d.NewBuffer(uint64(splits) * uint64(n+4*uint32(T)*sh.H) * 4)
 		require.NoError(t, err)
 		defer scratch.Release()
 		require.NoError(t, a.dispatchMain(s, sh, *tile, splits, bq.Whole(), bk.Whole(), bv.Whole(), scratch.Whole()))
@@ -301,14 +301,18 @@ func TestAttentionTileShapes(t *testing.T) {
 	}
 }
 
-// TestAttentionDecodeReplay records one decode step per shape (Kernels.Attention with T = 1) and
-// replays it at growing positions with SetStep(AttentionPosSlot, pos), as the decode loop does: a
-// new query each step, the caches written up to pos (NaN beyond). Contexts 40 (one split: no
-// merge), 100 and 130 (2 and 3 splits), 300 (5 splits, most of them empty at early positions) and
-// 1000 (16 splits); 16 query heads per KV head take two workgroups of rows.
+// TestAttentionDecodeReplay records one decode step per shape and replays it at growing positions
+// with SetStep(AttentionPosSlot, pos), as the decode loop does: a new query each step, the caches
+// written up to pos (NaN beyond). It runs each shape under the device's split policy, recorded
+// through Kernels.Attention, and under the GPU policy (one split per 64 positions), so the CPU
+// drivers of CI exercise the many-split path too: contexts 40 (one split: no merge), 100 and 130
+// (2 and 3 splits), 300 (5 splits, most of them empty at early positions) and 1000 (16 splits);
+// 16 query heads per KV head take two workgroups of rows.
 func TestAttentionDecodeReplay(t *testing.T) {
 	d, ks := newKernels(t)
-	a := NewAttentionKernels(d) // for the tile shape only; the test records through ks
+	gpuPolicy := NewAttentionKernels(d)
+	gpuPolicy.cpuSplits = false
+	t.Cleanup(gpuPolicy.Release)
 	rng := rand.New(rand.NewPCG(9, 10))
 	type tc struct {
 		H, KVH, hd, ctx int
@@ -322,39 +326,48 @@ func TestAttentionDecodeReplay(t *testing.T) {
 	}
 	cases = append(cases, tc{4, 1, 128, 40, []int{0, 17, 39}}, tc{20, 5, 128, 1000, []int{5, 640, 999}}, tc{4, 2, 32, 100, []int{0, 99}},
 		tc{16, 1, 64, 130, []int{2, 129}})
-	for _, c := range cases {
-		sh := AttentionArgs{T: 1, H: uint32(c.H), KVH: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
-		data := newAttnData(rng, sh)
-		n := c.H * c.hd
-		bq, err := d.NewBuffer(4 * uint64(n))
-		require.NoError(t, err)
-		bk, err := d.NewBuffer(sh.cacheBytes())
-		require.NoError(t, err)
-		bv, err := d.NewBuffer(sh.cacheBytes())
-		require.NoError(t, err)
-		out, err := d.NewBuffer(4 * uint64(n))
-		require.NoError(t, err)
-		scratch, err := d.NewBuffer(max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4))
-		require.NoError(t, err)
-		s, err := d.NewSequence()
-		require.NoError(t, err)
-		require.NoError(t, ks.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
-		tile, err := a.decodeTile(sh.HeadDim, sh.H/sh.KVH)
-		require.NoError(t, err)
-		for _, pos := range c.pos {
-			q := attnQueries(rng, n)
-			k, v := data.caches(pos + 1)
-			require.NoError(t, gpu.Write(bq, 0, q))
-			require.NoError(t, gpu.Write(bk, 0, k))
-			require.NoError(t, gpu.Write(bv, 0, v))
-			require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
-			require.NoError(t, s.Submit())
-			name := fmt.Sprintf("decode H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", c.H, c.KVH, c.hd, c.ctx, AttentionDecodeSplits(sh.Ctx), pos)
-			data.check(t, name, q, download(t, out, uint32(n)), 1, pos, int(tile.bc), int(AttentionDecodeSplits(sh.Ctx)))
-		}
-		s.Release()
-		for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
-			b.Release()
+	for _, policy := range []string{"device", "gpu"} {
+		for _, c := range cases {
+			sh := AttentionArgs{T: 1, H: uint32(c.H), KVH: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
+			data := newAttnData(rng, sh)
+			n := c.H * c.hd
+			bq, err := d.NewBuffer(4 * uint64(n))
+			require.NoError(t, err)
+			bk, err := d.NewBuffer(sh.cacheBytes())
+			require.NoError(t, err)
+			bv, err := d.NewBuffer(sh.cacheBytes())
+			require.NoError(t, err)
+			out, err := d.NewBuffer(4 * uint64(n))
+			require.NoError(t, err)
+			scratch, err := d.NewBuffer(max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4))
+			require.NoError(t, err)
+			s, err := d.NewSequence()
+			require.NoError(t, err)
+			a := gpuPolicy
+			if policy == "device" {
+				require.NoError(t, ks.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
+				a = NewAttentionKernels(d) // the same policy and tiles as ks uses
+			} else {
+				require.NoError(t, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
+			}
+			tile, err := a.decodeTile(sh.HeadDim, sh.H/sh.KVH)
+			require.NoError(t, err)
+			splits := a.DecodeSplits(sh.Ctx)
+			for _, pos := range c.pos {
+				q := attnQueries(rng, n)
+				k, v := data.caches(pos + 1)
+				require.NoError(t, gpu.Write(bq, 0, q))
+				require.NoError(t, gpu.Write(bk, 0, k))
+				require.NoError(t, gpu.Write(bv, 0, v))
+				require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
+				require.NoError(t, s.Submit())
+				name := fmt.Sprintf("decode (%s policy) H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", policy, c.H, c.KVH, c.hd, c.ctx, splits, pos)
+				data.check(t, name, q, download(t, out, uint32(n)), 1, pos, int(tile.bc), int(splits))
+			}
+			s.Release()
+			for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
+				b.Release()
+			}
 		}
 	}
 }
@@ -386,10 +399,10 @@ func TestAttentionArgumentErrors(t *testing.T) {
 		}, "attention prefill: heads 6 must be a positive multiple of kv heads 4"},
 		{func(s *gpu.Sequence) error {
 			return a.Prefill(s, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 63, Ctx: 8})
-		}, "attention prefill: head dim 63 must be even and in 2..256"},
+		}, "attention prefill: head dim 63 must be a multiple of 8 in 8..256"},
 		{func(s *gpu.Sequence) error {
 			return ks.Attention(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 512, Ctx: 8})
-		}, "attention decode: head dim 512 must be even and in 2..256"},
+		}, "attention decode: head dim 512 must be a multiple of 8 in 8..256"},
 		{func(s *gpu.Sequence) error {
 			return a.Prefill(s, w, w, w, w, AttentionArgs{H: 4, KVH: 2, HeadDim: 64, Ctx: 8})
 		}, "attention prefill: no query tokens"},
@@ -401,17 +414,22 @@ func TestAttentionArgumentErrors(t *testing.T) {
 		{func(s *gpu.Sequence) error { return a.Decode(s, w, w, w, sm, w, dec) },
 			"attention decode: out holds 64 bytes, need 1024 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
 		{func(s *gpu.Sequence) error { return ks.Attention(s, w, w, w, w, sm, dec) },
-			"attention decode: scratch holds 64 bytes, need 2112 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
+			"attention decode: scratch holds 64 bytes, need 2176 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
 		{func(s *gpu.Sequence) error {
 			return a.Decode(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 64})
 		}, "attention decode: cache of 0 positions"},
 	} {
 		require.ErrorContains(t, run(c.rec), c.want)
 	}
-	require.Equal(t, uint32(2), AttentionDecodeSplits(100))
-	require.Equal(t, uint32(64), AttentionDecodeSplits(1<<20))
+	a.cpuSplits = false
+	require.Equal(t, uint32(2), a.DecodeSplits(100))
+	require.Equal(t, uint32(64), a.DecodeSplits(1<<20))
+	a.cpuSplits = true
+	require.Equal(t, uint32(1), a.DecodeSplits(512))
+	require.Equal(t, uint32(2), a.DecodeSplits(513))
+	require.Equal(t, uint32(4), a.DecodeSplits(1<<20))
 	require.Equal(t, uint64(0), AttentionScratchBytes(4, 64, 64))
-	require.Equal(t, uint64(2*4*66*4), AttentionScratchBytes(4, 64, 65))
+	require.Equal(t, uint64(2*4*68*4), AttentionScratchBytes(4, 64, 65))
 }
 
 // BenchmarkAttention times the attention kernels on BitNet b1.58 2B4T's shape (20 query heads,

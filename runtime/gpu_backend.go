@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -45,17 +46,45 @@ type GPU struct {
 
 	// Activations for up to MaxBatch tokens.
 	x, q, k, v, att, gate, up, xn *gpu.Buffer
+	normed                        *gpu.Buffer // [MaxBatch][widest] f32 inputs of F16 projections
+	f16                           bool        // projections are F16 (the full-precision baseline)
 	qa, sq                        *gpu.Buffer
 	logits                        *gpu.Buffer // host-visible [MaxBatch][vocab]
 	attnScratch                   *gpu.Buffer
 
 	decode *gpu.Sequence // the recorded one-token step
+
+	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
+	profSeq    *gpu.Sequence
+	profTimer  *gpu.Timer
+	profTotals map[string]*KernelTime
+	profSteps  int
 }
 
 type gpuLayer struct {
 	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm *gpu.Buffer
-	q, k, v, o, gate, up, down                 *TernaryWeights
+	q, k, v, o, gate, up, down                 projection
 	kCache, vCache                             *gpu.Buffer
+}
+
+// projection is one weight matrix on the device: ternary (2 bits a weight, a BitLinear on int8
+// activations) or, for the full-precision baseline of `bitgpu bench`, F16 on f32 activations.
+type projection struct {
+	tern *TernaryWeights
+	f16  *F16Matrix
+}
+
+func (p projection) buffers() []*gpu.Buffer {
+	if p.tern != nil {
+		return []*gpu.Buffer{p.tern.Buf.Buf}
+	}
+	var bs []*gpu.Buffer
+	if p.f16 != nil {
+		for _, c := range p.f16.Chunks {
+			bs = append(bs, c.Buf.Buf)
+		}
+	}
+	return bs
 }
 
 // MemoryPlan is the device memory a model needs, in bytes.
@@ -73,17 +102,24 @@ func (p MemoryPlan) String() string {
 		mib(p.Weights), mib(p.KVCache), mib(p.Scratch), mib(p.Total()))
 }
 
-// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache.
-func PlanMemory(cfg model.Config, ctx int) MemoryPlan {
+// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache;
+// f16 means F16 projections (2 bytes a weight instead of 2 bits).
+func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
 	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	perLayer := uint64(cfg.Dim*qDim+2*cfg.Dim*kvDim+qDim*cfg.Dim+3*cfg.Dim*cfg.FFNDim)/4 + uint64(4*(2*cfg.Dim+qDim+cfg.FFNDim))
+	weights := uint64(cfg.Dim*qDim + 2*cfg.Dim*kvDim + qDim*cfg.Dim + 3*cfg.Dim*cfg.FFNDim)
+	if f16 {
+		weights *= 2
+	} else {
+		weights /= 4
+	}
+	perLayer := weights + uint64(4*(2*cfg.Dim+qDim+cfg.FFNDim))
 	p := MemoryPlan{
 		Weights: uint64(cfg.Layers)*perLayer + uint64(cfg.VocabSize)*uint64(cfg.Dim)*2 + uint64(4*cfg.Dim),
 		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
 	}
 	B := uint64(MaxBatch)
 	widest := uint64(max(cfg.Dim, qDim, cfg.FFNDim))
-	p.Scratch = 4*B*uint64(2*cfg.Dim+qDim+2*kvDim+qDim+2*cfg.FFNDim) + B*widest + 8*B + 4*B*uint64(cfg.VocabSize) +
+	p.Scratch = 4*B*uint64(2*cfg.Dim+qDim+2*kvDim+qDim+2*cfg.FFNDim) + 5*B*widest + 8*B + 4*B*uint64(cfg.VocabSize) +
 		uint64(ctx*cfg.RoPEDim*4) + AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx))
 	return p
 }
@@ -107,7 +143,11 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	if cfg.Dim%16 != 0 || cfg.FFNDim%16 != 0 || cfg.HeadDim%2 != 0 {
 		return nil, fmt.Errorf("%s: widths dim %d, ffn %d must be multiples of 16 and head dim %d even on the GPU", m.Path, cfg.Dim, cfg.FFNDim, cfg.HeadDim)
 	}
-	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, plan: PlanMemory(cfg, ctx)}
+	f16 := false
+	if t := m.Tensors["blk.0.attn_q.weight"]; t != nil && t.Type == model.TypeF16 {
+		f16 = true
+	}
+	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, plan: PlanMemory(cfg, ctx, f16)}
 	var heap uint64
 	for _, h := range dev.Info().Heaps {
 		if h.DeviceLocal {
@@ -132,7 +172,7 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		g.Close()
 		return nil, err
 	}
-	if g.decode, err = g.record(1); err != nil {
+	if g.decode, err = g.record(1, nil); err != nil {
 		g.Close()
 		return nil, err
 	}
@@ -178,20 +218,13 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		advance(uint64(4 * n))
 		return gpu.NewBufferFrom(g.dev, v)
 	}
-	ternary := func(name string, cols, rows int) (*TernaryWeights, error) {
-		t, err := get(name)
-		if err != nil {
-			return nil, err
-		}
+	uploadTernary := func(name string, t *model.Tensor) (*TernaryWeights, error) {
 		if s := m.WeightScale(name); s != 1 {
 			return nil, fmt.Errorf("%s: a separate weight scale tensor is not supported on the GPU yet (use --device cpu)", name)
 		}
 		tm, err := model.NewTernaryMatrix(t)
 		if err != nil {
 			return nil, err
-		}
-		if tm.Rows != rows || tm.Cols != cols {
-			return nil, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", name, tm.Cols, tm.Rows, cols, rows)
 		}
 		words, scale, err := RepackTernary(tm)
 		if err != nil {
@@ -201,8 +234,33 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
-		advance(uint64(4 * len(words)))
-		return &TernaryWeights{Name: name, Rows: uint32(rows), Cols: uint32(cols), Scale: scale, Buf: b.Whole()}, nil
+		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, Buf: b.Whole()}, nil
+	}
+	ternary := func(name string, cols, rows int) (projection, error) {
+		t, err := get(name)
+		if err != nil {
+			return projection{}, err
+		}
+		if (t.Type == model.TypeF16) != g.f16 {
+			return projection{}, fmt.Errorf("tensor %s: type %s; the GPU backend needs every projection ternary, or every one F16", name, t.Type)
+		}
+		if g.f16 {
+			if len(t.Shape) != 2 || t.Shape[0] != uint64(cols) || t.Shape[1] != uint64(rows) {
+				return projection{}, fmt.Errorf("tensor %s: shape %v, want [%d, %d]", name, t.Shape, cols, rows)
+			}
+			f, err := g.uploadF16(t, rows, cols)
+			advance(uint64(len(t.Data)))
+			return projection{f16: f}, err
+		}
+		tw, err := uploadTernary(name, t)
+		if err != nil {
+			return projection{}, err
+		}
+		if tw.Rows != uint32(rows) || tw.Cols != uint32(cols) {
+			return projection{}, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", name, tw.Cols, tw.Rows, cols, rows)
+		}
+		advance(tw.Bytes())
+		return projection{tern: tw}, nil
 	}
 	embd, err := get("token_embd.weight")
 	if err != nil {
@@ -296,6 +354,7 @@ func (g *GPU) allocScratch() error {
 	alloc(&g.gate, 4*B*uint64(c.FFNDim))
 	alloc(&g.up, 4*B*uint64(c.FFNDim))
 	alloc(&g.qa, B*widest)
+	alloc(&g.normed, 4*B*widest)
 	alloc(&g.sq, 8*B)
 	alloc(&g.attnScratch, max(4, AttentionScratchBytes(uint32(c.Heads), uint32(c.HeadDim), uint32(g.ctx))))
 	if err != nil {
@@ -307,62 +366,166 @@ func (g *GPU) allocScratch() error {
 
 // record builds the command sequence of a forward pass over T tokens whose embeddings are in x,
 // at positions step[0] .. step[0]+T-1, leaving the logits of every token in g.logits.
-func (g *GPU) record(T int) (*gpu.Sequence, error) {
+// With a timer it marks a timestamp after every step, labelled with the step's kernel.
+func (g *GPU) record(T int, timer *gpu.Timer) (*gpu.Sequence, error) {
 	s, err := g.dev.NewSequence()
 	if err != nil {
 		return nil, err
 	}
-	if err := g.recordForward(s, uint32(T)); err != nil {
+	if err := g.recordForward(s, uint32(T), timer); err != nil {
 		s.Release()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (g *GPU) recordForward(s *gpu.Sequence, T uint32) error {
+// step is one labelled op of the forward pass.
+type step struct {
+	label string
+	rec   func() error
+}
+
+// profileMarks is how many timestamps a profiled one-token step takes: 14 ops a layer, the final
+// norm and the logits, and the start mark.
+func profileMarks(layers int) int { return 14*layers + 3 }
+
+func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer) error {
 	c := &g.cfg
 	ks := g.ks
 	dim, qDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.FFNDim)
+	// normQuant normalizes d-wide rows of in for the next projections: RMSNorm fused with the
+	// int8 quantization for ternary weights, plain RMSNorm for F16 ones.
 	normQuant := func(in *gpu.Buffer, w *gpu.Buffer, d uint32) error {
+		if g.f16 {
+			return ks.RMSNorm(s, in.Whole(), w.Whole(), g.normed.Whole(), RMSNormArgs{D: d, T: T, XStride: d, OutStride: d, Eps: c.RMSEps})
+		}
 		return ks.RMSNormQuant(s, in.Whole(), w.Whole(), g.qa.Whole(), g.sq.Whole(),
 			RMSNormArgs{D: d, T: T, XStride: d, OutStride: d / 4, Eps: c.RMSEps})
 	}
-	mm := func(w *TernaryWeights, out *gpu.Buffer, accumulate bool) error {
-		return ks.TernaryMatMul(s, w, g.qa.Whole(), g.sq.Whole(), out.Whole(), MatMulArgs{T: T, YStride: w.Rows, Accumulate: accumulate})
-	}
-	for _, l := range g.layers {
-		steps := []func() error{
-			func() error { return normQuant(g.x, l.attnNorm, dim) },
-			func() error { return mm(l.q, g.q, false) },
-			func() error { return mm(l.k, g.k, false) },
-			func() error { return mm(l.v, g.v, false) },
-			func() error {
-				return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
-					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
-			},
-			func() error {
-				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
-					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
-			},
-			func() error { return normQuant(g.att, l.attnSubNorm, qDim) },
-			func() error { return mm(l.o, g.x, true) },
-			func() error { return normQuant(g.x, l.ffnNorm, dim) },
-			func() error { return mm(l.gate, g.gate, false) },
-			func() error { return mm(l.up, g.up, false) },
-			func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) },
-			func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) },
-			func() error { return mm(l.down, g.x, true) },
+	mm := func(p projection, out *gpu.Buffer, accumulate bool) error {
+		if p.f16 != nil {
+			return ks.F16MatMul(s, p.f16, g.normed.Whole(), out.Whole(), F16Args{T: T, YStride: p.f16.Rows, Accumulate: accumulate})
 		}
-		for _, step := range steps {
-			if err := step(); err != nil {
+		return ks.TernaryMatMul(s, p.tern, g.qa.Whole(), g.sq.Whole(), out.Whole(), MatMulArgs{T: T, YStride: p.tern.Rows, Accumulate: accumulate})
+	}
+	matmul := "ternary_matmul"
+	norm := "rmsnorm_quant"
+	if g.f16 {
+		matmul, norm = "f16_matmul", "rmsnorm"
+	}
+	run := func(steps []step) error {
+		for _, st := range steps {
+			if err := st.rec(); err != nil {
 				return err
 			}
+			if timer != nil {
+				if err := s.Mark(timer, st.label); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if timer != nil {
+		if err := s.Mark(timer, "start"); err != nil {
+			return err
 		}
 	}
-	if err := ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps}); err != nil {
+	for _, l := range g.layers {
+		steps := []step{
+			{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }},
+			{matmul + " q", func() error { return mm(l.q, g.q, false) }},
+			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
+			{matmul + " v", func() error { return mm(l.v, g.v, false) }},
+			{"rope_kv", func() error {
+				return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
+					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
+			}},
+			{"attention", func() error {
+				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
+					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
+			}},
+			{norm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
+			{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }},
+			{norm, func() error { return normQuant(g.x, l.ffnNorm, dim) }},
+			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
+			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
+			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
+			{norm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }},
+			{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }},
+		}
+		if err := run(steps); err != nil {
+			return err
+		}
+	}
+	return run([]step{
+		{"rmsnorm output", func() error {
+			return ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps})
+		}},
+		{"f16_matmul logits", func() error {
+			return ks.F16MatMul(s, g.embd, g.xn.Whole(), g.logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+		}},
+	})
+}
+
+// KernelTime is the GPU time one kind of step took, summed over a model's layers, averaged over
+// the profiled decode steps; Calls is how many such steps one decode step records.
+type KernelTime struct {
+	Label string
+	NS    float64
+	Calls int
+}
+
+// EnableProfile switches decoding to a recorded step with a timestamp after every op; Profile
+// then reports where the GPU time of the decode steps went. It costs a little GPU time per step.
+func (g *GPU) EnableProfile() error {
+	if g.profSeq != nil {
+		return nil
+	}
+	t, err := g.dev.NewTimer(profileMarks(len(g.layers)))
+	if err != nil {
 		return err
 	}
-	return ks.F16MatMul(s, g.embd, g.xn.Whole(), g.logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+	seq, err := g.record(1, t)
+	if err != nil {
+		t.Release()
+		return err
+	}
+	g.profTimer, g.profSeq = t, seq
+	g.profTotals = map[string]*KernelTime{}
+	return nil
+}
+
+// Profile returns the per-kernel GPU time per decode step, largest first (empty before any
+// profiled step).
+func (g *GPU) Profile() []KernelTime {
+	var out []KernelTime
+	for _, kt := range g.profTotals {
+		k := *kt
+		k.NS /= float64(g.profSteps)
+		k.Calls /= g.profSteps
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NS > out[j].NS })
+	return out
+}
+
+func (g *GPU) collectProfile() error {
+	spans, err := g.profTimer.Spans()
+	if err != nil {
+		return err
+	}
+	for _, sp := range spans {
+		kt := g.profTotals[sp.Label]
+		if kt == nil {
+			kt = &KernelTime{Label: sp.Label}
+			g.profTotals[sp.Label] = kt
+		}
+		kt.NS += sp.NS
+		kt.Calls++
+	}
+	g.profSteps++
+	return nil
 }
 
 // Config returns the model hyper-parameters.
@@ -416,18 +579,27 @@ func (g *GPU) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	for start := 0; start < len(tokens); start += MaxBatch {
 		chunk := tokens[start:min(len(tokens), start+MaxBatch)]
 		seq := g.decode
-		if len(chunk) > 1 {
+		if g.profSeq != nil {
+			seq = g.profSeq
+		}
+		reused := len(chunk) == 1
+		if !reused {
 			var err error
-			if seq, err = g.record(len(chunk)); err != nil {
+			if seq, err = g.record(len(chunk), nil); err != nil {
 				return nil, err
 			}
 		}
 		err := g.run(seq, chunk)
-		if seq != g.decode {
+		if !reused {
 			seq.Release()
 		}
 		if err != nil {
 			return nil, err
+		}
+		if reused && g.profSeq != nil {
+			if err := g.collectProfile(); err != nil {
+				return nil, err
+			}
 		}
 		last := start+len(chunk) == len(tokens)
 		if allLogits || last {
@@ -473,13 +645,15 @@ func (g *GPU) Close() error {
 	if g.decode != nil {
 		g.decode.Release()
 	}
-	bufs := []*gpu.Buffer{g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.sq, g.logits, g.attnScratch}
+	if g.profSeq != nil {
+		g.profSeq.Release()
+		g.profTimer.Release()
+	}
+	bufs := []*gpu.Buffer{g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
 	for _, l := range g.layers {
 		bufs = append(bufs, l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm, l.kCache, l.vCache)
-		for _, w := range []*TernaryWeights{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
-			if w != nil {
-				bufs = append(bufs, w.Buf.Buf)
-			}
+		for _, p := range []projection{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
+			bufs = append(bufs, p.buffers()...)
 		}
 	}
 	if g.embd != nil {

@@ -128,3 +128,38 @@ func TestGPUPrefillThenDecodeEqualsPrefill(t *testing.T) {
 	_, err = g.Decode(vocab)
 	require.ErrorContains(t, err, "outside the vocabulary")
 }
+
+// TestGPUF16Baseline runs the full-precision baseline (the same trits times the same scales
+// stored as F16, f32 activations) and compares it with the ternary model: they differ only by the
+// int8 activation quantization, whose relative error per activation is at most 1/254 (half a step
+// of 127 levels), so the logits' NMSE stays below (1/254)² times the layers' gain; 1e-2 allows a
+// gain of 25 and still rejects a wrongly wired path (NMSE near 1). It must not be exactly equal
+// either: that would mean the F16 path did not run.
+func TestGPUF16Baseline(t *testing.T) {
+	tern := synthModel(t, model.TypeI2_S, nil)
+	f16 := synthModel(t, model.TypeF16, nil)
+	dev := gputest.Open(t)
+	var logits [2][]float32
+	for i, m := range []*model.Model{tern, f16} {
+		g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
+		require.NoError(t, err)
+		prompt := []int{1, 72, 101, 108, 108, 111}
+		logits[i], err = g.Prefill(prompt, true)
+		require.NoError(t, err)
+		l, err := g.Decode(33)
+		require.NoError(t, err)
+		logits[i] = append(logits[i], l...)
+		if i == 1 {
+			require.Greater(t, g.Plan().Weights, 4*PlanMemory(tern.Config, 64, false).Weights)
+		}
+		require.NoError(t, g.Close())
+	}
+	var num, den float64
+	for i := range logits[0] {
+		d := float64(logits[0][i] - logits[1][i])
+		num += d * d
+		den += float64(logits[0][i]) * float64(logits[0][i])
+	}
+	require.Positive(t, num)
+	require.Less(t, num/den, 1e-2)
+}

@@ -31,8 +31,8 @@ func init() {
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28},
 		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{1}},
 		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{GEMMTokens}},
-		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 28, spec: []uint32{1}},
-		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 28, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
+		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
 		kernelDef{name: "glu", variants: []variant{{spv: "glu"}}, bindings: 2, outputs: []int{0}, push: 8},
 		kernelDef{name: "argmax", variants: []variant{{spv: "argmax"}}, bindings: 2, outputs: []int{1}, push: 12},
@@ -172,11 +172,12 @@ type F16Chunk struct {
 }
 
 // F16Args places the T tokens of an F16 matvec: x of token t at float XOff + t*Cols, outputs at
-// YOff + t*YStride.
+// YOff + t*YStride. Accumulate adds to y (the fused residual connection).
 type F16Args struct {
 	T             uint32
 	XOff          uint32
 	YOff, YStride uint32
+	Accumulate    bool
 }
 
 // F16MatMul records y[t][r] = Σ_j x[t][j] * E[r][j] over every chunk of e.
@@ -190,7 +191,11 @@ func (ks *Kernels) F16MatMul(s *gpu.Sequence, e *F16Matrix, x, y gpu.Range, a F1
 	}
 	rpg := ks.rowsPerGroup(name)
 	for _, c := range e.Chunks {
-		push := []uint32{e.Cols, c.Rows, a.T, a.XOff, a.YOff, a.YStride, c.Row0}
+		acc := uint32(0)
+		if a.Accumulate {
+			acc = 1
+		}
+		push := []uint32{e.Cols, c.Rows, a.T, a.XOff, a.YOff, a.YStride, c.Row0, acc}
 		if err := s.Dispatch(ks.byName[name], [3]uint32{(c.Rows + rpg - 1) / rpg, (a.T + tile - 1) / tile, 1}, push, c.Buf, x, y); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"math/rand/v2"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,10 +27,33 @@ func TestAttnTiming(t *testing.T) {
 		require.NoError(t, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), args))
 		s.SetStep(0, c.pos)
 		require.NoError(t, s.Submit())
+		var r0, r1 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 		st := time.Now()
 		for range 3 {
 			require.NoError(t, s.Submit())
 		}
-		t.Logf("%+v: %v per call", c, time.Since(st)/3)
+		syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+		cpu := time.Duration(r1.Utime.Nano()+r1.Stime.Nano()-r0.Utime.Nano()-r0.Stime.Nano()) / 3
+		t.Logf("%+v: %v wall, %v cpu per call", c, time.Since(st)/3, cpu)
 	}
+}
+
+func TestAttnCopyTiming(t *testing.T) {
+	d, err := gpu.Open(gpu.OptionsFromEnv())
+	require.NoError(t, err)
+	defer d.Close()
+	ks, err := NewKernels(d)
+	require.NoError(t, err)
+	n := uint32(8 << 20)
+	a, _ := d.NewBuffer(4 * uint64(n))
+	b, _ := d.NewBuffer(4 * uint64(n))
+	s, _ := d.NewSequence()
+	require.NoError(t, ks.Copy(s, a.Whole(), b.Whole(), n))
+	require.NoError(t, s.Submit())
+	st := time.Now()
+	for range 5 {
+		require.NoError(t, s.Submit())
+	}
+	t.Logf("copy 32 MiB: %v per call, %.2f GB/s", time.Since(st)/5, float64(2*4*n)/float64(time.Since(st)/5))
 }

@@ -32,18 +32,27 @@ window NLLs). It is computed with the weights rounded to bf16 (what the checkpoi
 with K and V rounded to f16 (bitgpu's KV cache), so `bitgpu perplexity` on the converted model
 measures the same thing.
 
-Requirements: Debian's python3-torch, python3-numpy and python3-regex, and python3.11-doc for
-the corpus. Run by hand (never in CI):
+Requirements: Debian's python3-torch, python3-numpy and python3-regex, python3.11-doc for the
+corpus, and libopenblas0-pthread (Debian's torch calls the system BLAS, and the reference BLAS
+is several times slower). Run by hand (never in CI):
 
-    apt-get install -y python3-torch python3-numpy python3-regex python3.11-doc
+    apt-get install -y python3-torch python3-numpy python3-regex python3.11-doc libopenblas0-pthread
     /usr/bin/python3 scripts/train_qat.py --out /tmp/bitgpu-tiny
+
+Training stops after --steps optimizer steps or --minutes of training, whichever comes first;
+the learning-rate schedule follows whichever is further along, so a run on a slower or busier
+machine ends on the same schedule with fewer steps (the log records how many).
 """
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import argparse
 import glob
 import json
 import math
-import os
 import random
 import struct
 import sys
@@ -310,28 +319,42 @@ class Tokenizer:
 # Model
 
 
-def ternary_ste(w):
-    """Absmean ternary weights (b1.58 eq. 1-3) with a straight-through gradient."""
-    scale = w.abs().mean()
-    q = (w / scale.clamp(min=1e-5)).round().clamp(-1, 1) * scale
-    return w + (q - w).detach()
+class TernarySTE(torch.autograd.Function):
+    """Absmean ternary weights (b1.58 eq. 1-3): trit * mean|W|; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, w):
+        scale = w.abs().mean()
+        return (w / scale.clamp(min=1e-5)).round_().clamp_(-1, 1).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
 
 
-def int8_ste(x):
-    """Per-token absmax int8 activations with a straight-through gradient."""
-    s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-    q = (x * s).round().clamp(-128, 127) / s
-    return x + (q - x).detach()
+class Int8STE(torch.autograd.Function):
+    """Per-token absmax int8 activations, returned dequantized; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-5)
+        return (x * s).round_().clamp_(-128, 127).div_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
 
 
 class BitLinear(nn.Linear):
-    """A bias-free linear layer that computes with ternary weights and int8 activations."""
+    """A bias-free linear layer that computes with ternary weights. Its input must already be
+    quantized to the int8 grid (Int8STE), which the caller does once for the projections that
+    share an input (q/k/v, gate/up)."""
 
     def __init__(self, cols, rows):
         super().__init__(cols, rows, bias=False)
 
-    def forward(self, x):
-        return F.linear(int8_ste(x), ternary_ste(self.weight))
+    def forward(self, xq):
+        return F.linear(xq, TernarySTE.apply(self.weight))
 
 
 class RMSNorm(nn.Module):
@@ -371,18 +394,22 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.nh, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        xq = Int8STE.apply(x)
+        q = self.q_proj(xq).view(B, T, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(xq).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        v = self.v_proj(xq).view(B, T, self.nkv, self.hd).transpose(1, 2)
         q, k = rope_neox(q, cos[:T], sin[:T]), rope_neox(k, cos[:T], sin[:T])
         if self.f16_kv:  # bitgpu keeps K and V in an f16 cache
             k, v = k.half().float(), v.half().float()
+        # Grouped-query attention: query head h reads KV head h // g, so the g query heads of a
+        # KV head are stacked along the time axis.
         g = self.nh // self.nkv
-        k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-        att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.hd)) + mask[:T, :T]
-        y = torch.softmax(att, dim=-1) @ v
-        y = y.transpose(1, 2).reshape(B, T, self.nh * self.hd)
-        return self.o_proj(self.attn_sub_norm(y))
+        q = q.reshape(B, self.nkv, g * T, self.hd)
+        att = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(self.hd))
+        att = att.view(B, self.nkv, g, T, T).add_(mask[:T, :T])
+        y = torch.softmax(att, dim=-1).view(B, self.nkv, g * T, T) @ v
+        y = y.view(B, self.nh, T, self.hd).transpose(1, 2).reshape(B, T, self.nh * self.hd)
+        return self.o_proj(Int8STE.apply(self.attn_sub_norm(y)))
 
 
 class MLP(nn.Module):
@@ -395,7 +422,9 @@ class MLP(nn.Module):
         self.ffn_sub_norm = RMSNorm(f, cfg["rms_norm_eps"])
 
     def forward(self, x):
-        return self.down_proj(self.ffn_sub_norm(F.relu(self.gate_proj(x)).square() * self.up_proj(x)))
+        xq = Int8STE.apply(x)
+        h = F.relu(self.gate_proj(xq)).square() * self.up_proj(xq)
+        return self.down_proj(Int8STE.apply(self.ffn_sub_norm(h)))
 
 
 class Layer(nn.Module):
@@ -511,17 +540,19 @@ def main():
     ap.add_argument("--ffn", type=int, default=768)
     ap.add_argument("--ctx", type=int, default=256, help="context length, training sequence length and perplexity window")
     ap.add_argument("--rope-theta", type=float, default=500000.0)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=100000, help="most optimizer steps")
+    ap.add_argument("--lr", type=float, default=2.5e-3)
+    ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--bos-fraction", type=float, default=0.25,
                     help="share of training sequences that start with BOS at a paragraph start")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--eval-every", type=int, default=250)
-    ap.add_argument("--max-minutes", type=float, default=0, help="stop training early after this long (0: no limit)")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--minutes", type=float, default=32,
+                    help="training time budget; the learning-rate schedule runs on the larger of the step "
+                         "fraction and the time fraction, and training ends when either reaches 1 (0: steps only)"),
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -603,11 +634,17 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
 
-    def lr_at(step):
+    def progress(step):
+        p = step / args.steps
+        if args.minutes:
+            p = max(p, (time.time() - t_train) / (args.minutes * 60))
+        return min(1.0, p)
+
+    def lr_at(step, p):
+        # Linear warm-up, then a cosine from lr down to lr/10 over the training progress p.
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
-        p = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     T = args.ctx
 
@@ -628,8 +665,13 @@ def main():
     t_train = time.time()
     steps_done = 0
     for step in range(args.steps):
+        p = progress(step)
+        if p >= 1:
+            log(f"stopping after {steps_done} steps: the budget of {args.steps} steps or {args.minutes} minutes is spent")
+            break
+        lr = lr_at(step, p)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr
         x = batch()
         logits = model(x[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
@@ -640,14 +682,11 @@ def main():
         steps_done = step + 1
         if step % 25 == 0 or step == args.steps - 1:
             el = time.time() - t_train
-            log(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} "
+            log(f"step {step} loss {loss.item():.4f} lr {lr:.2e} "
                 f"{(step + 1) * args.batch * T / el:.0f} tok/s")
         if args.eval_every and step > 0 and step % args.eval_every == 0:
-            ppl, _ = perplexity(model, val_ids[:64 * T + 1], T)
-            log(f"step {step} val ppl (first 64 windows, latent f32) {ppl:.3f}")
-        if args.max_minutes and time.time() - t_train > args.max_minutes * 60:
-            log(f"stopping after {steps_done} steps: time budget of {args.max_minutes} minutes spent")
-            break
+            ppl, _ = perplexity(model, val_ids[:16 * T + 1], T)
+            log(f"step {step} val ppl (first 16 windows) {ppl:.3f}")
     train_seconds = time.time() - t_train
 
     # What the checkpoint holds: latent weights rounded to bf16; K/V through f16 like bitgpu.

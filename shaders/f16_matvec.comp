@@ -16,7 +16,7 @@ layout(constant_id = 3) const uint TOKENS = 1;
 
 layout(set = 0, binding = 0) readonly buffer E { uint e[]; };
 layout(set = 0, binding = 1) readonly buffer X { float x[]; };
-layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
+layout(set = 0, binding = 2) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
 	uint D;        // columns (even)
@@ -26,6 +26,7 @@ layout(push_constant) uniform Push {
 	uint y_off;    // first float of token 0 in y
 	uint y_stride; // floats between tokens in y
 	uint row_base; // output index of the chunk's first row
+	uint accumulate; // y += instead of y = (the fused residual connection)
 } p;
 
 #if USE_SUBGROUP
@@ -76,7 +77,13 @@ void main() {
 #endif
 		uint tok = t0 + t;
 		if (leader && row < p.N && tok < p.T) {
-			y[p.y_off + tok * p.y_stride + p.row_base + row] = total;
+			uint idx = p.y_off + tok * p.y_stride + p.row_base + row;
+			if (p.accumulate != 0u) {
+				precise float sum = y[idx] + total;
+				y[idx] = sum;
+			} else {
+				y[idx] = total;
+			}
 		}
 	}
 }

@@ -40,6 +40,7 @@ func init() {
 	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
 	f.Int("ctx", 0, "context length in tokens (default: the model's)")
 	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
+	f.Bool("profile", false, "GPU: print the GPU time per decode step of each kernel, largest first, on stderr")
 	addSamplingFlags(generateCmd)
 	_ = generateCmd.MarkFlagRequired("prompt")
 	rootCmd.AddCommand(generateCmd)
@@ -133,6 +134,12 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer b.Close()
+	profile, _ := cmd.Flags().GetBool("profile")
+	if profile {
+		if err := enableProfile(b); err != nil {
+			return err
+		}
+	}
 	s, err := runtime.NewSampler(so)
 	if err != nil {
 		return err
@@ -163,6 +170,9 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		seed = fmt.Sprintf("; seed %d", so.Seed)
 	}
 	fmt.Fprintf(stderr, "%s%s\n", statsLine(st, ctx), seed)
+	if profile {
+		printProfile(stderr, b)
+	}
 	return nil
 }
 
