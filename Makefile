@@ -16,7 +16,7 @@ GPU_PKGS := ./gpu/... ./runtime/... ./cmd/...
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FLAGS ?= -timeout 40m
 
-.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run clean
+.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run bench clean
 
 all: build
 
@@ -68,6 +68,17 @@ shaders:
 ## run: show bitgpu working on this machine.
 run: deps
 	$(GO) run ./cmd/bitgpu devices
+
+## bench: kernel and end-to-end benchmarks on the default device; JSON and plots under
+## bench/results/<device>-<date>/ (BENCH_E2E_FLAGS picks the e2e model and sizes).
+BENCH_E2E_FLAGS ?= --preset tiny --ctx 256 --steps 8
+bench: build
+	@dev=$$(./bin/bitgpu devices | sed -n 's/^\* \[[0-9]*\] //p' | tr -c 'A-Za-z0-9\n' '-' | sed 's/--*/-/g; s/-$$//' | head -1); \
+	out=bench/results/$$dev-$$(date -u +%Y%m%d); mkdir -p $$out; \
+	./bin/bitgpu devices > $$out/device.txt; \
+	./bin/bitgpu bench kernels --json $$out/kernels.json --plot $$out | tee $$out/kernels.txt; \
+	./bin/bitgpu bench e2e $(BENCH_E2E_FLAGS) --json $$out/e2e.json --plot $$out | tee $$out/e2e.txt; \
+	echo "results in $$out"
 
 clean:
 	rm -rf bin $(CACHE)

@@ -437,7 +437,8 @@ func TestAttentionArgumentErrors(t *testing.T) {
 // at the end of a 2048-position cache and of a 512-token batch, and one decode step at several
 // positions of a 4096-position cache. It reports GPU microseconds per call and, for decode, the
 // K/V bytes read per second. The device is opened as BITGPU_* and VK_* say (validation only with
-// BITGPU_VALIDATE=1); without a device the benchmark is skipped.
+// BITGPU_VALIDATE=1); without a device the benchmark is skipped, and on a CPU driver so are the
+// long prefills.
 func BenchmarkAttention(b *testing.B) {
 	d, err := gpu.Open(gpu.OptionsFromEnv())
 	if errors.Is(err, gpu.ErrNoDevice) {
@@ -464,6 +465,9 @@ func BenchmarkAttention(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
+			if d.Info().Type == "cpu" && c.T*(c.pos0+c.T) > 64*64 {
+				b.Skip("minutes per call on a CPU driver")
+			}
 			args := AttentionArgs{T: c.T, H: H, KVH: KVH, HeadDim: hd, Ctx: c.ctx}
 			rng := rand.New(rand.NewPCG(1, 1))
 			kv := make([]uint16, int(args.cacheBytes()/2))

@@ -229,21 +229,31 @@ def train_bpe(text, n_merges, log):
 class Tokenizer:
     """Encodes like HF tokenizers' BPE with ignore_merges (bitgpu's llama-bpe tokenizer)."""
 
-    def __init__(self, merges):
+    def __init__(self, merges, vocab=None):
         self.merges = merges
         self.rank = {m: i for i, m in enumerate(merges)}
-        self.vocab = {}
-        for b in range(256):
-            self.vocab[BYTE_MAP[b]] = b
-        for a, b in merges:
-            self.vocab.setdefault(a + b, len(self.vocab))
         self.specials = [BOS_TEXT, EOS_TEXT, EOT_TEXT]
-        for s in self.specials:
-            self.vocab[s] = len(self.vocab)
+        if vocab is None:
+            vocab = {}
+            for b in range(256):
+                vocab[BYTE_MAP[b]] = b
+            for a, b in merges:
+                vocab.setdefault(a + b, len(vocab))
+            for s in self.specials:
+                vocab[s] = len(vocab)
+        self.vocab = vocab
         self.bos, self.eos, self.eot = (self.vocab[s] for s in self.specials)
         self.cache = {}
         self.inv = {i: t for t, i in self.vocab.items()}
         self.byte_inv = {c: b for b, c in BYTE_MAP.items()}
+
+    @staticmethod
+    def from_json(tj):
+        """The tokenizer a tokenizer.json written by tokenizer_json describes."""
+        vocab = dict(tj["model"]["vocab"])
+        for a in tj["added_tokens"]:
+            vocab[a["content"]] = a["id"]
+        return Tokenizer([tuple(m) for m in tj["model"]["merges"]], vocab)
 
     def bpe(self, word):
         if word in self.vocab:  # ignore_merges: a pre-token in the vocabulary is one token
@@ -530,7 +540,7 @@ def write_json(path, obj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="checkpoint directory to write")
+    ap.add_argument("--out", help="checkpoint directory to write")
     ap.add_argument("--corpus", default=CORPUS_DIR)
     ap.add_argument("--merges", type=int, default=509, help="BPE merges (vocabulary = 256 + merges + 3)")
     ap.add_argument("--dim", type=int, default=256)
@@ -553,9 +563,16 @@ def main():
     ap.add_argument("--minutes", type=float, default=32,
                     help="training time budget; the learning-rate schedule runs on the larger of the step "
                          "fraction and the time fraction, and training ends when either reaches 1 (0: steps only)"),
+    ap.add_argument("--eval", metavar="DIR", help="do not train: load the checkpoint DIR and print the perplexity "
+                    "of --eval-text in windows of --eval-window tokens (default: the context length)")
+    ap.add_argument("--eval-text", metavar="FILE")
+    ap.add_argument("--eval-window", type=int, default=0)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    if args.eval:
+        evaluate(args)
+        return
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -573,6 +590,8 @@ def main():
     log(f"args: {vars(args)}")
     log(f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}")
 
+    if not args.out:
+        ap.error("--out is required to train")
     # Corpus: prose paragraphs, the last 5% (by characters, at a paragraph boundary) held out.
     paras = load_corpus(args.corpus)
     total = sum(len(p) + 2 for p in paras)
@@ -745,6 +764,42 @@ def main():
         "samples_greedy": samples,
     })
     log(f"wrote {args.out}")
+
+
+def load_safetensors(path):
+    """Reads a safetensors file of BF16/F32 tensors into float32 torch tensors."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = h["data_offsets"]
+        raw = np.frombuffer(data[a:b], dtype="<u2" if h["dtype"] == "BF16" else "<f4")
+        if h["dtype"] == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        out[name] = torch.from_numpy(raw.copy()).view(*h["shape"])
+    return out
+
+
+def evaluate(args):
+    """Perplexity of a text under a saved checkpoint, in bitgpu's window semantics."""
+    with open(os.path.join(args.eval, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(args.eval, "tokenizer.json"), encoding="utf-8") as f:
+        tok = Tokenizer.from_json(json.load(f))
+    model = BitNet(cfg)
+    model.load_state_dict(load_safetensors(os.path.join(args.eval, "model.safetensors")), strict=True)
+    model.set_f16_kv(True)
+    with open(args.eval_text, encoding="utf-8") as f:
+        ids = np.array(tok.encode(f.read()), dtype=np.int32)
+    n = args.eval_window or cfg["max_position_embeddings"]
+    t0 = time.time()
+    ppl, windows = perplexity(model, ids, n)
+    print(json.dumps({"text": args.eval_text, "tokens": int(len(ids)), "window": n, "windows": windows,
+                      "ppl": ppl, "seconds": round(time.time() - t0, 1)}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+package runtime
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// E2EPoint is one context length of an end-to-end run: prefill and decode speed (tokens per
+// second, wall clock), the device memory a cache of that many tokens needs (PlanMemory: weights,
+// KV cache, scratch), the bytes one decode step must read
+// (every weight once plus the KV cache so far) and what fraction of the copy kernel's bandwidth
+// that makes.
+type E2EPoint struct {
+	Context             int     `json:"context"`
+	PrefillTokS         float64 `json:"prefill_tok_per_s"`
+	PrefillMSPerToken   float64 `json:"prefill_ms_per_token"`
+	DecodeTokS          float64 `json:"decode_tok_per_s"`
+	DecodeMSPerToken    float64 `json:"decode_ms_per_token"`
+	DeviceBytes         uint64  `json:"device_bytes"`
+	DecodeBytesPerToken uint64  `json:"decode_bytes_per_token"`
+	BandwidthEfficiency float64 `json:"decode_bandwidth_efficiency"`
+}
+
+// E2EResult is an end-to-end run of one model.
+type E2EResult struct {
+	Model    string     `json:"model"`
+	Weights  string     `json:"weights"` // "ternary" or "f16"
+	Plan     MemoryPlan `json:"plan"`
+	CopyGBps float64    `json:"copy_gb_per_s"`
+	Points   []E2EPoint `json:"points"`
+}
+
+// BenchE2E loads m on dev with a cache of max(contexts)+steps tokens and, for each context length
+// L, times a prefill of L tokens from an empty cache and then steps decode steps. copyGBps (the
+// copy kernel's bandwidth from the same run, BenchKernels) turns bytes per token into a bandwidth
+// efficiency. Token ids are a fixed pseudo-random sequence.
+func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGBps float64) (E2EResult, error) {
+	if len(contexts) == 0 || steps < 1 {
+		return E2EResult{}, fmt.Errorf("bench e2e: need context lengths and at least one decode step")
+	}
+	maxL := 0
+	for _, l := range contexts {
+		if l < 1 {
+			return E2EResult{}, fmt.Errorf("bench e2e: context length %d", l)
+		}
+		maxL = max(maxL, l)
+	}
+	if maxL+steps > m.Config.ContextLength {
+		return E2EResult{}, fmt.Errorf("bench e2e: context %d + %d decode steps exceeds the model's %d", maxL, steps, m.Config.ContextLength)
+	}
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: maxL + steps})
+	if err != nil {
+		return E2EResult{}, err
+	}
+	defer g.Close()
+	res := E2EResult{Model: m.Path, Weights: "ternary", Plan: g.Plan(), CopyGBps: copyGBps}
+	if g.f16 {
+		res.Weights = "f16"
+	}
+	c := m.Config
+	kvPerToken := uint64(c.Layers) * uint64(c.KVHeads*c.HeadDim) * 2 * 2
+	tokens := make([]int, maxL+steps)
+	for i := range tokens {
+		tokens[i] = (i*7919 + 13) % c.VocabSize
+	}
+	// Warm up: the first prefill and decode build the attention pipelines and touch every buffer.
+	if _, err := g.Prefill(tokens[:contexts[0]], false); err != nil {
+		return res, err
+	}
+	if _, err := g.Decode(tokens[contexts[0]]); err != nil {
+		return res, err
+	}
+	for _, L := range contexts {
+		g.Reset()
+		t0 := time.Now()
+		if _, err := g.Prefill(tokens[:L], false); err != nil {
+			return res, err
+		}
+		pre := time.Since(t0)
+		t0 = time.Now()
+		for i := 0; i < steps; i++ {
+			if _, err := g.Decode(tokens[L+i]); err != nil {
+				return res, err
+			}
+		}
+		dec := time.Since(t0)
+		p := E2EPoint{
+			Context:             L,
+			PrefillTokS:         float64(L) / pre.Seconds(),
+			PrefillMSPerToken:   pre.Seconds() * 1e3 / float64(L),
+			DecodeTokS:          float64(steps) / dec.Seconds(),
+			DecodeMSPerToken:    dec.Seconds() * 1e3 / float64(steps),
+			DeviceBytes:         PlanMemory(c, L+steps, g.f16).Total(),
+			DecodeBytesPerToken: g.plan.Weights + kvPerToken*uint64(L+steps/2),
+		}
+		if copyGBps > 0 {
+			p.BandwidthEfficiency = float64(p.DecodeBytesPerToken) * p.DecodeTokS / (copyGBps * 1e9)
+		}
+		res.Points = append(res.Points, p)
+	}
+	return res, nil
+}
