@@ -1,5 +1,10 @@
 package gpu
 
+/*
+#include "vkshim.h"
+*/
+import "C"
+
 import (
 	"fmt"
 	"unsafe"
@@ -143,7 +148,7 @@ func (b *Buffer) Upload(off uint64, data []byte) error {
 	return b.d.viaStaging(len(data), func(stage []byte, done int) (copyFn func(vk.CommandBuffer, int)) {
 		return func(cb vk.CommandBuffer, n int) {
 			copy(stage[:n], data[done:done+n])
-			vk.CmdCopyBuffer(cb, b.d.staging.buf, b.buf, 1, []vk.BufferCopy{{SrcOffset: 0, DstOffset: vk.DeviceSize(off + uint64(done)), Size: vk.DeviceSize(n)}})
+			C.bitgpu_cmd_copy((C.VkCommandBuffer)(ptr(cb)), (C.VkBuffer)(ptr(b.d.staging.buf)), (C.VkBuffer)(ptr(b.buf)), 0, C.uint64_t(off+uint64(done)), C.uint64_t(n))
 		}
 	}, nil)
 }
@@ -160,7 +165,7 @@ func (b *Buffer) Download(off uint64, dst []byte) error {
 	}
 	return b.d.viaStaging(len(dst), func(stage []byte, done int) func(vk.CommandBuffer, int) {
 		return func(cb vk.CommandBuffer, n int) {
-			vk.CmdCopyBuffer(cb, b.buf, b.d.staging.buf, 1, []vk.BufferCopy{{SrcOffset: vk.DeviceSize(off + uint64(done)), DstOffset: 0, Size: vk.DeviceSize(n)}})
+			C.bitgpu_cmd_copy((C.VkCommandBuffer)(ptr(cb)), (C.VkBuffer)(ptr(b.buf)), (C.VkBuffer)(ptr(b.d.staging.buf)), C.uint64_t(off+uint64(done)), 0, C.uint64_t(n))
 		}
 	}, func(stage []byte, done, n int) { copy(dst[done:done+n], stage[:n]) })
 }
@@ -230,14 +235,13 @@ func (d *Device) submitAndWaitLocked(cb vk.CommandBuffer) error {
 		return err
 	}
 	defer vk.DestroyFence(d.dev, fence, nil)
-	if err := check(vk.QueueSubmit(d.queue, 1, []vk.SubmitInfo{{
-		SType:              vk.StructureTypeSubmitInfo,
-		CommandBufferCount: 1,
-		PCommandBuffers:    []vk.CommandBuffer{cb},
-	}}, fence), "vkQueueSubmit"); err != nil {
-		return err
-	}
-	return check(vk.WaitForFences(d.dev, 1, []vk.Fence{fence}, vk.True, ^uint64(0)), "vkWaitForFences")
+	return d.submitWaitLocked(cb, fence)
+}
+
+// submitWaitLocked submits cb signalling fence, waits for the fence and resets it. d.mu held.
+func (d *Device) submitWaitLocked(cb vk.CommandBuffer, fence vk.Fence) error {
+	r := C.bitgpu_submit_wait((C.VkDevice)(ptr(d.dev)), (C.VkQueue)(ptr(d.queue)), (C.VkCommandBuffer)(ptr(cb)), (C.VkFence)(ptr(fence)))
+	return check(vk.Result(r), "vkQueueSubmit/vkWaitForFences")
 }
 
 // Elem is an element type the typed buffer helpers move.

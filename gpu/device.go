@@ -221,6 +221,7 @@ func newInstance(validate bool) (*instanceHandle, error) {
 		return nil, check(r, "vkCreateInstance")
 	}
 	h.inst = vk.Instance(unsafe.Pointer(ci))
+	C.bitgpu_load_device_fns(ci)
 	if err := vk.InitInstance(h.inst); err != nil {
 		h.destroy()
 		return nil, err
@@ -289,7 +290,7 @@ func (h *instanceHandle) queryInfo(index int, pd vk.PhysicalDevice) (Info, C.bit
 		heaps = append(heaps, Heap{Size: uint64(hp.Size), DeviceLocal: hp.Flags&vk.MemoryHeapFlags(vk.MemoryHeapDeviceLocalBit) != 0})
 	}
 
-	family, tsBits := computeQueueFamily(pd)
+	family, tsBits := uint32(caps.computeFamily), uint32(caps.timestampBits)
 	api := uint32(caps.apiVersion)
 	info := Info{
 		Index:                   index,
@@ -338,25 +339,6 @@ func (h *instanceHandle) queryInfo(index int, pd vk.PhysicalDevice) (Info, C.bit
 			uint32(caps.subgroupOps)&(arithmeticOp|basicBallotShuffle) == arithmeticOp|basicBallotShuffle,
 	}
 	return info, caps, family
-}
-
-// computeQueueFamily returns the first queue family with compute, preferring one with timestamps.
-func computeQueueFamily(pd vk.PhysicalDevice) (family uint32, tsBits uint32) {
-	var n uint32
-	vk.GetPhysicalDeviceQueueFamilyProperties(pd, &n, nil)
-	qf := make([]vk.QueueFamilyProperties, n)
-	vk.GetPhysicalDeviceQueueFamilyProperties(pd, &n, qf)
-	family = ^uint32(0)
-	for i := uint32(0); i < n; i++ {
-		qf[i].Deref()
-		if qf[i].QueueFlags&vk.QueueFlags(vk.QueueComputeBit) == 0 {
-			continue
-		}
-		if family == ^uint32(0) || (tsBits == 0 && qf[i].TimestampValidBits > 0) {
-			family, tsBits = i, qf[i].TimestampValidBits
-		}
-	}
-	return family, tsBits
 }
 
 // Enumerate lists every Vulkan physical device in the driver's order. It returns an error

@@ -3,6 +3,7 @@ package gpu
 /*
 #include <stdlib.h>
 #include <string.h>
+#include "vkshim.h"
 */
 import "C"
 
@@ -101,87 +102,34 @@ func (d *Device) NewKernel(spec KernelSpec) (*Kernel, error) {
 
 func (k *Kernel) build() error {
 	d := k.d
-	var setLayout vk.DescriptorSetLayout
-	bindings := make([]vk.DescriptorSetLayoutBinding, k.spec.Bindings)
-	for i := range bindings {
-		bindings[i] = vk.DescriptorSetLayoutBinding{
-			Binding:         uint32(i),
-			DescriptorType:  vk.DescriptorTypeStorageBuffer,
-			DescriptorCount: 1,
-			StageFlags:      vk.ShaderStageFlags(vk.ShaderStageComputeBit),
-		}
-	}
-	if err := check(vk.CreateDescriptorSetLayout(d.dev, &vk.DescriptorSetLayoutCreateInfo{
-		SType:        vk.StructureTypeDescriptorSetLayoutCreateInfo,
-		BindingCount: uint32(len(bindings)),
-		PBindings:    bindings,
-	}, nil, &setLayout), "vkCreateDescriptorSetLayout"); err != nil {
+	cdev := (C.VkDevice)(ptr(d.dev))
+	var setLayout C.VkDescriptorSetLayout
+	if err := check(vk.Result(C.bitgpu_create_set_layout(cdev, C.uint32_t(k.spec.Bindings), C.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, &setLayout)), "vkCreateDescriptorSetLayout"); err != nil {
 		return err
 	}
-	k.setLayout = setLayout
+	k.setLayout = handle[vk.DescriptorSetLayout](unsafe.Pointer(setLayout))
 	stepLayout, err := d.stepSetLayout()
 	if err != nil {
 		return err
 	}
-	pl := vk.PipelineLayoutCreateInfo{
-		SType:          vk.StructureTypePipelineLayoutCreateInfo,
-		SetLayoutCount: 2,
-		PSetLayouts:    []vk.DescriptorSetLayout{k.setLayout, stepLayout},
-	}
-	if k.spec.PushSize > 0 {
-		pl.PushConstantRangeCount = 1
-		pl.PPushConstantRanges = []vk.PushConstantRange{{StageFlags: vk.ShaderStageFlags(vk.ShaderStageComputeBit), Size: k.spec.PushSize}}
-	}
-	var layout vk.PipelineLayout
-	if err := check(vk.CreatePipelineLayout(d.dev, &pl, nil, &layout), "vkCreatePipelineLayout"); err != nil {
+	var layout C.VkPipelineLayout
+	if err := check(vk.Result(C.bitgpu_create_pipeline_layout(cdev, setLayout, (C.VkDescriptorSetLayout)(ptr(stepLayout)), C.uint32_t(k.spec.PushSize), &layout)), "vkCreatePipelineLayout"); err != nil {
 		return err
 	}
-	k.layout = layout
+	k.layout = handle[vk.PipelineLayout](unsafe.Pointer(layout))
 
 	code := make([]uint32, len(k.spec.SPIRV)/4)
 	for i := range code {
 		code[i] = binary.LittleEndian.Uint32(k.spec.SPIRV[4*i:])
 	}
-	var module vk.ShaderModule
-	if err := check(vk.CreateShaderModule(d.dev, &vk.ShaderModuleCreateInfo{
-		SType:    vk.StructureTypeShaderModuleCreateInfo,
-		CodeSize: uint64(len(k.spec.SPIRV)),
-		PCode:    code,
-	}, nil, &module), "vkCreateShaderModule"); err != nil {
-		return err
-	}
-	defer vk.DestroyShaderModule(d.dev, module, nil)
-
 	values := append([]uint32{k.localX, k.localY, d.info.SubgroupSize}, k.spec.Spec...)
-	entries := make([]vk.SpecializationMapEntry, len(values))
-	for i := range values {
-		entries[i] = vk.SpecializationMapEntry{ConstantID: uint32(i), Offset: uint32(4 * i), Size: 4}
-	}
-	// The specialization data lives in C memory: the binding copies the structs to C, and C
-	// memory must not point into the Go heap.
-	data := C.malloc(C.size_t(4 * len(values)))
-	defer C.free(data)
-	C.memcpy(data, unsafe.Pointer(&values[0]), C.size_t(4*len(values)))
-	pipes := make([]vk.Pipeline, 1)
-	if err := check(vk.CreateComputePipelines(d.dev, d.cache, 1, []vk.ComputePipelineCreateInfo{{
-		SType: vk.StructureTypeComputePipelineCreateInfo,
-		Stage: vk.PipelineShaderStageCreateInfo{
-			SType:  vk.StructureTypePipelineShaderStageCreateInfo,
-			Stage:  vk.ShaderStageComputeBit,
-			Module: module,
-			PName:  "main\x00",
-			PSpecializationInfo: []vk.SpecializationInfo{{
-				MapEntryCount: uint32(len(entries)),
-				PMapEntries:   entries,
-				DataSize:      uint64(4 * len(values)),
-				PData:         data,
-			}},
-		},
-		Layout: k.layout,
-	}}, nil, pipes), "vkCreateComputePipelines"); err != nil {
+	var pipe C.VkPipeline
+	r := C.bitgpu_create_compute_pipeline(cdev, (C.VkPipelineCache)(ptr(d.cache)), (*C.uint32_t)(unsafe.Pointer(&code[0])), C.size_t(4*len(code)),
+		(*C.uint32_t)(unsafe.Pointer(&values[0])), C.uint32_t(len(values)), layout, &pipe)
+	if err := check(vk.Result(r), "vkCreateComputePipelines"); err != nil {
 		return err
 	}
-	k.pipeline = pipes[0]
+	k.pipeline = handle[vk.Pipeline](unsafe.Pointer(pipe))
 	return nil
 }
 
@@ -214,19 +162,13 @@ func (d *Device) stepSetLayout() (vk.DescriptorSetLayout, error) {
 	if d.stepLayout != nil {
 		return d.stepLayout, nil
 	}
-	var sl vk.DescriptorSetLayout
-	err := check(vk.CreateDescriptorSetLayout(d.dev, &vk.DescriptorSetLayoutCreateInfo{
-		SType:        vk.StructureTypeDescriptorSetLayoutCreateInfo,
-		BindingCount: 1,
-		PBindings: []vk.DescriptorSetLayoutBinding{{
-			Binding:         0,
-			DescriptorType:  vk.DescriptorTypeUniformBuffer,
-			DescriptorCount: 1,
-			StageFlags:      vk.ShaderStageFlags(vk.ShaderStageComputeBit),
-		}},
-	}, nil, &sl), "vkCreateDescriptorSetLayout")
-	d.stepLayout = sl
-	return sl, err
+	var sl C.VkDescriptorSetLayout
+	err := check(vk.Result(C.bitgpu_create_set_layout((C.VkDevice)(ptr(d.dev)), 1, C.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, &sl)), "vkCreateDescriptorSetLayout")
+	if err != nil {
+		return nil, err
+	}
+	d.stepLayout = handle[vk.DescriptorSetLayout](unsafe.Pointer(sl))
+	return d.stepLayout, nil
 }
 
 // pipelineCachePath is where the pipeline cache persists between runs: $BITGPU_PIPELINE_CACHE,

@@ -1,5 +1,10 @@
 package gpu
 
+/*
+#include "vkshim.h"
+*/
+import "C"
+
 import (
 	"fmt"
 	"math"
@@ -96,11 +101,7 @@ func (s *Sequence) begin() error {
 }
 
 func (s *Sequence) memoryBarrier(src vk.PipelineStageFlagBits, srcAccess vk.AccessFlagBits, dst vk.PipelineStageFlagBits, dstAccess vk.AccessFlagBits) {
-	vk.CmdPipelineBarrier(s.cb, vk.PipelineStageFlags(src), vk.PipelineStageFlags(dst), 0, 1, []vk.MemoryBarrier{{
-		SType:         vk.StructureTypeMemoryBarrier,
-		SrcAccessMask: vk.AccessFlags(srcAccess),
-		DstAccessMask: vk.AccessFlags(dstAccess),
-	}}, 0, nil, 0, nil)
+	C.bitgpu_cmd_barrier((C.VkCommandBuffer)(ptr(s.cb)), C.uint32_t(src), C.uint32_t(srcAccess), C.uint32_t(dst), C.uint32_t(dstAccess))
 	s.written, s.read = s.written[:0], s.read[:0]
 }
 
@@ -127,33 +128,21 @@ func anyOverlap(r Range, set []Range) bool {
 
 // descriptorSet allocates a set from the sequence's pools, growing them as needed.
 func (s *Sequence) descriptorSet(layout vk.DescriptorSetLayout) (vk.DescriptorSet, error) {
+	cdev := (C.VkDevice)(ptr(s.d.dev))
 	if len(s.pools) == 0 || s.poolLeft == 0 {
-		var pool vk.DescriptorPool
-		if err := check(vk.CreateDescriptorPool(s.d.dev, &vk.DescriptorPoolCreateInfo{
-			SType:         vk.StructureTypeDescriptorPoolCreateInfo,
-			MaxSets:       setsPerPool,
-			PoolSizeCount: 2,
-			PPoolSizes: []vk.DescriptorPoolSize{
-				{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * maxBindings},
-				{Type: vk.DescriptorTypeUniformBuffer, DescriptorCount: setsPerPool},
-			},
-		}, nil, &pool), "vkCreateDescriptorPool"); err != nil {
+		var pool C.VkDescriptorPool
+		if err := check(vk.Result(C.bitgpu_create_descriptor_pool(cdev, setsPerPool, setsPerPool*maxBindings, setsPerPool, &pool)), "vkCreateDescriptorPool"); err != nil {
 			return nil, err
 		}
-		s.pools = append(s.pools, pool)
+		s.pools = append(s.pools, handle[vk.DescriptorPool](unsafe.Pointer(pool)))
 		s.poolLeft = setsPerPool
 	}
-	sets := make([]vk.DescriptorSet, 1)
-	if err := check(vk.AllocateDescriptorSets(s.d.dev, &vk.DescriptorSetAllocateInfo{
-		SType:              vk.StructureTypeDescriptorSetAllocateInfo,
-		DescriptorPool:     s.pools[len(s.pools)-1],
-		DescriptorSetCount: 1,
-		PSetLayouts:        []vk.DescriptorSetLayout{layout},
-	}, &sets[0]), "vkAllocateDescriptorSets"); err != nil {
+	var set C.VkDescriptorSet
+	if err := check(vk.Result(C.bitgpu_allocate_set(cdev, (C.VkDescriptorPool)(ptr(s.pools[len(s.pools)-1])), (C.VkDescriptorSetLayout)(ptr(layout)), &set)), "vkAllocateDescriptorSets"); err != nil {
 		return nil, err
 	}
 	s.poolLeft--
-	return sets[0], nil
+	return handle[vk.DescriptorSet](unsafe.Pointer(set)), nil
 }
 
 // Dispatch records kernel k over groups workgroups (x, y, z) with push constants push (uint32
@@ -177,7 +166,14 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 			return fmt.Errorf("kernel %s: %d workgroups in dimension %d (limit %d)", k.spec.Name, g, i, s.d.info.MaxWorkgroupCount[i])
 		}
 	}
-	infos := make([]vk.DescriptorBufferInfo, len(bufs))
+	if len(bufs) > maxBindings {
+		return fmt.Errorf("kernel %s: %d bindings, at most %d", k.spec.Name, len(bufs), maxBindings)
+	}
+	var (
+		cbufs   [maxBindings]C.VkBuffer
+		offsets [maxBindings]C.uint64_t
+		ranges  [maxBindings]C.uint64_t
+	)
 	hazard := false
 	for i, r := range bufs {
 		if r.Buf == nil || r.Buf.buf == nil {
@@ -192,7 +188,7 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 		if a := s.d.info.StorageBufferAlignment; a > 1 && r.Offset%a != 0 {
 			return fmt.Errorf("kernel %s: binding %d offset %d is not a multiple of minStorageBufferOffsetAlignment %d", k.spec.Name, i, r.Offset, a)
 		}
-		infos[i] = vk.DescriptorBufferInfo{Buffer: r.Buf.buf, Offset: vk.DeviceSize(r.Offset), Range: vk.DeviceSize(r.Size)}
+		cbufs[i], offsets[i], ranges[i] = (C.VkBuffer)(ptr(r.Buf.buf)), C.uint64_t(r.Offset), C.uint64_t(r.Size)
 		writes := k.writes&(1<<uint(i)) != 0
 		if anyOverlap(r, s.written) || (writes && anyOverlap(r, s.read)) {
 			hazard = true
@@ -220,30 +216,15 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 		if s.stepSet, err = s.descriptorSet(layout); err != nil {
 			return err
 		}
-		vk.UpdateDescriptorSets(s.d.dev, 1, []vk.WriteDescriptorSet{{
-			SType:           vk.StructureTypeWriteDescriptorSet,
-			DstSet:          s.stepSet,
-			DescriptorCount: 1,
-			DescriptorType:  vk.DescriptorTypeUniformBuffer,
-			PBufferInfo:     []vk.DescriptorBufferInfo{{Buffer: s.step.buf, Range: vk.DeviceSize(StepSlots * 4)}},
-		}}, 0, nil)
+		stepBuf := (C.VkBuffer)(ptr(s.step.buf))
+		var zero C.uint64_t
+		size := C.uint64_t(StepSlots * 4)
+		C.bitgpu_write_buffers((C.VkDevice)(ptr(s.d.dev)), (C.VkDescriptorSet)(ptr(s.stepSet)), C.VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, 0, 1, &stepBuf, &zero, &size)
 	}
 	if len(bufs) > 0 {
-		writes := make([]vk.WriteDescriptorSet, len(bufs))
-		for i := range bufs {
-			writes[i] = vk.WriteDescriptorSet{
-				SType:           vk.StructureTypeWriteDescriptorSet,
-				DstSet:          set,
-				DstBinding:      uint32(i),
-				DescriptorCount: 1,
-				DescriptorType:  vk.DescriptorTypeStorageBuffer,
-				PBufferInfo:     infos[i : i+1],
-			}
-		}
-		vk.UpdateDescriptorSets(s.d.dev, uint32(len(writes)), writes, 0, nil)
+		C.bitgpu_write_buffers((C.VkDevice)(ptr(s.d.dev)), (C.VkDescriptorSet)(ptr(set)), C.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 0, C.uint32_t(len(bufs)), &cbufs[0], &offsets[0], &ranges[0])
 	}
-	vk.CmdBindPipeline(s.cb, vk.PipelineBindPointCompute, k.pipeline)
-	vk.CmdBindDescriptorSets(s.cb, vk.PipelineBindPointCompute, k.layout, 0, 2, []vk.DescriptorSet{set, s.stepSet}, 0, nil)
+	C.bitgpu_cmd_bind((C.VkCommandBuffer)(ptr(s.cb)), (C.VkPipeline)(ptr(k.pipeline)), (C.VkPipelineLayout)(ptr(k.layout)), (C.VkDescriptorSet)(ptr(set)), (C.VkDescriptorSet)(ptr(s.stepSet)))
 	if len(push) > 0 {
 		vk.CmdPushConstants(s.cb, k.layout, vk.ShaderStageFlags(vk.ShaderStageComputeBit), 0, uint32(len(push)*4), unsafe.Pointer(&push[0]))
 	}
@@ -278,17 +259,7 @@ func (s *Sequence) Submit() error {
 	}
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
-	if err := check(vk.QueueSubmit(s.d.queue, 1, []vk.SubmitInfo{{
-		SType:              vk.StructureTypeSubmitInfo,
-		CommandBufferCount: 1,
-		PCommandBuffers:    []vk.CommandBuffer{s.cb},
-	}}, s.fence), "vkQueueSubmit"); err != nil {
-		return err
-	}
-	if err := check(vk.WaitForFences(s.d.dev, 1, []vk.Fence{s.fence}, vk.True, ^uint64(0)), "vkWaitForFences"); err != nil {
-		return err
-	}
-	return check(vk.ResetFences(s.d.dev, 1, []vk.Fence{s.fence}), "vkResetFences")
+	return s.d.submitWaitLocked(s.cb, s.fence)
 }
 
 // Reset discards the recorded commands and starts recording anew (step values are kept).

@@ -43,3 +43,10 @@ func loadVulkan() error {
 
 // vkResult converts a C VkResult to the binding's Result.
 func vkResult(r C.VkResult) vk.Result { return vk.Result(r) }
+
+// ptr returns a Vulkan handle of the binding as the raw pointer the C shim takes (handles are
+// pointers on 64-bit platforms, dispatchable or not).
+func ptr[H any](h H) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&h)) }
+
+// handle converts a raw pointer back to a binding handle type.
+func handle[H any](p unsafe.Pointer) H { return *(*H)(unsafe.Pointer(&p)) }

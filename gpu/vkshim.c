@@ -148,6 +148,24 @@ void bitgpu_query_caps(VkInstance inst, VkPhysicalDevice pd, bitgpu_caps *out) {
 	out->deviceType = p.deviceType;
 	memcpy(out->deviceName, p.deviceName, sizeof(out->deviceName));
 
+	PFN_vkGetPhysicalDeviceQueueFamilyProperties qfp =
+		(PFN_vkGetPhysicalDeviceQueueFamilyProperties)gipa(inst, "vkGetPhysicalDeviceQueueFamilyProperties");
+	uint32_t nq = 0;
+	qfp(pd, &nq, NULL);
+	VkQueueFamilyProperties *qf = calloc(nq ? nq : 1, sizeof(*qf));
+	out->computeFamily = ~0u;
+	if (qf) {
+		qfp(pd, &nq, qf);
+		for (uint32_t i = 0; i < nq; i++) {
+			if (!(qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
+			if (out->computeFamily == ~0u || (out->timestampBits == 0 && qf[i].timestampValidBits > 0)) {
+				out->computeFamily = i;
+				out->timestampBits = qf[i].timestampValidBits;
+			}
+		}
+		free(qf);
+	}
+
 	uint32_t n = 0;
 	enumExt(pd, NULL, &n, NULL);
 	VkExtensionProperties *exts = calloc(n ? n : 1, sizeof(*exts));
@@ -249,4 +267,167 @@ VkResult bitgpu_create_device(VkInstance inst, VkPhysicalDevice pd, uint32_t que
 	dci.enabledExtensionCount = next;
 	dci.ppEnabledExtensionNames = exts;
 	return create(pd, &dci, NULL, out);
+}
+
+static PFN_vkCreateDescriptorSetLayout p_CreateDescriptorSetLayout;
+static PFN_vkCreatePipelineLayout p_CreatePipelineLayout;
+static PFN_vkCreateShaderModule p_CreateShaderModule;
+static PFN_vkDestroyShaderModule p_DestroyShaderModule;
+static PFN_vkCreateComputePipelines p_CreateComputePipelines;
+static PFN_vkCreateDescriptorPool p_CreateDescriptorPool;
+static PFN_vkAllocateDescriptorSets p_AllocateDescriptorSets;
+static PFN_vkUpdateDescriptorSets p_UpdateDescriptorSets;
+static PFN_vkCmdPipelineBarrier p_CmdPipelineBarrier;
+static PFN_vkCmdBindPipeline p_CmdBindPipeline;
+static PFN_vkCmdBindDescriptorSets p_CmdBindDescriptorSets;
+static PFN_vkCmdCopyBuffer p_CmdCopyBuffer;
+static PFN_vkQueueSubmit p_QueueSubmit;
+static PFN_vkWaitForFences p_WaitForFences;
+static PFN_vkResetFences p_ResetFences;
+
+void bitgpu_load_device_fns(VkInstance inst) {
+	// The loader's trampolines dispatch on the device (or command buffer) argument, so the
+	// pointers are the same for every instance and device.
+#define LOAD(name) p_##name = (PFN_vk##name)gipa(inst, "vk" #name)
+	LOAD(CreateDescriptorSetLayout);
+	LOAD(CreatePipelineLayout);
+	LOAD(CreateShaderModule);
+	LOAD(DestroyShaderModule);
+	LOAD(CreateComputePipelines);
+	LOAD(CreateDescriptorPool);
+	LOAD(AllocateDescriptorSets);
+	LOAD(UpdateDescriptorSets);
+	LOAD(CmdPipelineBarrier);
+	LOAD(CmdBindPipeline);
+	LOAD(CmdBindDescriptorSets);
+	LOAD(CmdCopyBuffer);
+	LOAD(QueueSubmit);
+	LOAD(WaitForFences);
+	LOAD(ResetFences);
+#undef LOAD
+}
+
+VkResult bitgpu_create_set_layout(VkDevice d, uint32_t n, VkDescriptorType type, VkDescriptorSetLayout *out) {
+	VkDescriptorSetLayoutBinding b[32];
+	if (n > 32) return VK_ERROR_TOO_MANY_OBJECTS;
+	for (uint32_t i = 0; i < n; i++) {
+		memset(&b[i], 0, sizeof(b[i]));
+		b[i].binding = i;
+		b[i].descriptorType = type;
+		b[i].descriptorCount = 1;
+		b[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+	}
+	VkDescriptorSetLayoutCreateInfo ci = {VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+	ci.bindingCount = n;
+	ci.pBindings = n ? b : NULL;
+	return p_CreateDescriptorSetLayout(d, &ci, NULL, out);
+}
+
+VkResult bitgpu_create_pipeline_layout(VkDevice d, VkDescriptorSetLayout set0, VkDescriptorSetLayout set1,
+	uint32_t pushSize, VkPipelineLayout *out) {
+	VkDescriptorSetLayout sets[2] = {set0, set1};
+	VkPushConstantRange range = {VK_SHADER_STAGE_COMPUTE_BIT, 0, pushSize};
+	VkPipelineLayoutCreateInfo ci = {VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+	ci.setLayoutCount = 2;
+	ci.pSetLayouts = sets;
+	if (pushSize) {
+		ci.pushConstantRangeCount = 1;
+		ci.pPushConstantRanges = &range;
+	}
+	return p_CreatePipelineLayout(d, &ci, NULL, out);
+}
+
+VkResult bitgpu_create_compute_pipeline(VkDevice d, VkPipelineCache cache, const uint32_t *code, size_t codeSize,
+	const uint32_t *spec, uint32_t nspec, VkPipelineLayout layout, VkPipeline *out) {
+	VkShaderModuleCreateInfo mci = {VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+	mci.codeSize = codeSize;
+	mci.pCode = code;
+	VkShaderModule module;
+	VkResult r = p_CreateShaderModule(d, &mci, NULL, &module);
+	if (r != VK_SUCCESS) return r;
+	VkSpecializationMapEntry entries[32];
+	if (nspec > 32) nspec = 32;
+	for (uint32_t i = 0; i < nspec; i++) {
+		entries[i].constantID = i;
+		entries[i].offset = 4 * i;
+		entries[i].size = 4;
+	}
+	VkSpecializationInfo si = {nspec, entries, 4 * (size_t)nspec, spec};
+	VkComputePipelineCreateInfo ci = {VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+	ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+	ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+	ci.stage.module = module;
+	ci.stage.pName = "main";
+	ci.stage.pSpecializationInfo = nspec ? &si : NULL;
+	ci.layout = layout;
+	r = p_CreateComputePipelines(d, cache, 1, &ci, NULL, out);
+	p_DestroyShaderModule(d, module, NULL);
+	return r;
+}
+
+VkResult bitgpu_create_descriptor_pool(VkDevice d, uint32_t maxSets, uint32_t storage, uint32_t uniform,
+	VkDescriptorPool *out) {
+	VkDescriptorPoolSize sizes[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, storage}, {VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, uniform}};
+	VkDescriptorPoolCreateInfo ci = {VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+	ci.maxSets = maxSets;
+	ci.poolSizeCount = 2;
+	ci.pPoolSizes = sizes;
+	return p_CreateDescriptorPool(d, &ci, NULL, out);
+}
+
+VkResult bitgpu_allocate_set(VkDevice d, VkDescriptorPool pool, VkDescriptorSetLayout layout, VkDescriptorSet *out) {
+	VkDescriptorSetAllocateInfo ai = {VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+	ai.descriptorPool = pool;
+	ai.descriptorSetCount = 1;
+	ai.pSetLayouts = &layout;
+	return p_AllocateDescriptorSets(d, &ai, out);
+}
+
+void bitgpu_write_buffers(VkDevice d, VkDescriptorSet set, VkDescriptorType type, uint32_t first, uint32_t n,
+	const VkBuffer *bufs, const uint64_t *offsets, const uint64_t *ranges) {
+	VkDescriptorBufferInfo info[32];
+	VkWriteDescriptorSet w[32];
+	if (n > 32) n = 32;
+	for (uint32_t i = 0; i < n; i++) {
+		info[i].buffer = bufs[i];
+		info[i].offset = offsets[i];
+		info[i].range = ranges[i];
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+		w[i].dstSet = set;
+		w[i].dstBinding = first + i;
+		w[i].descriptorCount = 1;
+		w[i].descriptorType = type;
+		w[i].pBufferInfo = &info[i];
+	}
+	p_UpdateDescriptorSets(d, n, w, 0, NULL);
+}
+
+void bitgpu_cmd_barrier(VkCommandBuffer cb, uint32_t srcStage, uint32_t srcAccess, uint32_t dstStage, uint32_t dstAccess) {
+	VkMemoryBarrier mb = {VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+	mb.srcAccessMask = srcAccess;
+	mb.dstAccessMask = dstAccess;
+	p_CmdPipelineBarrier(cb, srcStage, dstStage, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+void bitgpu_cmd_bind(VkCommandBuffer cb, VkPipeline p, VkPipelineLayout layout, VkDescriptorSet s0, VkDescriptorSet s1) {
+	VkDescriptorSet sets[2] = {s0, s1};
+	p_CmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p);
+	p_CmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 2, sets, 0, NULL);
+}
+
+void bitgpu_cmd_copy(VkCommandBuffer cb, VkBuffer src, VkBuffer dst, uint64_t srcOff, uint64_t dstOff, uint64_t size) {
+	VkBufferCopy c = {srcOff, dstOff, size};
+	p_CmdCopyBuffer(cb, src, dst, 1, &c);
+}
+
+VkResult bitgpu_submit_wait(VkDevice d, VkQueue q, VkCommandBuffer cb, VkFence fence) {
+	VkSubmitInfo si = {VK_STRUCTURE_TYPE_SUBMIT_INFO};
+	si.commandBufferCount = 1;
+	si.pCommandBuffers = &cb;
+	VkResult r = p_QueueSubmit(q, 1, &si, fence);
+	if (r != VK_SUCCESS) return r;
+	r = p_WaitForFences(d, 1, &fence, VK_TRUE, UINT64_MAX);
+	if (r != VK_SUCCESS) return r;
+	return p_ResetFences(d, 1, &fence);
 }

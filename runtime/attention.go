@@ -361,17 +361,3 @@ func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scrat
 	}
 	return a.dispatchMerge(s, args, splits, scratch, out)
 }
-
-// attnByKernels holds the attention pipelines of each Kernels (built on first use).
-var attnByKernels sync.Map // *Kernels -> *AttentionKernels
-
-// Attention records causal attention with the attention pipelines of ks's device, built on first
-// use (see AttentionKernels.Attention): Decode (split-K) when args.T is 1, Prefill otherwise.
-// The pipelines live until the device is closed.
-func (ks *Kernels) Attention(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
-	v, ok := attnByKernels.Load(ks)
-	if !ok {
-		v, _ = attnByKernels.LoadOrStore(ks, NewAttentionKernels(ks.dev))
-	}
-	return v.(*AttentionKernels).Attention(s, q, kCache, vCache, out, scratch, args)
-}

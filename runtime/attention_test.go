@@ -303,13 +303,13 @@ func TestAttentionTileShapes(t *testing.T) {
 
 // TestAttentionDecodeReplay records one decode step per shape and replays it at growing positions
 // with SetStep(AttentionPosSlot, pos), as the decode loop does: a new query each step, the caches
-// written up to pos (NaN beyond). It runs each shape under the device's split policy, recorded
-// through Kernels.Attention, and under the GPU policy (one split per 64 positions), so the CPU
+// written up to pos (NaN beyond). It runs each shape under the device's split policy (recorded
+// through AttentionKernels.Attention) and under the GPU policy (one split per 64 positions), so the CPU
 // drivers of CI exercise the many-split path too: contexts 40 (one split: no merge), 100 and 130
 // (2 and 3 splits), 300 (5 splits, most of them empty at early positions) and 1000 (16 splits);
 // 16 query heads per KV head take two workgroups of rows.
 func TestAttentionDecodeReplay(t *testing.T) {
-	d, ks := newKernels(t)
+	d, devicePolicy := newAttention(t)
 	gpuPolicy := NewAttentionKernels(d)
 	gpuPolicy.cpuSplits = false
 	t.Cleanup(gpuPolicy.Release)
@@ -345,11 +345,9 @@ func TestAttentionDecodeReplay(t *testing.T) {
 			require.NoError(t, err)
 			a := gpuPolicy
 			if policy == "device" {
-				require.NoError(t, ks.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
-				a = NewAttentionKernels(d) // the same policy and tiles as ks uses
-			} else {
-				require.NoError(t, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
+				a = devicePolicy
 			}
+			require.NoError(t, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
 			tile, err := a.decodeTile(sh.HeadDim, sh.H/sh.KVH)
 			require.NoError(t, err)
 			splits := a.DecodeSplits(sh.Ctx)
@@ -373,9 +371,7 @@ func TestAttentionDecodeReplay(t *testing.T) {
 }
 
 func TestAttentionArgumentErrors(t *testing.T) {
-	d, ks := newKernels(t)
-	a := NewAttentionKernels(d)
-	t.Cleanup(a.Release)
+	d, a := newAttention(t)
 	b, err := d.NewBuffer(1 << 16)
 	require.NoError(t, err)
 	small, err := d.NewBuffer(64)
@@ -401,7 +397,7 @@ func TestAttentionArgumentErrors(t *testing.T) {
 			return a.Prefill(s, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 63, Ctx: 8})
 		}, "attention prefill: head dim 63 must be a multiple of 8 in 8..256"},
 		{func(s *gpu.Sequence) error {
-			return ks.Attention(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 512, Ctx: 8})
+			return a.Attention(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 512, Ctx: 8})
 		}, "attention decode: head dim 512 must be a multiple of 8 in 8..256"},
 		{func(s *gpu.Sequence) error {
 			return a.Prefill(s, w, w, w, w, AttentionArgs{H: 4, KVH: 2, HeadDim: 64, Ctx: 8})
@@ -409,11 +405,11 @@ func TestAttentionArgumentErrors(t *testing.T) {
 		{func(s *gpu.Sequence) error { return a.Decode(s, w, w, w, w, w, args) }, "attention decode: 2 query tokens, decode takes 1"},
 		{func(s *gpu.Sequence) error { return a.Prefill(s, sm, w, w, w, args) },
 			"attention prefill: q holds 64 bytes, need 2048 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
-		{func(s *gpu.Sequence) error { return ks.Attention(s, w, w, sm, w, w, args) },
+		{func(s *gpu.Sequence) error { return a.Attention(s, w, w, sm, w, w, args) },
 			"attention prefill: v cache holds 64 bytes, need 25600 for T=2 heads=4 kv heads=2 head dim=64 ctx=100"},
 		{func(s *gpu.Sequence) error { return a.Decode(s, w, w, w, sm, w, dec) },
 			"attention decode: out holds 64 bytes, need 1024 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
-		{func(s *gpu.Sequence) error { return ks.Attention(s, w, w, w, w, sm, dec) },
+		{func(s *gpu.Sequence) error { return a.Attention(s, w, w, w, w, sm, dec) },
 			"attention decode: scratch holds 64 bytes, need 2176 for T=1 heads=4 kv heads=2 head dim=64 ctx=100"},
 		{func(s *gpu.Sequence) error {
 			return a.Decode(s, w, w, w, w, w, AttentionArgs{T: 1, H: 4, KVH: 2, HeadDim: 64})

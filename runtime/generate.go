@@ -85,6 +85,14 @@ func EncodePrompt(tok model.Tokenizer, text string) []int {
 	return append(ids, tok.Encode(text, true)...)
 }
 
+// GreedyDecoder is implemented by backends that can choose the greedy next token themselves:
+// DecodeGreedy appends token to the KV cache and returns the most likely next token (lowest id on
+// ties). The Vulkan backend does it on the device, so only the token id comes back. Generate uses
+// it when sampling is plain greedy (temperature 0, no repetition penalty).
+type GreedyDecoder interface {
+	DecodeGreedy(token int) (int, error)
+}
+
 // Generate appends prompt to b's KV cache (at b.Pos(); call b.Reset first for a fresh sequence),
 // then samples up to opts.MaxTokens tokens, feeding each one back with Decode, and streams their
 // text through opts.Emit with a model.StreamDecoder. It stops when:
@@ -144,10 +152,17 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 			st.DecodeTime = time.Since(decodeStart)
 		}
 	}()
+	// A plain greedy sampler on a backend that can choose on the device skips the logits.
+	greedy, onDevice := b.(GreedyDecoder)
+	so := s.Options()
+	onDevice = onDevice && so.Temperature == 0 && so.RepeatPenalty == 1
+	pending := -1
 	for opts.MaxTokens < 0 || len(st.Tokens) < opts.MaxTokens {
-		id, err := s.Sample(logits)
-		if err != nil {
-			return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
+		id := pending
+		if id < 0 {
+			if id, err = s.Sample(logits); err != nil {
+				return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
+			}
 		}
 		s.Accept(id)
 		st.Tokens = append(st.Tokens, id)
@@ -168,7 +183,12 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		if decodeStart.IsZero() {
 			decodeStart = time.Now()
 		}
-		if logits, err = b.Decode(id); err != nil {
+		if onDevice {
+			pending, err = greedy.DecodeGreedy(id)
+		} else {
+			logits, err = b.Decode(id)
+		}
+		if err != nil {
 			return st, fmt.Errorf("generate: decode at position %d: %w", b.Pos(), err)
 		}
 		st.DecodeCalls++

@@ -54,6 +54,12 @@ type GPU struct {
 
 	decode *gpu.Sequence // the recorded one-token step
 
+	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
+	// argmax token id comes back.
+	greedySeq    *gpu.Sequence
+	greedyLogits *gpu.Buffer
+	tokenOut     *gpu.Buffer
+
 	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
 	profSeq    *gpu.Sequence
 	profTimer  *gpu.Timer
@@ -372,7 +378,7 @@ func (g *GPU) record(T int, timer *gpu.Timer) (*gpu.Sequence, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := g.recordForward(s, uint32(T), timer); err != nil {
+	if err := g.recordForward(s, uint32(T), timer, g.logits); err != nil {
 		s.Release()
 		return nil, err
 	}
@@ -389,7 +395,7 @@ type step struct {
 // norm and the logits, and the start mark.
 func profileMarks(layers int) int { return 14*layers + 3 }
 
-func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer) error {
+func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits *gpu.Buffer) error {
 	c := &g.cfg
 	ks := g.ks
 	dim, qDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.FFNDim)
@@ -463,7 +469,7 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer) error {
 			return ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps})
 		}},
 		{"f16_matmul logits", func() error {
-			return ks.F16MatMul(s, g.embd, g.xn.Whole(), g.logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+			return ks.F16MatMul(s, g.embd, g.xn.Whole(), logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
 		}},
 	})
 }
@@ -636,6 +642,48 @@ func (g *GPU) Decode(token int) ([]float32, error) {
 	return g.Prefill([]int{token}, false)
 }
 
+// DecodeGreedy appends token to the KV cache and returns the id of the most likely next token
+// (the lowest id on ties), choosing it on the device: only 4 bytes come back per token instead of
+// the logits. The step is recorded on first use and replayed after.
+func (g *GPU) DecodeGreedy(token int) (int, error) {
+	if err := g.checkRoom(1); err != nil {
+		return 0, err
+	}
+	if g.greedySeq == nil {
+		var err error
+		if g.greedyLogits, err = g.dev.NewBuffer(4 * uint64(g.cfg.VocabSize)); err != nil {
+			return 0, err
+		}
+		if g.tokenOut, err = g.dev.NewHostBuffer(4); err != nil {
+			return 0, err
+		}
+		s, err := g.dev.NewSequence()
+		if err != nil {
+			return 0, err
+		}
+		err = g.recordForward(s, 1, nil, g.greedyLogits)
+		if err == nil {
+			err = g.ks.Argmax(s, g.greedyLogits.Whole(), g.tokenOut.Whole(), uint32(g.cfg.VocabSize), 0, 0)
+		}
+		if err != nil {
+			s.Release()
+			return 0, err
+		}
+		g.greedySeq = s
+	}
+	if err := g.run(g.greedySeq, []int{token}); err != nil {
+		return 0, err
+	}
+	id, err := gpu.Read[uint32](g.tokenOut, 0, 1)
+	if err != nil {
+		return 0, err
+	}
+	if id[0] >= uint32(g.cfg.VocabSize) {
+		return 0, fmt.Errorf("decode at position %d: the logits have no maximum (all NaN)", g.pos-1)
+	}
+	return int(id[0]), nil
+}
+
 // Close releases the device memory of the model (not the device).
 func (g *GPU) Close() error {
 	if g.closed {
@@ -648,6 +696,11 @@ func (g *GPU) Close() error {
 	if g.profSeq != nil {
 		g.profSeq.Release()
 		g.profTimer.Release()
+	}
+	if g.greedySeq != nil {
+		g.greedySeq.Release()
+		g.greedyLogits.Release()
+		g.tokenOut.Release()
 	}
 	bufs := []*gpu.Buffer{g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
 	for _, l := range g.layers {

@@ -163,3 +163,26 @@ func TestGPUF16Baseline(t *testing.T) {
 	require.Positive(t, num)
 	require.Less(t, num/den, 1e-2)
 }
+
+// TestGPUGreedyOnDevice: Generate with a greedy sampler takes the GPU's DecodeGreedy path (argmax
+// on the device, only the id read back); its 32 tokens must equal the CPU's.
+func TestGPUGreedyOnDevice(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	dev := gputest.Open(t)
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
+	require.NoError(t, err)
+	defer g.Close()
+	var _ GreedyDecoder = g
+	c, err := cpuref.New(m, 64)
+	require.NoError(t, err)
+	prompt := EncodePrompt(m.Tokenizer, "Hello world")
+	var tokens [2][]int
+	for i, b := range []Backend{g, c} {
+		st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 32, Context: 64, IgnoreEOS: true})
+		require.NoError(t, err)
+		tokens[i] = st.Tokens
+	}
+	require.Len(t, tokens[0], 32)
+	require.Equal(t, tokens[1], tokens[0])
+	require.Equal(t, len(prompt)+31, g.Pos())
+}
