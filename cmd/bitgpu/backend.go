@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
@@ -125,4 +127,48 @@ func peakMemory() uint64 {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// session is what generate and chat share: the model, the backend the flags chose and the
+// context size. Close releases both.
+type session struct {
+	m   *model.Model
+	b   runtime.Backend
+	ctx int
+}
+
+// openSession reads --ctx, --device and -m from cmd, opens the model and its backend (warnings
+// on cmd's stderr). Errors name the flag or the file.
+func openSession(cmd *cobra.Command) (*session, error) {
+	f := cmd.Flags()
+	ctxFlag, _ := f.GetInt("ctx")
+	if ctxFlag < 0 {
+		return nil, fmt.Errorf("--ctx %d: must be positive", ctxFlag)
+	}
+	device, _ := f.GetString("device")
+	if err := checkDevice(device); err != nil {
+		return nil, err
+	}
+	path, _ := f.GetString("model")
+	m, err := openModel(path)
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := contextSize(ctxFlag, 0, m)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	b, err := openBackend(device, m, ctx, cmd.ErrOrStderr())
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &session{m: m, b: b, ctx: ctx}, nil
+}
+
+// Close releases the backend and the model.
+func (s *session) Close() {
+	s.b.Close()
+	s.m.Close()
 }

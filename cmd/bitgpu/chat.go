@@ -51,32 +51,14 @@ func runChat(cmd *cobra.Command, _ []string) error {
 	if n < -1 || n == 0 {
 		return fmt.Errorf("-n %d: must be positive, or -1 for no limit", n)
 	}
-	ctxFlag, _ := f.GetInt("ctx")
-	if ctxFlag < 0 {
-		return fmt.Errorf("--ctx %d: must be positive", ctxFlag)
-	}
-	device, _ := f.GetString("device")
-	if err := checkDevice(device); err != nil {
-		return err
-	}
 	system, _ := f.GetString("system")
-	path, _ := f.GetString("model")
-
-	m, err := openModel(path)
+	sess, err := openSession(cmd)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	ctx, err := contextSize(ctxFlag, 0, m)
-	if err != nil {
-		return err
-	}
+	defer sess.Close()
+	m, b, ctx := sess.m, sess.b, sess.ctx
 	stderr := cmd.ErrOrStderr()
-	b, err := openBackend(device, m, ctx, stderr)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
 	s, err := runtime.NewSampler(so)
 	if err != nil {
 		return err

@@ -108,32 +108,14 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if n < -1 {
 		return fmt.Errorf("-n %d: must be >= 0, or -1 for no limit", n)
 	}
-	ctxFlag, _ := f.GetInt("ctx")
-	if ctxFlag < 0 {
-		return fmt.Errorf("--ctx %d: must be positive", ctxFlag)
-	}
-	device, _ := f.GetString("device")
-	if err := checkDevice(device); err != nil {
-		return err
-	}
 	prompt, _ := f.GetString("prompt")
-	path, _ := f.GetString("model")
-
-	m, err := openModel(path)
+	sess, err := openSession(cmd)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	ctx, err := contextSize(ctxFlag, 0, m)
-	if err != nil {
-		return err
-	}
+	defer sess.Close()
+	m, b, ctx := sess.m, sess.b, sess.ctx
 	stderr := cmd.ErrOrStderr()
-	b, err := openBackend(device, m, ctx, stderr)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
 	profile, _ := cmd.Flags().GetBool("profile")
 	if profile {
 		if err := enableProfile(b); err != nil {
