@@ -65,7 +65,7 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 			if ctx < 1 || steps < 1 {
 				return fmt.Errorf("--ctx %d and --steps %d must be positive", ctx, steps)
 			}
-			var lengths []int
+			var lengths []int // 64, 128, ... below --ctx, then --ctx itself
 			for l := 64; l < ctx; l *= 2 {
 				lengths = append(lengths, l)
 			}
