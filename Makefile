@@ -16,7 +16,7 @@ GPU_PKGS := ./gpu/... ./runtime/... ./cmd/...
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FLAGS ?= -timeout 40m
 
-.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run bench clean
+.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run bench fuzz clean
 
 all: build
 
@@ -68,6 +68,16 @@ shaders:
 ## run: show bitgpu working on this machine.
 run: deps
 	$(GO) run ./cmd/bitgpu devices
+
+## fuzz: each fuzz target for FUZZTIME (GGUF reader, safetensors header, both tokenizers); the
+## seed inputs are in the test files (f.Add) and new crashers land in model/testdata/fuzz/.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := FuzzParseGGUF FuzzParseSafetensors FuzzBPERoundTrip FuzzSPMRoundTrip
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./model/ || exit 1; \
+	done
 
 ## bench: kernel and end-to-end benchmarks on the default device; JSON and plots under
 ## bench/results/<device>-<date>/ (BENCH_E2E_FLAGS picks the e2e model and sizes).

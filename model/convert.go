@@ -50,7 +50,9 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 		return nil, err
 	}
 	defer m.Close()
-	withMeta, ok := m.Tokenizer.(interface{ Metadata() (map[string]any, error) })
+	withMeta, ok := m.Tokenizer.(interface {
+		Metadata() (map[string]any, error)
+	})
 	if !ok {
 		return nil, fmt.Errorf("%s: tokenizer %T cannot be written to GGUF", dir, m.Tokenizer)
 	}
