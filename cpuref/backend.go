@@ -37,7 +37,7 @@ type bitLinear struct {
 	extra bool
 }
 
-// New checks m's hyper-parameters and tensors against design.md section 2 and returns a Backend
+// New checks m's hyper-parameters and tensors against the README's Numerics section and returns a Backend
 // with a KV cache of ctx tokens (ctx <= 0 means m.Config.ContextLength). Tensors are looked up by
 // GGUF name (token_embd.weight, output_norm.weight, blk.N.{attn_norm, attn_q, attn_k, attn_v,
 // attn_output, attn_sub_norm, ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_sub_norm}.weight, and the
@@ -280,7 +280,7 @@ func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	return logits, nil
 }
 
-// forward runs the layers of design.md section 2 over n tokens starting at b.pos:
+// forward runs the layers of the README's Numerics section over n tokens starting at b.pos:
 //
 //	a = attn_norm(x);  h = x + o_proj(attn_sub_norm(Attention(RoPE(q_proj(a)), RoPE(k_proj(a)), v_proj(a))))
 //	f = ffn_norm(h);   x = h + down_proj(ffn_sub_norm(act(gate_proj(f)) * up_proj(f)))

@@ -18,7 +18,7 @@ import (
 //
 // where w_ig is the weight scale of row i's group g: one per-tensor scale for I2_S, one f16 scale
 // per 256-column block for TQ1_0/TQ2_0 (model.TernaryMatrix.GroupSize). For I2_S this is
-// dst_i = float32(acc_i) * w / s. Source: "The Era of 1-bit LLMs" eq. 1-5 and design.md section 2.
+// dst_i = float32(acc_i) * w / s. Source: "The Era of 1-bit LLMs" eq. 1-5 and the README's Numerics section.
 // It is TernaryMatMul with one token.
 func TernaryMatVec(dst []float32, w *model.TernaryMatrix, q []int8, s float32) error {
 	return TernaryMatMul(dst, w, q, []float32{s})
@@ -74,7 +74,7 @@ func dotTrits(t, q []int8) int32 {
 // row v of e (GGUF shape [dim, vocab]; the tied token_embd table in F16 for BitNet b1.58 2B4T, or
 // F32, BF16, Q8_0), with x the output-normed hidden state (length dim) and dst length vocab. The
 // dot product runs in f32 in index order over the exactly dequantized row. Rows are split across
-// GOMAXPROCS goroutines, one row per goroutine in a fixed order. Source: design.md section 2
+// GOMAXPROCS goroutines, one row per goroutine in a fixed order. Source: the README's Numerics section
 // (logits = output_norm(x_L) · E^T). It returns an error naming the tensor for a shape, length or
 // type mismatch.
 func Logits(dst, x []float32, e *model.Tensor) error {

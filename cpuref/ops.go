@@ -1,6 +1,6 @@
 // Package cpuref is bitgpu's CPU reference: the whole BitNet b1.58 forward pass in plain Go, one
 // function per op, each named like the GPU kernel that mirrors it. It is the oracle every kernel is
-// tested against and the `--device cpu` backend. The numerics follow design.md section 2 and the
+// tested against and the `--device cpu` backend. The numerics follow the README's Numerics section and the
 // BitNet b1.58 papers (Ma et al. 2024, "The Era of 1-bit LLMs", arXiv:2402.17764; "BitNet b1.58
 // 2B4T Technical Report", arXiv:2504.12285).
 //
@@ -19,7 +19,7 @@ import (
 // RMSNorm computes dst[i] = x[i] * inv * w[i] with inv = 1 / sqrt(mean(x^2) + eps), for one token
 // (x, w, dst all of length d; dst may alias x). The sum of squares accumulates in f32 in index
 // order; mean = sum / d in f32; inv is computed in float64 from the f32 mean+eps and rounded to
-// f32. Source: design.md section 2 (Zhang & Sennrich 2019, "Root Mean Square Layer
+// f32. Source: the README's Numerics section (Zhang & Sennrich 2019, "Root Mean Square Layer
 // Normalization"). It returns an error when the lengths differ or are 0.
 func RMSNorm(dst, x, w []float32, eps float32) error {
 	if len(x) == 0 || len(w) != len(x) || len(dst) != len(x) {
@@ -38,7 +38,7 @@ func RMSNorm(dst, x, w []float32, eps float32) error {
 }
 
 // ActQuantFloor is the lower bound on max|x| in QuantizeActivations, so an all-zero token has a
-// finite scale (design.md section 2).
+// finite scale (the README's Numerics section).
 const ActQuantFloor = 1e-5
 
 // QuantizeActivations quantizes one token's activations x (length d) to int8 with the BitNet
@@ -72,7 +72,7 @@ func QuantizeActivations(dst []int8, x []float32) (float32, error) {
 // where in model.RoPENeox mode the pair is (x[i], x[i+ropeDim/2]) (Hugging Face rotate_half;
 // BitNet GGUFs) and in model.RoPENorm mode it is (x[2i], x[2i+1]) (ggml's normal mode; llama-arch
 // GGUFs). theta, cos and sin are computed in float64 and cos/sin rounded to f32; the rotation is
-// f32. Elements past ropeDim are left alone. Source: design.md section 2. It returns an error for
+// f32. Elements past ropeDim are left alone. Source: the README's Numerics section. It returns an error for
 // a bad shape (len(x) != heads*headDim, ropeDim odd, 0 or above headDim), a negative pos or an
 // unknown mode.
 func RoPE(x []float32, heads, headDim, ropeDim, pos int, base float32, mode model.RoPEMode) error {
@@ -122,7 +122,7 @@ func RoPE(x []float32, heads, headDim, ropeDim, pos int, base float32, mode mode
 //	dst     = Σ_t p_t * v_t
 //
 // The dot products and sums run in f32 in index order; 1/sqrt(headDim) and exp are computed in
-// float64 and rounded to f32. Source: design.md section 2. It returns an error for inconsistent
+// float64 and rounded to f32. Source: the README's Numerics section. It returns an error for inconsistent
 // shapes, heads not a multiple of kvHeads, or a cache shorter than pos+1 rows.
 func Attention(dst, q []float32, kCache, vCache []uint16, pos, heads, kvHeads, headDim int) error {
 	if heads <= 0 || kvHeads <= 0 || headDim <= 0 || heads%kvHeads != 0 {
@@ -171,7 +171,7 @@ func Attention(dst, q []float32, kCache, vCache []uint16, pos, heads, kvHeads, h
 
 // StoreKV writes one token's row (length kvHeads*headDim) into an f16 cache laid out
 // [ctx][kvHeads*headDim] at position pos, rounding each value to the nearest f16 (ties to even) —
-// the single point where K and V lose precision, on every backend (design.md section 2). It
+// the single point where K and V lose precision, on every backend (the README's Numerics section). It
 // returns an error when the cache has no room for row pos.
 func StoreKV(cache []uint16, pos int, row []float32) error {
 	d := len(row)

@@ -6,7 +6,7 @@ import (
 	"math"
 )
 
-// Ternary encodings (design.md section 3). Every encoder takes trits in {-1, 0, +1}, one int8 per
+// Ternary encodings (the README's formats section). Every encoder takes trits in {-1, 0, +1}, one int8 per
 // element in flattened row-major order, and every decoder returns them the same way.
 
 // I2_S geometry (type 36, microsoft/BitNet's llama.cpp fork): 128-element blocks of 32 bytes,

@@ -21,7 +21,7 @@ const (
 // Arch names the model architecture as GGUF `general.architecture` spells it.
 type Arch string
 
-// Architectures bitgpu runs (design.md section 3).
+// Architectures bitgpu runs (the README's formats section).
 const (
 	// ArchBitNetB158 is the official BitNet b1.58 2B4T GGUF: sub-norms, ReLU² gate, NEOX RoPE.
 	ArchBitNetB158 Arch = "bitnet-b1.58"
@@ -40,7 +40,7 @@ const (
 	ActSiLU Activation = "silu"
 )
 
-// RoPEMode selects which element pairs RoPE rotates (design.md section 2).
+// RoPEMode selects which element pairs RoPE rotates (the README's Numerics section).
 type RoPEMode int
 
 // RoPE modes.
