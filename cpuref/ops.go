@@ -45,8 +45,8 @@ const ActQuantFloor = 1e-5
 // b1.58 per-token absmax rule: s = 127 / max(max|x|, 1e-5), dst[i] = clamp(roundEven(x[i]*s),
 // -128, 127), the product x[i]*s rounded to f32 first. It returns s (the factor that took x to the
 // int8 grid; divide by it to go back). Source: "The Era of 1-bit LLMs" section 2 / BitNet
-// (Wang et al. 2023) eq. 4, with the per-token granularity of the 2B4T report; design.md section
-// 2. It returns an error when len(dst) != len(x).
+// (Wang et al. 2023) eq. 4, with the per-token granularity of the 2B4T report (README, Numerics).
+// It returns an error when len(dst) != len(x).
 func QuantizeActivations(dst []int8, x []float32) (float32, error) {
 	if len(dst) != len(x) {
 		return 0, fmt.Errorf("cpuref: QuantizeActivations: dst has %d elements, x %d", len(dst), len(x))
