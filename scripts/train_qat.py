@@ -567,6 +567,7 @@ def main():
                     "of --eval-text in windows of --eval-window tokens (default: the context length)")
     ap.add_argument("--eval-text", metavar="FILE")
     ap.add_argument("--eval-window", type=int, default=0)
+    ap.add_argument("--eval-chunks", type=int, default=0, help="evaluate only the first K windows (0: all)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -796,6 +797,8 @@ def evaluate(args):
     with open(args.eval_text, encoding="utf-8") as f:
         ids = np.array(tok.encode(f.read()), dtype=np.int32)
     n = args.eval_window or cfg["max_position_embeddings"]
+    if args.eval_chunks:
+        ids = ids[:args.eval_chunks * n + 1]
     t0 = time.time()
     ppl, windows = perplexity(model, ids, n)
     print(json.dumps({"text": args.eval_text, "tokens": int(len(ids)), "window": n, "windows": windows,
