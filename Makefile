@@ -65,9 +65,12 @@ test-swiftshader: $(SWIFTSHADER_ICD)
 shaders:
 	$(GO) run ./scripts/shaderc
 
-## run: show bitgpu working on this machine.
-run: deps
-	$(GO) run ./cmd/bitgpu devices
+## run: show bitgpu working here: the Vulkan devices, then a continuation of a fixed prompt by the
+## built-in model on the default device (lavapipe on a machine without a GPU).
+RUN_PROMPT ?= The Python interpreter
+run: deps build
+	./bin/bitgpu devices
+	./bin/bitgpu generate -p "$(RUN_PROMPT)" -n 48 --temp 0.7 --seed 7
 
 ## fuzz: each fuzz target for FUZZTIME (GGUF reader, safetensors header, both tokenizers); the
 ## seed inputs are in the test files (f.Add) and new crashers land in model/testdata/fuzz/.

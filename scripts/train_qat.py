@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quantization-aware training of bitgpu's built-in model, a tiny BitNet b1.58.
 
-The model has exactly the BitNet b1.58 2B4T architecture (design.md section 2) at a small size:
+The model has exactly the BitNet b1.58 2B4T architecture (the README's Numerics section) at a small size:
 RMSNorm before attention and feed-forward, attn_sub_norm before o_proj and ffn_sub_norm before
 down_proj, a ReLU² gated feed-forward, NEOX ("rotate-half") RoPE, grouped-query attention, an
 embedding tied to the output, no biases. Every projection is a BitLinear trained with the b1.58
@@ -22,10 +22,11 @@ and writes the checkpoint the way Hugging Face ships microsoft/bitnet-b1.58-2B-4
     OUT/tokenizer.json           HF tokenizers BPE with the LLaMA-3 Split pre-tokenizer
     OUT/tokenizer_config.json    BOS/EOS and the 2B4T chat template
     OUT/train.txt, OUT/val.txt   the training and validation text
+    OUT/val_ids.npy              the validation text's token ids (int32)
     OUT/train_log.txt            one line per logged step
     OUT/metrics.json             sizes, timings and the validation perplexity
 
-The validation perplexity follows bitgpu's `perplexity` contract (design.md section 6): the
+The validation perplexity follows bitgpu's `perplexity` contract (the README's Commands section): the
 validation text is tokenized without BOS; window w holds tokens [w*N, w*N+N] and is evaluated
 on its own (an empty cache); its NLL is the mean over its N predictions; ppl = exp(mean of the
 window NLLs). It is computed with the weights rounded to bf16 (what the checkpoint holds) and
@@ -38,6 +39,9 @@ is several times slower). Run by hand (never in CI):
 
     apt-get install -y python3-torch python3-numpy python3-regex python3.11-doc libopenblas0-pthread
     /usr/bin/python3 scripts/train_qat.py --out /tmp/bitgpu-tiny
+
+With --eval DIR --eval-text FILE it trains nothing and prints, as one JSON line, the perplexity
+of FILE under the checkpoint DIR in the same window semantics (--eval-window, --eval-chunks).
 
 Training stops after --steps optimizer steps or --minutes of training, whichever comes first;
 the learning-rate schedule follows whichever is further along, so a run on a slower or busier

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu/assets"
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
@@ -58,19 +59,14 @@ func newCPUBackend(m *model.Model, ctx int) (runtime.Backend, error) {
 	return b, nil
 }
 
-// defaultModelPath returns the model used when -m is not given. No model is built into the binary
-// yet, so it is always an error.
-func defaultModelPath() (string, error) {
-	return "", errors.New("no model: pass -m FILE")
-}
-
-// openModel opens the -m model (or the default one when path is empty). Errors name the file.
+// openModel opens the -m model (GGUF file or Hugging Face directory), or, when path is empty, the
+// model built into the binary (package assets), saying so in one line on stderr. Errors name the
+// file.
 func openModel(path string) (*model.Model, error) {
 	if path == "" {
-		var err error
-		if path, err = defaultModelPath(); err != nil {
-			return nil, err
-		}
+		fmt.Fprintf(os.Stderr, "bitgpu: no -m given; using the built-in model %s (%.1f MB; pass -m FILE for another)\n",
+			assets.Name, float64(assets.Size())/1e6)
+		return assets.Open()
 	}
 	m, err := model.Open(path)
 	if err != nil {

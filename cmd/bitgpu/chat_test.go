@@ -58,8 +58,6 @@ func TestChatErrors(t *testing.T) {
 	path := synthFile(t)
 	out, errOut, code := bitgpuStdin(t, "hi\n", "chat", "-m", path, "--top-p", "2")
 	requireOneErrorLine(t, out, errOut, code, "--top-p 2:")
-	out, errOut, code = bitgpuStdin(t, "hi\n", "chat")
-	requireOneErrorLine(t, out, errOut, code, "no model: pass -m FILE")
 	// A message longer than the context.
 	out, errOut, code = bitgpuStdin(t, strings.Repeat("word ", 100)+"\n", "chat", "-m", path, "--device", "cpu", "-n", "2")
 	require.Equal(t, 1, code)

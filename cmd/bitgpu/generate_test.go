@@ -112,7 +112,6 @@ func TestGenerateErrors(t *testing.T) {
 		want []string
 	}{
 		{[]string{"-m", filepath.Join(t.TempDir(), "missing.gguf"), "-p", "x"}, []string{"missing.gguf", "no such file"}},
-		{[]string{"-p", "x"}, []string{"no model: pass -m FILE"}},
 		{[]string{"-m", path}, []string{`"prompt"`}},
 		{[]string{"-m", path, "-p", "x", "--top-p", "1.5"}, []string{"--top-p 1.5: must be in (0, 1]"}},
 		{[]string{"-m", path, "-p", "x", "--top-p", "0"}, []string{"--top-p 0:"}},
@@ -149,4 +148,18 @@ func TestGenerateStopsAtContextEnd(t *testing.T) {
 	} else {
 		require.NotContains(t, errOut, "stopped at the end")
 	}
+}
+
+// TestGenerateBuiltInModel: without -m, generate runs the model built into the binary and says so
+// on stderr; greedy output is the same on every run.
+func TestGenerateBuiltInModel(t *testing.T) {
+	var outs []string
+	for i := 0; i < 2; i++ {
+		out, errOut, code := bitgpu(t, nil, "generate", "-p", "The", "-n", "6", "--temp", "0", "--device", "cpu")
+		require.Equal(t, 0, code, errOut)
+		require.Contains(t, errOut, "using the built-in model bitgpu-tiny")
+		require.NotEmpty(t, out)
+		outs = append(outs, out)
+	}
+	require.Equal(t, outs[0], outs[1])
 }

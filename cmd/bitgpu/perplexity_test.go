@@ -73,7 +73,6 @@ func TestPerplexityErrors(t *testing.T) {
 	}{
 		{[]string{"-m", path, "-f", filepath.Join(t.TempDir(), "none.txt")}, []string{"none.txt"}},
 		{[]string{"-m", path}, []string{`"file"`}},
-		{[]string{"-f", text}, []string{"no model: pass -m FILE"}},
 		{[]string{"-m", path, "-f", short, "--device", "cpu"}, []string{"short.txt", "too short for one window of 64 predictions"}},
 		{[]string{"-m", path, "-f", text, "--ctx", "8", "--chunks", "99", "--device", "cpu"}, []string{"--chunks 99:", "text.txt"}},
 		{[]string{"-m", path, "-f", text, "--ctx", "-3"}, []string{"--ctx -3:"}},
