@@ -12,7 +12,7 @@ LAVAPIPE_ICD := /usr/share/vulkan/icd.d/lvp_icd.x86_64.json
 SWIFTSHADER_DIR := $(CACHE)/swiftshader
 SWIFTSHADER_ICD := $(SWIFTSHADER_DIR)/usr/lib/chromium/vk_swiftshader_icd.json
 APT_PACKAGES := mesa-vulkan-drivers vulkan-validationlayers libvulkan1 libvulkan-dev glslc spirv-tools gcc
-GPU_PKGS := ./gpu/... ./runtime/... ./cmd/...
+GPU_PKGS := ./gpu/... ./runtime/... ./cmd/... ./assets/...
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FLAGS ?= -timeout 40m
 
