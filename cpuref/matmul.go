@@ -38,6 +38,9 @@ func TernaryMatMul(dst []float32, w *model.TernaryMatrix, q []int8, s []float32)
 		return fmt.Errorf("cpuref: TernaryMatMul: %s is [%d rows, %d cols]; for %d tokens want q %d and dst %d elements, got %d and %d",
 			w.Name, w.Rows, w.Cols, n, n*w.Cols, n*w.Rows, len(q), len(dst))
 	}
+	if scale, ok := w.I2SScale(); ok && w.Cols%model.I2SBlockElems == 0 {
+		return ternaryMatMulI2S(dst, w, scale, q, s)
+	}
 	gs, groups := w.GroupSize(), w.Groups()
 	return parallelRows(w.Rows, func(lo, hi int) error {
 		trits := make([]int8, w.Cols)
@@ -58,6 +61,57 @@ func TernaryMatMul(dst []float32, w *model.TernaryMatrix, q []int8, s []float32)
 		}
 		return nil
 	})
+}
+
+// ternaryMatMulI2S is TernaryMatMul for an I2_S matrix whose rows start on a 128-element block
+// (Cols a multiple of 128), reading the packed bytes directly. Byte i of a row holds the codes of
+// columns 128*(i/32) + i%32 + {0, 32, 64, 96}; for each token a table gives, for every (byte
+// position, byte value), the exact int16 sum of those four trits times their int8 activations
+// (|sum| <= 512), so a row's int32 accumulator is Cols/4 table reads instead of Cols
+// multiply-adds and no row is unpacked (the lookup-table method of T-MAC and bitnet.cpp's TL
+// kernels). The sums, and so every output bit, equal the generic path's.
+func ternaryMatMulI2S(dst []float32, w *model.TernaryMatrix, scale float32, q []int8, s []float32) error {
+	rowBytes := w.Cols / 4
+	lut := make([]int16, rowBytes*256)
+	for t := range s {
+		buildI2SLUT(lut, q[t*w.Cols:(t+1)*w.Cols])
+		out := dst[t*w.Rows : (t+1)*w.Rows]
+		st := s[t]
+		err := parallelRows(w.Rows, func(lo, hi int) error {
+			for r := lo; r < hi; r++ {
+				row := w.Data[r*rowBytes : (r+1)*rowBytes]
+				var acc int32
+				for i, b := range row {
+					acc += int32(lut[i<<8|int(b)])
+				}
+				var y float32
+				y += float32(acc) * scale
+				out[r] = y / st
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildI2SLUT fills lut ([len(q)/4][256]) for one token's activations q (see ternaryMatMulI2S).
+// Codes map to trits as in I2_S: 0 -> -1, 1 -> 0, 2 -> +1, and the unused 3 -> 0.
+func buildI2SLUT(lut []int16, q []int8) {
+	for i := 0; i < len(q)/4; i++ {
+		base := (i/32)*model.I2SBlockElems + i%32
+		var part [4][4]int16
+		for k := 0; k < 4; k++ {
+			x := int16(q[base+32*k])
+			part[k] = [4]int16{-x, 0, x, 0}
+		}
+		out := lut[i*256 : i*256+256]
+		for v := range out {
+			out[v] = part[0][v>>6] + part[1][(v>>4)&3] + part[2][(v>>2)&3] + part[3][v&3]
+		}
+	}
 }
 
 // dotTrits returns Σ t[j]*q[j] exactly (|sum| <= 128*len, far inside int32 for any real width).

@@ -1,6 +1,7 @@
 package cpuref
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -373,5 +374,41 @@ func BenchmarkTernaryMatVec(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		require.NoError(b, TernaryMatVec(dst, w, q, 1))
+	}
+}
+
+// TestTernaryMatMulI2SLookupTable checks the I2_S lookup-table path against the definition,
+// computed here from decoded rows: exact int32 sums, then float32(acc)*w/s, for every code byte
+// value (all 256 appear, including the unused code 3 that decodes to 0).
+func TestTernaryMatMulI2SLookupTable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	const rows, cols, tokens = 37, 384, 3
+	data := make([]byte, rows*cols/4+model.I2SScaleBytes)
+	for i := 0; i < rows*cols/4; i++ {
+		data[i] = byte(rng.IntN(256))
+	}
+	const scale = float32(0.0371)
+	binary.LittleEndian.PutUint32(data[rows*cols/4:], math.Float32bits(scale))
+	w, err := model.NewTernaryMatrix(&model.Tensor{Name: "w", Type: model.TypeI2_S, Shape: []uint64{cols, rows}, Data: data})
+	require.NoError(t, err)
+	q := make([]int8, tokens*cols)
+	for i := range q {
+		q[i] = int8(rng.IntN(256) - 128)
+	}
+	s := []float32{1.5, 127, 0.3}
+	got := make([]float32, tokens*rows)
+	require.NoError(t, TernaryMatMul(got, w, q, s))
+	trits := make([]int8, cols)
+	sc := make([]float32, 1)
+	for r := 0; r < rows; r++ {
+		require.NoError(t, w.Row(r, trits, sc))
+		for tok := 0; tok < tokens; tok++ {
+			var acc int32
+			for c, tv := range trits {
+				acc += int32(tv) * int32(q[tok*cols+c])
+			}
+			want := float32(acc) * scale / s[tok]
+			require.Equal(t, math.Float32bits(want), math.Float32bits(got[tok*rows+r]), "row %d token %d", r, tok)
+		}
 	}
 }

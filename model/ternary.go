@@ -372,6 +372,15 @@ func (m *TernaryMatrix) GroupSize() int {
 	return TQBlockElems
 }
 
+// I2SScale returns the per-tensor weight scale of an I2_S matrix and true, or 0 and false for the
+// other types (whose scales are per 256-element block; see Row).
+func (m *TernaryMatrix) I2SScale() (float32, bool) {
+	if m.Type != TypeI2_S {
+		return 0, false
+	}
+	return m.scale, true
+}
+
 // Groups is the number of weight scales per row, Cols / GroupSize().
 func (m *TernaryMatrix) Groups() int { return m.Cols / m.GroupSize() }
 
