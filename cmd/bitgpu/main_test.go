@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,8 +24,16 @@ func TestMain(m *testing.M) {
 // exit status.
 func bitgpu(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return runBitgpu(t, env, nil, args)
+}
+
+// runBitgpu runs the test binary as bitgpu with extra environment env and standard input stdin
+// (nil: none); it returns stdout, stderr and the exit status.
+func runBitgpu(t *testing.T, env []string, stdin io.Reader, args []string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), "BITGPU_TEST_MAIN=1"), env...)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
