@@ -52,7 +52,8 @@ type GPU struct {
 	logits                        *gpu.Buffer // host-visible [MaxBatch][vocab]
 	attnScratch                   *gpu.Buffer
 
-	decode *gpu.Sequence // the recorded one-token step
+	decode    *gpu.Sequence // the recorded one-token step
+	embedRows []float32     // host staging of the input embeddings, reused every call
 
 	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
 	// argmax token id comes back.
@@ -549,7 +550,10 @@ var errClosed = errors.New("backend is closed")
 // the CPU reference's values).
 func (g *GPU) embed(tokens []int) error {
 	dim := g.cfg.Dim
-	rows := make([]float32, len(tokens)*dim)
+	if cap(g.embedRows) < len(tokens)*dim {
+		g.embedRows = make([]float32, MaxBatch*dim)
+	}
+	rows := g.embedRows[:len(tokens)*dim]
 	for t, tok := range tokens {
 		if tok < 0 || tok >= g.cfg.VocabSize {
 			return fmt.Errorf("token %d outside the vocabulary [0, %d)", tok, g.cfg.VocabSize)
