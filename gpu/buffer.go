@@ -52,7 +52,7 @@ func (d *Device) newBuffer(size uint64, prefer, need, want vk.MemoryPropertyFlag
 		SharingMode: vk.SharingModeExclusive,
 	}, nil, &buf)
 	if err := check(r, "vkCreateBuffer"); err != nil {
-		return nil, fmt.Errorf("buffer of %s: %w", fmtBytes(size), err)
+		return nil, fmt.Errorf("buffer of %s: %w", FormatBytes(size), err)
 	}
 	var req vk.MemoryRequirements
 	vk.GetBufferMemoryRequirements(d.dev, buf, &req)
@@ -63,7 +63,7 @@ func (d *Device) newBuffer(size uint64, prefer, need, want vk.MemoryPropertyFlag
 	}
 	if !ok {
 		vk.DestroyBuffer(d.dev, buf, nil)
-		return nil, fmt.Errorf("buffer of %s: no suitable memory type", fmtBytes(size))
+		return nil, fmt.Errorf("buffer of %s: no suitable memory type", FormatBytes(size))
 	}
 	align := uint64(req.Alignment)
 	if a := d.info.StorageBufferAlignment; a > align {

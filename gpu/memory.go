@@ -103,7 +103,7 @@ func (a *allocator) alloc(typeIndex uint32, size, align uint64) (allocation, err
 			free = heapSize - a.heaps[heap]
 		}
 		return fmt.Errorf("out of device memory: cannot allocate %s (heap %d has %s free of %s, %s in use by bitgpu buffers)",
-			fmtBytes(size), heap, fmtBytes(free), fmtBytes(heapSize), fmtBytes(a.inUse))
+			FormatBytes(size), heap, FormatBytes(free), FormatBytes(heapSize), FormatBytes(a.inUse))
 	}
 	if a.heaps[heap]+bs > heapSize {
 		return allocation{}, oom()
@@ -203,8 +203,8 @@ func (d *Device) MemoryInUse() (inUse, reserved uint64) {
 	return d.alloc.inUse, reserved
 }
 
-// fmtBytes formats n bytes with a binary unit (KiB, MiB, GiB).
-func fmtBytes(n uint64) string {
+// FormatBytes formats n bytes with a binary unit: "512 B", "1.5 KiB", "128.0 MiB", "2.00 GiB".
+func FormatBytes(n uint64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))

@@ -183,7 +183,7 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 			return fmt.Errorf("kernel %s: binding %d range [%d, %d) outside buffer of %d bytes", k.spec.Name, i, r.Offset, r.Offset+r.Size, r.Buf.size)
 		}
 		if r.Size > s.d.info.MaxStorageBufferRange {
-			return fmt.Errorf("kernel %s: binding %d covers %s, over the device's maxStorageBufferRange of %s (split the tensor)", k.spec.Name, i, fmtBytes(r.Size), fmtBytes(s.d.info.MaxStorageBufferRange))
+			return fmt.Errorf("kernel %s: binding %d covers %s, over the device's maxStorageBufferRange of %s (split the tensor)", k.spec.Name, i, FormatBytes(r.Size), FormatBytes(s.d.info.MaxStorageBufferRange))
 		}
 		if a := s.d.info.StorageBufferAlignment; a > 1 && r.Offset%a != 0 {
 			return fmt.Errorf("kernel %s: binding %d offset %d is not a multiple of minStorageBufferOffsetAlignment %d", k.spec.Name, i, r.Offset, a)

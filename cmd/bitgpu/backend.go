@@ -125,6 +125,15 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// addModelFlags adds -m, --ctx (described by ctxHelp) and --device, which generate, chat and
+// perplexity share and openSession / openModel / openBackend read.
+func addModelFlags(cmd *cobra.Command, ctxHelp string) {
+	f := cmd.Flags()
+	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
+	f.Int("ctx", 0, ctxHelp)
+	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
+}
+
 // session is what generate and chat share: the model, the backend the flags chose and the
 // context size. Close releases both.
 type session struct {

@@ -31,11 +31,9 @@ line on stderr at the end.`,
 
 func init() {
 	f := chatCmd.Flags()
-	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory")
+	addModelFlags(chatCmd, "context length in tokens (default: the model's)")
 	f.String("system", "", "system message")
 	f.IntP("n-predict", "n", -1, "most tokens per reply; -1 until end of turn or context")
-	f.Int("ctx", 0, "context length in tokens (default: the model's)")
-	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
 	addSamplingFlags(chatCmd)
 	rootCmd.AddCommand(chatCmd)
 }

@@ -53,16 +53,16 @@ func printDevices(w io.Writer, infos []gpu.Info, sel int) {
 			if heap.DeviceLocal {
 				kind = "device-local"
 			}
-			row(fmt.Sprintf("heap %d", h), "%s (%s)", humanBytes(heap.Size), kind)
+			row(fmt.Sprintf("heap %d", h), "%s (%s)", gpu.FormatBytes(heap.Size), kind)
 		}
 		sg := fmt.Sprintf("%d", in.SubgroupSize)
 		if in.Features.SubgroupSizeControl {
 			sg += fmt.Sprintf(" (size control %d..%d)", in.MinSubgroupSize, in.MaxSubgroupSize)
 		}
 		row("subgroup", "%s", sg)
-		row("workgroup", "max %dx%dx%d, %d invocations, %s shared memory", in.MaxWorkgroupSize[0], in.MaxWorkgroupSize[1], in.MaxWorkgroupSize[2], in.MaxWorkgroupInvocations, humanBytes(uint64(in.MaxSharedMemory)))
+		row("workgroup", "max %dx%dx%d, %d invocations, %s shared memory", in.MaxWorkgroupSize[0], in.MaxWorkgroupSize[1], in.MaxWorkgroupSize[2], in.MaxWorkgroupInvocations, gpu.FormatBytes(uint64(in.MaxSharedMemory)))
 		row("dispatch", "max %dx%dx%d workgroups", in.MaxWorkgroupCount[0], in.MaxWorkgroupCount[1], in.MaxWorkgroupCount[2])
-		row("storage buffer", "max range %s, offset alignment %d B", humanBytes(in.MaxStorageBufferRange), in.StorageBufferAlignment)
+		row("storage buffer", "max range %s, offset alignment %d B", gpu.FormatBytes(in.MaxStorageBufferRange), in.StorageBufferAlignment)
 		row("push constants", "%d B", in.MaxPushConstantsSize)
 		if in.TimestampValidBits > 0 {
 			row("timestamps", "%g ns/tick, %d valid bits", in.TimestampPeriod, in.TimestampValidBits)
@@ -96,17 +96,4 @@ func featureList(f gpu.Features) string {
 		return "-"
 	}
 	return strings.Join(names, " ")
-}
-
-// humanBytes formats n bytes with a binary unit.
-func humanBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
@@ -35,11 +36,9 @@ text on every backend.`,
 
 func init() {
 	f := generateCmd.Flags()
-	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory")
+	addModelFlags(generateCmd, "context length in tokens (default: the model's)")
 	f.StringP("prompt", "p", "", "prompt text (required)")
 	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
-	f.Int("ctx", 0, "context length in tokens (default: the model's)")
-	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
 	f.Bool("profile", false, "GPU: print the GPU time per decode step of each kernel, largest first, on stderr")
 	addSamplingFlags(generateCmd)
 	_ = generateCmd.MarkFlagRequired("prompt")
@@ -167,7 +166,7 @@ func statsLine(st runtime.GenerateStats, ctx int) string {
 		dec = fmt.Sprintf("%.2f tok/s", st.DecodeTokensPerSecond())
 	}
 	line := fmt.Sprintf("prompt: %d tokens, prefill %.2f tok/s; generated: %d tokens, decode %s; peak memory: %s",
-		st.PromptTokens, st.PrefillTokensPerSecond(), len(st.Tokens), dec, humanBytes(peakMemory()))
+		st.PromptTokens, st.PrefillTokensPerSecond(), len(st.Tokens), dec, gpu.FormatBytes(peakMemory()))
 	if st.Stop == runtime.StopContext {
 		line += fmt.Sprintf("; stopped at the end of the context (%d tokens)", ctx)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
@@ -29,11 +30,9 @@ last line of stdout; speed and peak memory on stderr.`,
 
 func init() {
 	f := perplexityCmd.Flags()
-	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory")
+	addModelFlags(perplexityCmd, fmt.Sprintf("window: predictions per window (default %d, at most the model's context)", defaultPerplexityCtx))
 	f.StringP("file", "f", "", "text file (required)")
-	f.Int("ctx", 0, fmt.Sprintf("window: predictions per window (default %d, at most the model's context)", defaultPerplexityCtx))
 	f.Int("chunks", 0, "windows to evaluate (default: all that fit)")
-	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
 	_ = perplexityCmd.MarkFlagRequired("file")
 	rootCmd.AddCommand(perplexityCmd)
 }
@@ -94,7 +93,7 @@ func runPerplexity(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "%d windows of %d predictions (%d of %d tokens), %.2f tok/s; peak memory: %s\n",
-		len(res.WindowNLL), n, res.Predictions, len(tokens), float64(res.Predictions)/res.Time.Seconds(), humanBytes(peakMemory()))
+		len(res.WindowNLL), n, res.Predictions, len(tokens), float64(res.Predictions)/res.Time.Seconds(), gpu.FormatBytes(peakMemory()))
 	_, err = fmt.Fprintf(stdout, "ppl: %.4f\n", res.PPL)
 	return err
 }
