@@ -41,7 +41,7 @@ func init() {
 // runChat is the chat command.
 func runChat(cmd *cobra.Command, _ []string) error {
 	f := cmd.Flags()
-	so, _, err := samplerFromFlags(cmd)
+	s, _, err := samplerFromFlags(cmd)
 	if err != nil {
 		return err
 	}
@@ -57,10 +57,6 @@ func runChat(cmd *cobra.Command, _ []string) error {
 	defer sess.Close()
 	m, b, ctx := sess.m, sess.b, sess.ctx
 	stderr := cmd.ErrOrStderr()
-	s, err := runtime.NewSampler(so)
-	if err != nil {
-		return err
-	}
 	stdout := cmd.OutOrStdout()
 	c, err := runtime.NewChat(b, m.Tokenizer, m.Config.ChatTemplate, system, runtime.GenerateOptions{
 		MaxTokens: n, Context: ctx, Sampler: s,

@@ -56,9 +56,20 @@ func addSamplingFlags(cmd *cobra.Command) {
 	f.Int("repeat-last-n", runtime.DefaultRepeatLastN, "tokens the repeat penalty looks back over; 0 off, -1 all")
 }
 
-// samplerFromFlags reads and validates the sampling flags; errors name the flag. seeded reports
-// whether --seed was given (otherwise the seed is random).
-func samplerFromFlags(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, err error) {
+// samplerFromFlags reads and validates the sampling flags and returns the sampler they describe;
+// errors name the flag. seeded reports whether --seed was given (otherwise the seed is random
+// and the sampler's Options() hold it).
+func samplerFromFlags(cmd *cobra.Command) (*runtime.Sampler, bool, error) {
+	o, seeded, err := samplerOptions(cmd)
+	if err != nil {
+		return nil, false, err
+	}
+	s, err := runtime.NewSampler(o)
+	return s, seeded, err
+}
+
+// samplerOptions reads and validates the sampling flags.
+func samplerOptions(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, err error) {
 	f := cmd.Flags()
 	o.Temperature, _ = f.GetFloat64("temp")
 	o.TopK, _ = f.GetInt("top-k")
@@ -99,7 +110,7 @@ func checkDevice(device string) error {
 // runGenerate is the generate command.
 func runGenerate(cmd *cobra.Command, _ []string) error {
 	f := cmd.Flags()
-	so, seeded, err := samplerFromFlags(cmd)
+	s, seeded, err := samplerFromFlags(cmd)
 	if err != nil {
 		return err
 	}
@@ -120,10 +131,6 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		if err := enableProfile(b); err != nil {
 			return err
 		}
-	}
-	s, err := runtime.NewSampler(so)
-	if err != nil {
-		return err
 	}
 	ids := runtime.EncodePrompt(m.Tokenizer, prompt)
 	if len(ids) == 0 {
@@ -147,7 +154,7 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		fmt.Fprintln(stderr)
 	}
 	seed := ""
-	if so.Temperature > 0 && !seeded {
+	if so := s.Options(); so.Temperature > 0 && !seeded {
 		seed = fmt.Sprintf("; seed %d", so.Seed)
 	}
 	fmt.Fprintf(stderr, "%s%s\n", statsLine(st, ctx), seed)
