@@ -38,6 +38,7 @@ var Variants = []Variant{
 	{Name: "rope_kv", Source: "rope_kv.comp"},
 	{Name: "glu", Source: "glu.comp"},
 	{Name: "argmax", Source: "argmax.comp"},
+	{Name: "numerics_check", Source: "numerics_check.comp"},
 }
 
 // GlslcArgs are the glslc flags every variant is compiled with (before its -D defines).

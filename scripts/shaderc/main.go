@@ -1,6 +1,7 @@
 // Command shaderc compiles every variant in shaders.Variants from its GLSL source to SPIR-V with
 // glslc and validates the result with spirv-val (target vulkan1.1). `make shaders` runs it from
-// the repository root; it writes shaders/<name>.spv only when the bytes change.
+// the repository root; it writes shaders/<name>.spv only when the bytes change. Arguments, when
+// given, limit it to the variants compiled from those sources (e.g. `attention.comp`).
 package main
 
 import (
@@ -9,19 +10,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	"github.com/bitgpu/bitgpu/shaders"
 )
 
 func main() {
-	if err := run("shaders"); err != nil {
+	if err := run("shaders", os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "shaderc:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string) error {
+func run(dir string, only []string) error {
 	for _, v := range shaders.Variants {
+		if len(only) > 0 && !slices.Contains(only, v.Source) {
+			continue
+		}
 		args := append([]string{}, shaders.GlslcArgs...)
 		for _, d := range v.Defines {
 			args = append(args, "-D"+d)
