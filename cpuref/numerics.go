@@ -85,8 +85,8 @@ func Rsqrt32(x float32) float32 {
 	for range 3 {
 		y = float32(y * float32(1.5-float32(float32(h*y)*y)))
 	}
-	yy, yyErr := twoProd(y, y)    // y*y = yy + yyErr exactly
-	p, e := twoProd(x, yy)        // x*yy = p + e exactly
+	yy, yyErr := twoProd(y, y) // y*y = yy + yyErr exactly
+	p, e := twoProd(x, yy)     // x*yy = p + e exactly
 	r := float32(float32(float32(1-p)-e) - float32(x*yyErr))
 	return float32(y + float32(float32(0.5*y)*r))
 }
