@@ -13,12 +13,14 @@ import (
 // from QuantizeActivations with scale s) and the ternary matrix w (w.Rows outputs, w.Cols inputs,
 // straight from its I2_S, TQ1_0 or TQ2_0 encoding) into dst (length w.Rows):
 //
-//	acc_ig = Σ_{j in group g} t_ij * q_j                (exact int32)
-//	dst_i  = (Σ_g float32(acc_ig) * w_ig) / s           (f32, groups in order)
+//	acc_ik = Σ_{j in run k} t_ij * q_j                  (exact int32)
+//	dst_i  = (Σ_k float32(acc_ik) * w_ik) * Rcp32(s)     (f32, runs in order, first term not added to 0)
 //
-// where w_ig is the weight scale of row i's group g: one per-tensor scale for I2_S, one f16 scale
-// per 256-column block for TQ1_0/TQ2_0 (model.TernaryMatrix.GroupSize). For I2_S this is
-// dst_i = float32(acc_i) * w / s. Source: "The Era of 1-bit LLMs" eq. 1-5 and the README's Numerics section.
+// where a run is a maximal stretch of consecutive groups of row i with the same weight scale w_ik
+// (one per-tensor scale for I2_S, one f16 scale per 256-column block for TQ1_0/TQ2_0,
+// model.TernaryMatrix.GroupSize). With one scale per tensor, as in BitNet checkpoints, this is
+// dst_i = (float32(acc_i) * w) * Rcp32(s), which is what ternary_matmul.comp computes bit for
+// bit. Source: "The Era of 1-bit LLMs" eq. 1-5 and the README's Numerics section.
 // It is TernaryMatMul with one token.
 func TernaryMatVec(dst []float32, w *model.TernaryMatrix, q []int8, s float32) error {
 	return TernaryMatMul(dst, w, q, []float32{s})
@@ -51,12 +53,23 @@ func TernaryMatMul(dst []float32, w *model.TernaryMatrix, q []int8, s []float32)
 			}
 			for t := range n {
 				qt := q[t*w.Cols : (t+1)*w.Cols]
-				var y float32
+				var (
+					y     float32
+					begun bool
+					acc   int32
+				)
 				for g := range groups {
-					acc := dotTrits(trits[g*gs:(g+1)*gs], qt[g*gs:(g+1)*gs])
-					y += float32(acc) * scales[g]
+					acc += dotTrits(trits[g*gs:(g+1)*gs], qt[g*gs:(g+1)*gs])
+					if g+1 < groups && scales[g+1] == scales[g] {
+						continue // the run goes on: keep adding in int32
+					}
+					term := float32(float32(acc) * scales[g])
+					if begun {
+						term = float32(y + term)
+					}
+					y, begun, acc = term, true, 0
 				}
-				dst[t*w.Rows+r] = y / s[t]
+				dst[t*w.Rows+r] = float32(y * Rcp32(s[t]))
 			}
 		}
 		return nil
@@ -76,7 +89,7 @@ func ternaryMatMulI2S(dst []float32, w *model.TernaryMatrix, scale float32, q []
 	for t := range s {
 		buildI2SLUT(lut, q[t*w.Cols:(t+1)*w.Cols])
 		out := dst[t*w.Rows : (t+1)*w.Rows]
-		st := s[t]
+		ds := Rcp32(s[t])
 		err := parallelRows(w.Rows, func(lo, hi int) error {
 			for r := lo; r < hi; r++ {
 				row := w.Data[r*rowBytes : (r+1)*rowBytes]
@@ -84,9 +97,7 @@ func ternaryMatMulI2S(dst []float32, w *model.TernaryMatrix, scale float32, q []
 				for i, b := range row {
 					acc += int32(lut[i<<8|int(b)])
 				}
-				var y float32
-				y += float32(acc) * scale
-				out[r] = y / st
+				out[r] = float32(float32(float32(acc)*scale) * ds)
 			}
 			return nil
 		})
@@ -124,13 +135,19 @@ func dotTrits(t, q []int8) int32 {
 	return acc
 }
 
-// Logits computes the output projection for one token: dst[v] = Σ_j x[j] * E[v][j] for every
-// row v of e (GGUF shape [dim, vocab]; the tied token_embd table in F16 for BitNet b1.58 2B4T, or
-// F32, BF16, Q8_0), with x the output-normed hidden state (length dim) and dst length vocab. The
-// dot product runs in f32 in index order over the exactly dequantized row. Rows are split across
-// GOMAXPROCS goroutines, one row per goroutine in a fixed order. Source: the README's Numerics section
-// (logits = output_norm(x_L) · E^T). It returns an error naming the tensor for a shape, length or
-// type mismatch.
+// LogitLanes is the number of partial sums of the canonical F16 GEMV dot product (32
+// invocations per row in f16_matvec.comp).
+const LogitLanes = 32
+
+// Logits computes the output projection for one token: dst[v] = x · E[v] for every row v of e
+// (GGUF shape [dim, vocab]; the tied token_embd table in F16 for BitNet b1.58 2B4T, or F32, BF16,
+// Q8_0, dequantized exactly), with x the output-normed hidden state (length dim) and dst length
+// vocab. The dot product is canonical (README, Numerics): the row is read in pairs (elements 2k,
+// 2k+1); lane l of LogitLanes adds, for pairs k = l, l+LogitLanes, ... in order,
+// (x[2k]*E[2k] + x[2k+1]*E[2k+1]) to its partial, every product and sum rounded to f32; the
+// partials meet in TreeSum. shaders/f16_matvec.comp computes the same bits. Rows are split across
+// GOMAXPROCS goroutines. It returns an error naming the tensor for a shape, length or type
+// mismatch.
 func Logits(dst, x []float32, e *model.Tensor) error {
 	if e == nil {
 		return fmt.Errorf("cpuref: Logits: nil tensor")
@@ -145,13 +162,13 @@ func Logits(dst, x []float32, e *model.Tensor) error {
 			return fmt.Errorf("cpuref: Logits: tensor %s: shape %v needs %d bytes, found %d", e.Name, e.Shape, 2*dim*len(dst), len(e.Data))
 		}
 		return parallelRows(len(dst), func(lo, hi int) error {
+			row := make([]float32, dim)
 			for v := lo; v < hi; v++ {
-				row := e.Data[2*v*dim : 2*(v+1)*dim]
-				var acc float32
-				for j, xv := range x {
-					acc += xv * f16[binary.LittleEndian.Uint16(row[2*j:])]
+				raw := e.Data[2*v*dim : 2*(v+1)*dim]
+				for j := range row {
+					row[j] = f16[binary.LittleEndian.Uint16(raw[2*j:])]
 				}
-				dst[v] = acc
+				dst[v] = laneDot(x, row)
 			}
 			return nil
 		})
@@ -162,14 +179,25 @@ func Logits(dst, x []float32, e *model.Tensor) error {
 			if err := model.FloatRow(e, v, row); err != nil {
 				return err
 			}
-			var acc float32
-			for j, xv := range x {
-				acc += xv * row[j]
-			}
-			dst[v] = acc
+			dst[v] = laneDot(x, row)
 		}
 		return nil
 	})
+}
+
+// laneDot is the canonical pairwise, LogitLanes-lane dot product of Logits (len(e) >= len(x); an
+// odd last element forms a pair alone).
+func laneDot(x, e []float32) float32 {
+	var partial [LogitLanes]float32
+	for k := 0; 2*k < len(x); k++ {
+		j := 2 * k
+		pair := float32(x[j] * e[j])
+		if j+1 < len(x) {
+			pair = float32(pair + float32(x[j+1]*e[j+1]))
+		}
+		partial[k%LogitLanes] = float32(partial[k%LogitLanes] + pair)
+	}
+	return TreeSum(partial[:])
 }
 
 // parallelRows calls fn over contiguous ranges [lo, hi) covering 0..rows-1, one goroutine per

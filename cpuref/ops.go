@@ -16,23 +16,33 @@ import (
 	"github.com/bitgpu/bitgpu/model"
 )
 
-// RMSNorm computes dst[i] = x[i] * inv * w[i] with inv = 1 / sqrt(mean(x^2) + eps), for one token
-// (x, w, dst all of length d; dst may alias x). The sum of squares accumulates in f32 in index
-// order; mean = sum / d in f32; inv is computed in float64 from the f32 mean+eps and rounded to
-// f32. Source: the README's Numerics section (Zhang & Sennrich 2019, "Root Mean Square Layer
-// Normalization"). It returns an error when the lengths differ or are 0.
+// NormLanes is the number of partial sums of the canonical RMSNorm sum of squares (one per GPU
+// invocation of rmsnorm.comp): partial l adds x[i]^2 for i = l, l+NormLanes, ... in order.
+const NormLanes = 64
+
+// RMSNorm computes dst[i] = (x[i] * inv) * w[i] for one token (x, w, dst all of length d; dst
+// may alias x), with the canonical arithmetic of numerics.go:
+//
+//	sum  = TreeSum(partial[0..NormLanes-1]),  partial[l] = Σ_{i ≡ l mod NormLanes} x[i]*x[i]
+//	mean = sum * Rcp32(d)
+//	inv  = Rsqrt32(mean + eps)
+//
+// every product and sum rounded to f32 in that order, so shaders/rmsnorm.comp gives the same bits
+// (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization"; README, Numerics). mean + eps
+// must lie in Rsqrt32's domain [2^-100, 2^60] (eps > 0 and |x| < 2^30 suffice). It returns an
+// error when the lengths differ or are 0.
 func RMSNorm(dst, x, w []float32, eps float32) error {
 	if len(x) == 0 || len(w) != len(x) || len(dst) != len(x) {
 		return fmt.Errorf("cpuref: RMSNorm: lengths x %d, w %d, dst %d must be equal and non-zero", len(x), len(w), len(dst))
 	}
-	var sum float32
-	for _, v := range x {
-		sum += v * v
-	}
-	mean := sum / float32(len(x))
-	inv := float32(1 / math.Sqrt(float64(mean+eps)))
+	var partial [NormLanes]float32
 	for i, v := range x {
-		dst[i] = v * inv * w[i]
+		partial[i%NormLanes] = float32(partial[i%NormLanes] + float32(v*v))
+	}
+	mean := float32(TreeSum(partial[:]) * Rcp32(float32(len(x))))
+	inv := Rsqrt32(float32(mean + eps))
+	for i, v := range x {
+		dst[i] = float32(float32(v*inv) * w[i])
 	}
 	return nil
 }
@@ -42,11 +52,11 @@ func RMSNorm(dst, x, w []float32, eps float32) error {
 const ActQuantFloor = 1e-5
 
 // QuantizeActivations quantizes one token's activations x (length d) to int8 with the BitNet
-// b1.58 per-token absmax rule: s = 127 / max(max|x|, 1e-5), dst[i] = clamp(roundEven(x[i]*s),
-// -128, 127), the product x[i]*s rounded to f32 first. It returns s (the factor that took x to the
-// int8 grid; divide by it to go back). Source: "The Era of 1-bit LLMs" section 2 / BitNet
-// (Wang et al. 2023) eq. 4, with the per-token granularity of the 2B4T report (README, Numerics).
-// It returns an error when len(dst) != len(x).
+// b1.58 per-token absmax rule: s = 127 * Rcp32(max(max|x|, 1e-5)), dst[i] =
+// clamp(roundEven(x[i]*s), -128, 127), the product x[i]*s rounded to f32 first. It returns s (the
+// factor that took x to the int8 grid; TernaryMatMul multiplies by Rcp32(s) to go back). Source:
+// "The Era of 1-bit LLMs" section 2 / BitNet (Wang et al. 2023) eq. 4, with the per-token
+// granularity of the 2B4T report (README, Numerics). It returns an error when len(dst) != len(x).
 func QuantizeActivations(dst []int8, x []float32) (float32, error) {
 	if len(dst) != len(x) {
 		return 0, fmt.Errorf("cpuref: QuantizeActivations: dst has %d elements, x %d", len(dst), len(x))
@@ -55,9 +65,9 @@ func QuantizeActivations(dst []int8, x []float32) (float32, error) {
 	for _, v := range x {
 		amax = max(amax, float32(math.Abs(float64(v))))
 	}
-	s := 127 / max(amax, ActQuantFloor)
+	s := float32(127 * Rcp32(max(amax, ActQuantFloor)))
 	for i, v := range x {
-		q := math.RoundToEven(float64(v * s))
+		q := math.RoundToEven(float64(float32(v * s)))
 		dst[i] = int8(max(-128, min(127, q)))
 	}
 	return s, nil
@@ -104,8 +114,8 @@ func RoPE(x []float32, heads, headDim, ropeDim, pos int, base float32, mode mode
 				ia, ib = 2*i, 2*i+1
 			}
 			a, b := v[ia], v[ib]
-			v[ia] = a*cos[i] - b*sin[i]
-			v[ib] = a*sin[i] + b*cos[i]
+			v[ia] = float32(float32(a*cos[i]) - float32(b*sin[i]))
+			v[ib] = float32(float32(a*sin[i]) + float32(b*cos[i]))
 		}
 	}
 	return nil
@@ -136,22 +146,23 @@ func ReLU2GLU(dst, g, u []float32) error {
 	}
 	for i := range g {
 		r := max(g[i], 0)
-		dst[i] = r * r * u[i]
+		dst[i] = float32(float32(r*r) * u[i])
 	}
 	return nil
 }
 
 // SiLUGLU computes the SwiGLU activation (Shazeer 2020): dst[i] = silu(g[i]) * u[i] with
-// silu(g) = g / (1 + exp(-g)), exp in float64 rounded to f32, the rest in f32 (HF hidden_act
-// "silu"). g, u and dst have the same length (dst may alias either). It returns an error when the
-// lengths differ.
+// silu(g) = g * Rcp32(1 + Exp32(min(-g, 60))), each operation rounded to f32 in that order (HF
+// hidden_act "silu"; the clamp keeps the reciprocal's argument in Rcp32's domain, and changes
+// silu only below g = -60, where it is below 2^-80 in magnitude). g, u and dst have the same length (dst
+// may alias either). It returns an error when the lengths differ.
 func SiLUGLU(dst, g, u []float32) error {
 	if len(g) != len(u) || len(dst) != len(g) {
 		return fmt.Errorf("cpuref: SiLUGLU: lengths dst %d, g %d, u %d must be equal", len(dst), len(g), len(u))
 	}
 	for i := range g {
-		e := float32(math.Exp(-float64(g[i])))
-		dst[i] = g[i] / (1 + e) * u[i]
+		e := Exp32(min(-g[i], 60))
+		dst[i] = float32(float32(g[i]*Rcp32(float32(1+e))) * u[i])
 	}
 	return nil
 }

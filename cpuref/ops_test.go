@@ -140,9 +140,8 @@ func randInt8(r *rand.Rand, n int) []int8 {
 }
 
 func TestTernaryMatVecSameAcrossEncodings(t *testing.T) {
-	// The same trits with the same scale 0.25 in every block: I2_S computes acc*w/s once, TQ
-	// computes (acc_0*w + acc_1*w)/s. With w a power of two every product and partial sum is an
-	// exactly representable f32 (|acc| <= 512*128 < 2^24), so all three agree bit for bit.
+	// The same trits with the same scale 0.25 in every block: every encoding forms one run of
+	// equal scales, so all three compute (float32(acc)*w) * Rcp32(s) and agree bit for bit.
 	r := rand.New(rand.NewPCG(1, 2))
 	const rows, cols = 7, 512
 	trits := randTrits(r, rows*cols)
@@ -159,7 +158,7 @@ func TestTernaryMatVecSameAcrossEncodings(t *testing.T) {
 	for j := range cols {
 		acc += int32(trits[j]) * int32(q[j])
 	}
-	require.Equal(t, float32(acc)*0.25/3, results[0][0])
+	require.Equal(t, float32(float32(acc)*0.25)*Rcp32(3), results[0][0])
 	require.Equal(t, results[0], results[1])
 	require.Equal(t, results[0], results[2])
 }
@@ -407,7 +406,7 @@ func TestTernaryMatMulI2SLookupTable(t *testing.T) {
 			for c, tv := range trits {
 				acc += int32(tv) * int32(q[tok*cols+c])
 			}
-			want := float32(acc) * scale / s[tok]
+			want := float32(float32(float32(acc)*scale) * Rcp32(s[tok]))
 			require.Equal(t, math.Float32bits(want), math.Float32bits(got[tok*rows+r]), "row %d token %d", r, tok)
 		}
 	}

@@ -36,7 +36,7 @@ type Options struct {
 	// virtual > CPU.
 	Select string
 	// Disable turns off optional features by name ("int8", "fp16", "storage8", "storage16",
-	// "dot", "subgroup-size-control", "subgroup-arithmetic") so their 32-bit fallbacks can be
+	// "dot", "subgroup-size-control", "subgroup-arithmetic", "subgroup-shuffle") so their 32-bit fallbacks can be
 	// exercised on any device.
 	Disable []string
 }
@@ -69,6 +69,7 @@ type Features struct {
 	Dot4x8Accelerated   bool // packed signed 4x8 dot product reported as hardware-accelerated
 	SubgroupSizeControl bool // VK_EXT_subgroup_size_control
 	SubgroupArithmetic  bool // subgroupAdd/Max/... in compute shaders
+	SubgroupShuffle     bool // subgroupShuffleXor/... in compute shaders
 }
 
 // Heap is one Vulkan memory heap. Size is in bytes.
@@ -325,6 +326,7 @@ func (h *instanceHandle) queryInfo(index int, pd vk.PhysicalDevice) (Info, C.bit
 	const computeStage = 0x20      // VK_SHADER_STAGE_COMPUTE_BIT
 	const arithmeticOp = 0x4       // VK_SUBGROUP_FEATURE_ARITHMETIC_BIT
 	const basicBallotShuffle = 0x1 // VK_SUBGROUP_FEATURE_BASIC_BIT
+	const shuffleOp = 0x10         // VK_SUBGROUP_FEATURE_SHUFFLE_BIT
 	info.Features = Features{
 		Storage16Bit:        caps.storageBuffer16BitAccess != 0,
 		Storage8Bit:         caps.storageBuffer8BitAccess != 0,
@@ -337,6 +339,8 @@ func (h *instanceHandle) queryInfo(index int, pd vk.PhysicalDevice) (Info, C.bit
 		SubgroupSizeControl: caps.subgroupSizeControl != 0,
 		SubgroupArithmetic: uint32(caps.subgroupStages)&computeStage != 0 &&
 			uint32(caps.subgroupOps)&(arithmeticOp|basicBallotShuffle) == arithmeticOp|basicBallotShuffle,
+		SubgroupShuffle: uint32(caps.subgroupStages)&computeStage != 0 &&
+			uint32(caps.subgroupOps)&(shuffleOp|basicBallotShuffle) == shuffleOp|basicBallotShuffle,
 	}
 	return info, caps, family
 }
@@ -481,9 +485,11 @@ func disableFeature(f *Features, caps *C.bitgpu_caps, name string) error {
 		f.SubgroupSizeControl, caps.subgroupSizeControl = false, 0
 	case "subgroup-arithmetic":
 		f.SubgroupArithmetic = false
+	case "subgroup-shuffle":
+		f.SubgroupShuffle = false
 	case "":
 	default:
-		return fmt.Errorf("BITGPU_DISABLE: unknown feature %q (int8, fp16, storage8, storage16, dot, subgroup-size-control, subgroup-arithmetic)", name)
+		return fmt.Errorf("BITGPU_DISABLE: unknown feature %q (int8, fp16, storage8, storage16, dot, subgroup-size-control, subgroup-arithmetic, subgroup-shuffle)", name)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ type kernelDef struct {
 	outputs  []int
 	push     uint32
 	spec     []uint32 // specialization constants from id gpu.SpecFirstCustom on
+	local    uint32   // workgroup size; 0 means gpu.NewKernel's default (256)
 }
 
 type variant struct {
@@ -58,7 +59,7 @@ func NewKernels(dev *gpu.Device) (*Kernels, error) {
 			ks.Release()
 			return nil, err
 		}
-		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: def.spec})
+		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: def.spec, LocalSize: [2]uint32{def.local, 1}})
 		if err != nil {
 			ks.Release()
 			return nil, err

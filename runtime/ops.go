@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 )
@@ -12,7 +13,8 @@ import (
 // this many tokens.
 const GEMMTokens = 8
 
-func subgroupArith(f gpu.Features) bool { return f.SubgroupArithmetic }
+func subgroupArith(f gpu.Features) bool   { return f.SubgroupArithmetic }
+func subgroupShuffle(f gpu.Features) bool { return f.SubgroupShuffle }
 func dotAndSubgroup(f gpu.Features) bool {
 	return f.IntegerDotProduct && f.SubgroupArithmetic
 }
@@ -25,10 +27,10 @@ func init() {
 			{spv: "ternary_matmul_shared"},
 		}
 	}
-	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupArith}, {spv: "f16_matvec_shared"}}
+	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupShuffle}, {spv: "f16_matvec_shared"}}
 	kernelDefs = append(kernelDefs,
-		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28},
-		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28},
+		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
+		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{1}},
 		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
@@ -39,11 +41,12 @@ func init() {
 	)
 }
 
-// rowsPerGroup is how many output rows one workgroup of the matmul kernels covers: one subgroup
-// per row with subgroup arithmetic, else 32 invocations per row (workgroups of 256).
+// rowsPerGroup is how many output rows one workgroup of the matmul kernels covers: 32
+// invocations per row for the F16 kernels (cpuref.LogitLanes, the canonical lane count) and the
+// shared-memory ternary kernel, else one subgroup per row (workgroups of 256).
 func (ks *Kernels) rowsPerGroup(kernel string) uint32 {
-	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "f16_matvec_shared" {
-		return 256 / 32
+	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "f16_matvec_subgroup" || v == "f16_matvec_shared" {
+		return 256 / cpuref.LogitLanes
 	}
 	return 256 / ks.dev.Info().SubgroupSize
 }
@@ -65,7 +68,8 @@ func (a RMSNormArgs) push() []uint32 {
 
 // RMSNormQuant records RMSNorm of T tokens of width D (x [T][D] f32, weights w [D]) fused with the
 // BitNet per-token int8 quantization: q gets the int8 values packed four per uint32
-// ([T][D/4] words), sq the pair (s as f32 bits, Σq as int32) per token. D must be a multiple of 4.
+// ([T][D/4] words), sq the pair (Rcp32(s) as f32 bits, Σq as int32) per token. Both kernels give
+// cpuref.RMSNorm's and cpuref.QuantizeActivations' bits exactly (canonical sum order, numerics.glsl). D must be a multiple of 4.
 func (ks *Kernels) RMSNormQuant(s *gpu.Sequence, x, w, q, sq gpu.Range, a RMSNormArgs) error {
 	if a.D%4 != 0 || a.D == 0 || a.T == 0 {
 		return fmt.Errorf("rmsnorm_quant: width %d must be a positive multiple of 4 and tokens %d positive", a.D, a.T)
@@ -129,7 +133,7 @@ func RepackTernary(m *model.TernaryMatrix) ([]uint32, float32, error) {
 }
 
 // MatMulArgs places the T tokens of a ternary matmul: activations of token t start at uvec4 AOff
-// + t*Cols/16 of a (16 int8 each), its (scale, Σq) pair at slot SOff + t of sq, its outputs at
+// + t*Cols/16 of a (16 int8 each), its (1/scale, Σq) pair at slot SOff + t of sq, its outputs at
 // float YOff + t*YStride of y. Accumulate adds to y (the fused residual connection).
 type MatMulArgs struct {
 	T             uint32
@@ -138,8 +142,9 @@ type MatMulArgs struct {
 	Accumulate    bool
 }
 
-// TernaryMatMul records y[t][r] (+)= float(Σ_j trit[r][j]*q[t][j]) * w.Scale / s[t] for T tokens:
-// the GEMV kernel for one token, the token-tiled GEMM kernel for more.
+// TernaryMatMul records y[t][r] (+)= (float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t]) for T
+// tokens, cpuref.TernaryMatMul's bits exactly: the GEMV kernel for one token, the token-tiled GEMM
+// kernel for more.
 func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gpu.Range, m MatMulArgs) error {
 	if m.T == 0 {
 		return fmt.Errorf("ternary matmul %s: no tokens", w.Name)
@@ -180,7 +185,8 @@ type F16Args struct {
 	Accumulate    bool
 }
 
-// F16MatMul records y[t][r] = Σ_j x[t][j] * E[r][j] over every chunk of e.
+// F16MatMul records y[t][r] = x[t] · E[r] over every chunk of e, with cpuref.Logits' canonical
+// 32-lane dot product (bit for bit).
 func (ks *Kernels) F16MatMul(s *gpu.Sequence, e *F16Matrix, x, y gpu.Range, a F16Args) error {
 	if a.T == 0 || e.Cols%2 != 0 {
 		return fmt.Errorf("f16 matmul %s: %d tokens, %d columns (must be even)", e.Name, a.T, e.Cols)

@@ -1,14 +1,23 @@
 #version 450
-// F16 matrix times f32 vectors: y[t][r] = Σ_j x[t][j] * E[r][j] for rows r of an F16 matrix
-// stored as uint32 words of two halves (row-major, D/2 words per row; unpackHalf2x16 is exact, so
-// no fp16 arithmetic or 16-bit storage is needed). The tied-embedding logits of BitNet b1.58 2B4T
-// and the full-precision GEMV baseline of `bitgpu bench`. One subgroup (or 32 invocations) per row;
-// TOKENS (constant 3) tokens share each matrix word read. A matrix larger than one storage-buffer
-// binding is processed in row chunks, one dispatch each (row_base offsets the output).
+// F16 matrix times f32 vectors: y[t][r] = x[t] · E[r] for rows r of an F16 matrix stored as
+// uint32 words of two halves (row-major, D/2 words per row; unpackHalf2x16 is exact, so no fp16
+// arithmetic or 16-bit storage is needed). The tied-embedding logits of BitNet b1.58 2B4T and the
+// full-precision GEMV baseline of `bitgpu bench`. TOKENS (constant 3) tokens share each matrix
+// word read. A matrix larger than one storage-buffer binding is processed in row chunks, one
+// dispatch each (row_base offsets the output).
+//
+// The dot product is cpuref.Logits' canonical one, bit for bit: 32 lanes per row; lane l adds
+// (x[2w]*e[2w] + x[2w+1]*e[2w+1]) for words w = l, l+32, ... in order; the 32 partials meet in the
+// tree s = 16 .. 1 (partial[l] += partial[l+s]). The subgroup variant numbers invocations
+// subgroup by subgroup (gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID) and runs the
+// tree steps with s < gl_SubgroupSize as a subgroupShuffleXor butterfly (lane l < s then adds lane
+// l+s: the same operands in the same order) and the larger steps through shared memory; the
+// shared variant runs every step through shared memory. Every float is `precise`: no fused
+// multiply-add.
 #extension GL_GOOGLE_include_directive : require
 #if USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "common.glsl"
 
@@ -29,60 +38,72 @@ layout(push_constant) uniform Push {
 	uint accumulate; // y += instead of y = (the fused residual connection)
 } p;
 
-#if USE_SUBGROUP
-#define LANES gl_SubgroupSize
-#define LANE gl_SubgroupInvocationID
-#define ROW_IN_GROUP gl_SubgroupID
-#define ROWS_PER_GROUP gl_NumSubgroups
-#else
 const uint LANES = 32;
-#define LANE (gl_LocalInvocationID.x % 32u)
-#define ROW_IN_GROUP (gl_LocalInvocationID.x / 32u)
-#define ROWS_PER_GROUP (gl_WorkGroupSize.x / 32u)
+const uint ROWS_PER_GROUP = gl_WorkGroupSize.x / LANES;
 shared float red[gl_WorkGroupSize.x];
+
+// inv_index numbers the workgroup's invocations so that each subgroup holds consecutive numbers
+// (in the subgroup variant); rows are the numbers 32r .. 32r+31.
+uint inv_index() {
+#if USE_SUBGROUP
+	return gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+#else
+	return gl_LocalInvocationID.x;
 #endif
+}
+
+// tree_sum returns, in lane 0 of each row, the canonical tree sum of the row's 32 partials v.
+// Called in uniform control flow (it uses barriers).
+float tree_sum(float v, uint idx) {
+	precise float acc = v;
+	uint lane = idx % LANES;
+	for (uint s = LANES / 2u; s > 0u; s >>= 1) {
+#if USE_SUBGROUP
+		if (s < gl_SubgroupSize) {
+			acc = acc + subgroupShuffleXor(acc, s);
+			continue;
+		}
+#endif
+		red[idx] = acc;
+		barrier();
+		if (lane < s) {
+			acc = acc + red[idx + s];
+		}
+		barrier();
+	}
+	return acc;
+}
 
 void main() {
-	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP;
+	uint idx = inv_index();
+	uint lane = idx % LANES;
+	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + idx / LANES;
 	uint t0 = gl_WorkGroupID.y * TOKENS;
 	uint words = p.D / 2u;
-	float acc[TOKENS];
+	precise float acc[TOKENS];
 	for (uint t = 0; t < TOKENS; t++) acc[t] = 0.0;
 	if (row < p.N) {
 		uint base = row * words;
-		for (uint w = LANE; w < words; w += LANES) {
+		for (uint w = lane; w < words; w += LANES) {
 			vec2 ev = unpackHalf2x16(e[base + w]);
 			for (uint t = 0; t < TOKENS; t++) {
 				if (t0 + t < p.T) {
 					uint xi = p.x_off + (t0 + t) * p.D + 2u * w;
-					acc[t] += x[xi] * ev.x + x[xi + 1u] * ev.y;
+					acc[t] = acc[t] + (x[xi] * ev.x + x[xi + 1u] * ev.y);
 				}
 			}
 		}
 	}
 	for (uint t = 0; t < TOKENS; t++) {
-#if USE_SUBGROUP
-		float total = subgroupAdd(acc[t]);
-		bool leader = subgroupElect();
-#else
-		red[gl_LocalInvocationID.x] = acc[t];
-		barrier();
-		for (uint s = 16u; s > 0u; s >>= 1) {
-			if (LANE < s) red[gl_LocalInvocationID.x] += red[gl_LocalInvocationID.x + s];
-			barrier();
-		}
-		float total = red[gl_LocalInvocationID.x - LANE];
-		barrier();
-		bool leader = LANE == 0u;
-#endif
+		float total = tree_sum(acc[t], idx);
 		uint tok = t0 + t;
-		if (leader && row < p.N && tok < p.T) {
-			uint idx = p.y_off + tok * p.y_stride + p.row_base + row;
+		if (lane == 0u && row < p.N && tok < p.T) {
+			uint oi = p.y_off + tok * p.y_stride + p.row_base + row;
 			if (p.accumulate != 0u) {
-				precise float sum = y[idx] + total;
-				y[idx] = sum;
+				precise float sum = y[oi] + total;
+				y[oi] = sum;
 			} else {
-				y[idx] = total;
+				y[oi] = total;
 			}
 		}
 	}

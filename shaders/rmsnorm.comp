@@ -1,20 +1,24 @@
 #version 450
-// RMSNorm of one token per workgroup, y = x / sqrt(mean(x^2) + eps) * w (Zhang & Sennrich 2019),
-// accumulating in f32. Two variants:
+// RMSNorm of one token per workgroup of 64 invocations, y = (x * inv) * w with inv =
+// 1/sqrt(mean(x^2) + eps) (Zhang & Sennrich 2019), bit for bit as cpuref.RMSNorm: invocation l
+// sums x[i]^2 for i = l, l+64, ... in order, the 64 partials meet in the canonical tree (shared
+// memory, s = 32 .. 1), mean = sum * cr_rcp(D), inv = cr_rsqrt(mean + eps). Two variants:
 //   rmsnorm        (QUANT=0): writes y as f32 (the final output_norm before the logits).
-//   rmsnorm_quant  (QUANT=1): fuses the BitLinear per-token int8 quantization (BitNet b1.58):
-//       s = 127 / max(max|y|, 1e-5),  q = clamp(roundEven(y * s), -128, 127)
+//   rmsnorm_quant  (QUANT=1): fuses the BitLinear per-token int8 quantization (BitNet b1.58) of
+//     cpuref.QuantizeActivations:
+//       s = 127 * cr_rcp(max(max|y|, 1e-5)),  q = clamp(roundEven(y * s), -128, 127)
 //     and writes q packed 4 per uint32 (little-endian bytes), plus per token the pair
-//     (s as float bits, Σq as int) that the ternary matmul needs.
-// D must be a multiple of 4 when QUANT=1. local_size_x must be a power of two.
+//     (cr_rcp(s) as float bits, Σq as int) that the ternary matmul needs.
+// D must be a multiple of 4 when QUANT=1. local_size_x must be 64 (cpuref.NormLanes).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "numerics.glsl"
 
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };
 layout(set = 0, binding = 1) readonly buffer W { float w[]; };
 #if QUANT
 layout(set = 0, binding = 2) writeonly buffer Q { uint q[]; };
-layout(set = 0, binding = 3) writeonly buffer S { uint s_out[]; }; // [token][2]: s bits, Σq
+layout(set = 0, binding = 3) writeonly buffer S { uint s_out[]; }; // [token][2]: 1/s bits, Σq
 #else
 layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
 #endif
@@ -37,7 +41,10 @@ float reduce_sum(float v) {
 	red[lid] = v;
 	barrier();
 	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-		if (lid < s) red[lid] += red[lid + s];
+		if (lid < s) {
+			precise float sum = red[lid] + red[lid + s];
+			red[lid] = sum;
+		}
 		barrier();
 	}
 	float r = red[0];
@@ -77,13 +84,13 @@ void main() {
 	uint lid = gl_LocalInvocationID.x;
 	uint nt = gl_WorkGroupSize.x;
 
-	float ss = 0.0;
+	precise float ss = 0.0;
 	for (uint i = lid; i < p.D; i += nt) {
 		float v = x[base + i];
-		ss += v * v;
+		ss = ss + v * v;
 	}
-	float mean = reduce_sum(ss) / float(p.D);
-	precise float inv = 1.0 / sqrt(mean + p.eps);
+	precise float mean = reduce_sum(ss) * cr_rcp(float(p.D));
+	float inv = cr_rsqrt(mean + p.eps);
 #if QUANT
 	float amax = 0.0;
 	for (uint i = lid; i < p.D; i += nt) {
@@ -91,7 +98,7 @@ void main() {
 		amax = max(amax, abs(yv));
 	}
 	amax = reduce_max(amax);
-	precise float s = 127.0 / max(amax, 1e-5);
+	precise float s = 127.0 * cr_rcp(max(amax, uintBitsToFloat(0x3727C5ACu))); // 1e-5
 	int qsum = 0;
 	uint obase = p.out_off + t * p.out_stride;
 	for (uint i4 = lid; i4 < p.D / 4; i4 += nt) {
@@ -108,7 +115,7 @@ void main() {
 	}
 	qsum = reduce_isum(qsum);
 	if (lid == 0) {
-		s_out[2 * (p.s_off + t)] = floatBitsToUint(s);
+		s_out[2 * (p.s_off + t)] = floatBitsToUint(cr_rcp(s));
 		s_out[2 * (p.s_off + t) + 1] = uint(qsum);
 	}
 #else

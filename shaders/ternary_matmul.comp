@@ -1,8 +1,9 @@
 #version 450
 // Ternary matmul, W2A8 (BitNet b1.58 BitLinear): for tokens t and output rows r,
 //   acc[t][r] = Σ_j trit[r][j] * q[t][j]              (exact int32)
-//   y[t][r]   = float(acc) * wscale / s[t]            (y += ... when accumulate != 0: fused residual)
-// with q the int8 activations of rmsnorm_quant and s their scale. One subgroup (or, without
+//   y[t][r]   = (float(acc) * wscale) * inv_s[t]      (y += ... when accumulate != 0: fused residual)
+// with q the int8 activations of rmsnorm_quant and inv_s = cr_rcp(s) their dequantization factor
+// (cpuref.TernaryMatMul's arithmetic, bit for bit). One subgroup (or, without
 // subgroup arithmetic, one group of 32 invocations) per output row; its lanes stride over the row.
 // TOKENS (constant 3) tokens share each weight word read: 1 for decode (GEMV), 8 for prefill (GEMM).
 //
@@ -29,7 +30,7 @@ layout(constant_id = 3) const uint TOKENS = 1;
 
 layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
 layout(set = 0, binding = 1) readonly buffer A { uvec4 a[]; };
-layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: s bits, Σq
+layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: 1/s bits, Σq
 layout(set = 0, binding = 3) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
@@ -110,9 +111,9 @@ void main() {
 #endif
 		uint tok = t0 + t;
 		if (leader && row < p.N && tok < p.T) {
-			float s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
+			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
 			int qsum = int(sq[2 * (p.s_off + tok) + 1]);
-			precise float v = float(total - qsum) * p.wscale / s;
+			precise float v = float(total - qsum) * p.wscale * inv_s; // cpuref.TernaryMatMul's order
 			uint idx = p.y_off + tok * p.y_stride + row;
 			if (p.accumulate != 0u) {
 				precise float sum = y[idx] + v;

@@ -92,6 +92,7 @@ func featureList(f gpu.Features) string {
 	add(f.Dot4x8Accelerated, "dot4x8-accelerated")
 	add(f.SubgroupSizeControl, "subgroup-size-control")
 	add(f.SubgroupArithmetic, "subgroup-arithmetic")
+	add(f.SubgroupShuffle, "subgroup-shuffle")
 	if len(names) == 0 {
 		return "-"
 	}
