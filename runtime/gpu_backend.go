@@ -24,7 +24,8 @@ type GPUOptions struct {
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
-// to 2 bits a weight, norms f32, the tied embedding F16 in row chunks), an f16 KV cache, and a
+// to 2 bits a weight, norms f32, the logits matrix — output.weight, or the tied token embedding —
+// F16 in row chunks), an f16 KV cache, and a
 // decode step recorded once and replayed for every token. It implements Backend and is not safe
 // for concurrent use.
 type GPU struct {
@@ -38,7 +39,7 @@ type GPU struct {
 	closed  bool
 
 	embdHost *model.Tensor // host copy of token_embd for the input gather
-	embd     *F16Matrix    // device copy for the tied logits
+	out      *F16Matrix    // logits matrix on the device: output.weight, or token_embd when tied
 	outNorm  *gpu.Buffer
 	layers   []gpuLayer
 	rope     *gpu.Buffer
@@ -226,9 +227,6 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		return gpu.NewBufferFrom(g.dev, v)
 	}
 	uploadTernary := func(name string, t *model.Tensor) (*TernaryWeights, error) {
-		if s := m.WeightScale(name); s != 1 {
-			return nil, fmt.Errorf("%s: a separate weight scale tensor is not supported on the GPU yet (use --device cpu)", name)
-		}
 		tm, err := model.NewTernaryMatrix(t)
 		if err != nil {
 			return nil, err
@@ -241,7 +239,7 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
-		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, Buf: b.Whole()}, nil
+		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, OutScale: m.WeightScale(name), Buf: b.Whole()}, nil
 	}
 	ternary := func(name string, cols, rows int) (projection, error) {
 		t, err := get(name)
@@ -273,17 +271,18 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, untied := m.Tensors["output.weight"]; untied {
-		return fmt.Errorf("%s: an untied output.weight is not supported on the GPU yet (use --device cpu)", m.Path)
-	}
-	if embd.Type != model.TypeF16 {
-		return fmt.Errorf("tensor token_embd.weight: type %s, the GPU logits need F16", embd.Type)
-	}
 	g.embdHost = embd
-	if g.embd, err = g.uploadF16(embd, c.VocabSize, c.Dim); err != nil {
+	out := embd
+	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !c.TiedEmbedding {
+		out = o
+	}
+	if out.Type != model.TypeF16 {
+		return fmt.Errorf("tensor %s: type %s, the GPU logits need F16", out.Name, out.Type)
+	}
+	if g.out, err = g.uploadF16(out, c.VocabSize, c.Dim); err != nil {
 		return err
 	}
-	advance(uint64(len(embd.Data)))
+	advance(uint64(len(out.Data)))
 	if g.outNorm, err = norm("output_norm.weight", c.Dim); err != nil {
 		return err
 	}
@@ -470,7 +469,7 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			return ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps})
 		}},
 		{"f16_matmul logits", func() error {
-			return ks.F16MatMul(s, g.embd, g.xn.Whole(), logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+			return ks.F16MatMul(s, g.out, g.xn.Whole(), logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
 		}},
 	})
 }
@@ -713,8 +712,8 @@ func (g *GPU) Close() error {
 			bufs = append(bufs, p.buffers()...)
 		}
 	}
-	if g.embd != nil {
-		for _, c := range g.embd.Chunks {
+	if g.out != nil {
+		for _, c := range g.out.Chunks {
 			bufs = append(bufs, c.Buf.Buf)
 		}
 	}

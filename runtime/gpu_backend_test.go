@@ -1,6 +1,9 @@
 package runtime
 
 import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -41,6 +44,26 @@ func synthModel(t *testing.T, typ model.TensorType, edit func(*model.SynthOption
 // worst direction gives 9e-3, rounded to 1e-2; one or two are expected, and a wrong kernel gives
 // an NMSE near 1. The greedy tokens are compared exactly in addition.
 const maxLogitNMSE = 1e-2
+
+// requireLogitsEqual requires cpu and gpu to hold the same f32 bits, reporting the first row and
+// index that differ and the row's NMSE.
+func requireLogitsEqual(t *testing.T, cpu, gpu []float32, vocab int, what string) {
+	t.Helper()
+	require.Equal(t, len(cpu), len(gpu), what)
+	for i := range cpu {
+		if math.Float32bits(cpu[i]) != math.Float32bits(gpu[i]) {
+			row := i / vocab
+			c, g := cpu[row*vocab:(row+1)*vocab], gpu[row*vocab:(row+1)*vocab]
+			var num, den float64
+			for j := range c {
+				d := float64(c[j]) - float64(g[j])
+				num += d * d
+				den += float64(c[j]) * float64(c[j])
+			}
+			t.Fatalf("%s: row %d logit %d: cpu %v gpu %v (row NMSE %.3g)", what, row, i%vocab, cpu[i], gpu[i], num/den)
+		}
+	}
+}
 
 func requireLogitsClose(t *testing.T, cpu, gpu []float32, vocab int, what string) {
 	require.Equal(t, len(cpu), len(gpu), what)
@@ -185,4 +208,52 @@ func TestGPUGreedyOnDevice(t *testing.T) {
 	require.Len(t, tokens[0], 32)
 	require.Equal(t, tokens[1], tokens[0])
 	require.Equal(t, len(prompt)+31, g.Pos())
+}
+
+// TestGPUOutputScalesAndUntiedOutput gives the synthetic model what `bitnet`-architecture files
+// carry — a separate F32 output scale next to some projections (`*.scale`) — and an untied F16
+// output.weight that differs from token_embd, and requires the GPU's logits to equal the CPU's
+// bit for bit. A GPU that ignored either would give other logits.
+func TestGPUOutputScalesAndUntiedOutput(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	for name, v := range map[string]float32{"blk.0.attn_q.scale": 0.75, "blk.1.ffn_down.scale": 1.625} {
+		data := make([]byte, 4)
+		binary.LittleEndian.PutUint32(data, math.Float32bits(v))
+		m.Tensors[name] = &model.Tensor{Name: name, Type: model.TypeF32, Shape: []uint64{1}, Data: data}
+	}
+	embd := m.Tensors["token_embd.weight"]
+	rng := rand.New(rand.NewPCG(21, 22))
+	out := make([]float32, embd.Elements())
+	for i := range out {
+		out[i] = float32(rng.NormFloat64() * 0.05)
+	}
+	m.Tensors["output.weight"] = &model.Tensor{Name: "output.weight", Type: model.TypeF16, Shape: embd.Shape, Data: model.EncodeF16(out)}
+	m.Config.TiedEmbedding = false
+
+	dev := gputest.Open(t)
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
+	require.NoError(t, err)
+	defer g.Close()
+	c, err := cpuref.New(m, 64)
+	require.NoError(t, err)
+	prompt := []int{1, 72, 101, 108, 108, 111}
+	lc, err := c.Prefill(prompt, true)
+	require.NoError(t, err)
+	lg, err := g.Prefill(prompt, true)
+	require.NoError(t, err)
+	requireLogitsEqual(t, lc, lg, m.Config.VocabSize, "prefill")
+	lc, err = c.Decode(33)
+	require.NoError(t, err)
+	lg, err = g.Decode(33)
+	require.NoError(t, err)
+	requireLogitsEqual(t, lc, lg, m.Config.VocabSize, "decode")
+
+	// The same file without the extras gives other logits: the test would notice if they were
+	// ignored.
+	plain := synthModel(t, model.TypeI2_S, nil)
+	cp, err := cpuref.New(plain, 64)
+	require.NoError(t, err)
+	lp, err := cp.Prefill(prompt, false)
+	require.NoError(t, err)
+	require.NotEqual(t, lp, lc[len(lc)-m.Config.VocabSize:])
 }

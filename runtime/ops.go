@@ -31,8 +31,8 @@ func init() {
 	kernelDefs = append(kernelDefs,
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
-		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 36, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
@@ -86,11 +86,13 @@ func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) er
 }
 
 // TernaryWeights is a ternary matrix on the device in bitgpu's GPU layout (see RepackTernary):
-// Rows outputs, Cols inputs, one per-tensor weight scale.
+// Rows outputs, Cols inputs, one per-tensor weight scale, and the optional separate output scale
+// of `bitnet`-architecture models (the `*.scale` tensor next to the weight; 0 or 1 means none).
 type TernaryWeights struct {
 	Name       string
 	Rows, Cols uint32
 	Scale      float32
+	OutScale   float32
 	Buf        gpu.Range
 }
 
@@ -142,8 +144,8 @@ type MatMulArgs struct {
 	Accumulate    bool
 }
 
-// TernaryMatMul records y[t][r] (+)= (float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t]) for T
-// tokens, cpuref.TernaryMatMul's bits exactly: the GEMV kernel for one token, the token-tiled GEMM
+// TernaryMatMul records y[t][r] (+)= ((float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t])) *
+// w.OutScale for T tokens, cpuref's BitLinear bits exactly: the GEMV kernel for one token, the token-tiled GEMM
 // kernel for more.
 func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gpu.Range, m MatMulArgs) error {
 	if m.T == 0 {
@@ -158,7 +160,11 @@ func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gp
 		acc = 1
 	}
 	groups := [3]uint32{(w.Rows + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
-	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc}
+	oscale := w.OutScale
+	if oscale == 0 {
+		oscale = 1
+	}
+	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc, gpu.F32(oscale)}
 	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, y)
 }
 

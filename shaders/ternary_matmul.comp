@@ -1,9 +1,11 @@
 #version 450
 // Ternary matmul, W2A8 (BitNet b1.58 BitLinear): for tokens t and output rows r,
 //   acc[t][r] = Σ_j trit[r][j] * q[t][j]              (exact int32)
-//   y[t][r]   = (float(acc) * wscale) * inv_s[t]      (y += ... when accumulate != 0: fused residual)
-// with q the int8 activations of rmsnorm_quant and inv_s = cr_rcp(s) their dequantization factor
-// (cpuref.TernaryMatMul's arithmetic, bit for bit). One subgroup (or, without
+//   y[t][r]   = ((float(acc) * wscale) * inv_s[t]) * oscale   (y += ... when accumulate != 0:
+//                                                             the fused residual)
+// with q the int8 activations of rmsnorm_quant, inv_s = cr_rcp(s) their dequantization factor and
+// oscale the model's separate output scale (`*.scale` tensors of the `bitnet` architecture; 1.0,
+// an exact no-op, otherwise): cpuref's BitLinear arithmetic, bit for bit. One subgroup (or, without
 // subgroup arithmetic, one group of 32 invocations) per output row; its lanes stride over the row.
 // TOKENS (constant 3) tokens share each weight word read: 1 for decode (GEMV), 8 for prefill (GEMM).
 //
@@ -43,6 +45,7 @@ layout(push_constant) uniform Push {
 	uint y_stride; // floats between tokens in y
 	float wscale;  // per-tensor weight scale
 	uint accumulate;
+	float oscale;  // separate output scale, 1.0 when the model has none
 } p;
 
 #if USE_DOT
@@ -113,7 +116,7 @@ void main() {
 		if (leader && row < p.N && tok < p.T) {
 			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
 			int qsum = int(sq[2 * (p.s_off + tok) + 1]);
-			precise float v = float(total - qsum) * p.wscale * inv_s; // cpuref.TernaryMatMul's order
+			precise float v = float(total - qsum) * p.wscale * inv_s * p.oscale; // cpuref's order
 			uint idx = p.y_off + tok * p.y_stride + row;
 			if (p.accumulate != 0u) {
 				precise float sum = y[idx] + v;
