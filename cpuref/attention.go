@@ -5,19 +5,49 @@ import (
 	"math"
 )
 
+// AttentionChunk is the number of consecutive key positions Attention folds at a time: chunk c
+// holds positions AttentionChunk*c .. AttentionChunk*c+AttentionChunk-1. The GPU kernels use it as
+// their key tile (shaders/attention.comp), so it is part of the canonical arithmetic.
+const AttentionChunk = 32
+
+// attnNoScore is the running maximum before the first chunk and the start of every chunk maximum:
+// below every finite score that occurs (shaders/attention.comp's NEG).
+const attnNoScore = float32(-3.0e38)
+
 // Attention computes causal multi-head attention with grouped-query KV heads for one query token
-// at position pos (Vaswani et al. 2017; GQA, Ainslie et al. 2023). q is [heads][headDim]; kCache
-// and vCache hold f16 bits laid out [ctx][kvHeads][headDim] (ctx >= pos+1), of which positions
-// 0..pos are read; dst is [heads][headDim]. Query head h reads KV head h / (heads/kvHeads). For
-// each head:
+// at position pos (Vaswani et al. 2017; GQA, Ainslie et al. 2023), in the canonical order that the
+// GPU kernels reproduce bit for bit. q is [heads][headDim]; kCache and vCache hold f16 bits laid
+// out [ctx][kvHeads][headDim] (ctx >= pos+1), of which positions 0..pos are read; dst is
+// [heads][headDim]. Query head h reads KV head g = h / (heads/kvHeads).
 //
-//	score_t = (q · k_t) * (1/sqrt(headDim))        t = 0..pos (causal: nothing after pos)
-//	p_t     = exp(score_t - max_t score_t) / Σ_t exp(score_t - max_t score_t)
-//	dst     = Σ_t p_t * v_t
+// For each head, with scale = float32(1/sqrt(headDim)) (computed in float64, rounded once), k_j and
+// v_j the f16 rows of position j converted exactly to f32, and every operation below a single
+// correctly rounded f32 operation (no fused multiply-add):
 //
-// The dot products and sums run in f32 in index order; 1/sqrt(headDim) and exp are computed in
-// float64 and rounded to f32. Source: the README's Numerics section. It returns an error for inconsistent
-// shapes, heads not a multiple of kvHeads, or a cache shorter than pos+1 rows.
+//  1. Score s_j = dot(q, k_j) * scale for j = 0..pos. The dot product keeps 8 partial sums:
+//     a_r = Σ q_i*k_j,i over i ≡ r (mod 8), i ascending, each product rounded, then added to a
+//     sum that starts at +0; then a_r += a_(r+4) for r < 4, a_r += a_(r+2) for r < 2, and
+//     a_0 + a_1 (TreeSum of the 8 partials).
+//  2. The keys 0..pos are cut into chunks of AttentionChunk positions aligned at 0 (the last one
+//     possibly partial). For each chunk c: m_c = max(-3e38, max_j s_j) (exact);
+//     p_j = SoftmaxExp(s_j - m_c); l_c = Σ_j p_j and o_c[d] = Σ_j p_j*v_j,d, both sequential over
+//     j ascending from +0.
+//  3. The chunks are folded in order from M = -3e38, L = 0, O = 0 (online softmax, Milakov and
+//     Gimelshein 2018): M' = max(M, m_c), a = SoftmaxExp(M - M'), b = SoftmaxExp(m_c - M'),
+//     L = (L*a) + (l_c*b), O[d] = (O[d]*a) + (o_c[d]*b), M = M'. For the first chunk a is 0 and b
+//     is 1, so the fold just takes the chunk's partial.
+//  4. dst[d] = O[d] * Rcp32(L). L >= 1: the key holding the maximum contributes e^0 = 1.
+//
+// Keys after pos are not part of any sum. Because the fold runs in chunk order on partials that
+// depend only on their own chunk, the result is the same whether the chunks are streamed by one
+// workgroup (FlashAttention, Dao et al. 2022; Dao 2023) or computed in parallel and merged
+// afterwards (flash-decoding, Dao et al. 2023). Weights below e^-40 of the running maximum are
+// dropped (SoftmaxExp), which changes the output by less than n*1e-17 of the largest |v| for n
+// keys. Scores are assumed finite and above -3e38 (q and the caches finite); other inputs give
+// unspecified results. Source: the README's Numerics section.
+//
+// It returns an error for inconsistent shapes, heads not a multiple of kvHeads, or a cache shorter
+// than pos+1 rows.
 func Attention(dst, q []float32, kCache, vCache []uint16, pos, heads, kvHeads, headDim int) error {
 	if heads <= 0 || kvHeads <= 0 || headDim <= 0 || heads%kvHeads != 0 {
 		return fmt.Errorf("cpuref: Attention: heads %d must be a positive multiple of kvHeads %d (headDim %d)", heads, kvHeads, headDim)
@@ -31,34 +61,55 @@ func Attention(dst, q []float32, kCache, vCache []uint16, pos, heads, kvHeads, h
 	}
 	group := heads / kvHeads
 	scale := float32(1 / math.Sqrt(float64(headDim)))
-	p := make([]float32, pos+1)
+	s := make([]float32, AttentionChunk) // scores, then weights, of one chunk
+	oc := make([]float32, headDim)       // o_c
 	for h := range heads {
 		qh := q[h*headDim : (h+1)*headDim]
 		off := (h / group) * headDim
-		m := float32(math.Inf(-1))
-		for t := 0; t <= pos; t++ {
-			k := kCache[t*kvDim+off : t*kvDim+off+headDim]
-			var dot float32
-			for i, qv := range qh {
-				dot += qv * f16[k[i]]
-			}
-			p[t] = dot * scale
-			m = max(m, p[t])
-		}
-		var sum float32
-		for t := range p {
-			p[t] = float32(math.Exp(float64(p[t] - m)))
-			sum += p[t]
-		}
-		out := dst[h*headDim : (h+1)*headDim]
+		out := dst[h*headDim : (h+1)*headDim] // O until the final scaling
 		clear(out)
-		for t := range p {
-			w := p[t] / sum
-			v := vCache[t*kvDim+off : t*kvDim+off+headDim]
-			for i := range out {
-				out[i] += w * f16[v[i]]
+		M, L := attnNoScore, float32(0)
+		for c0 := 0; c0 <= pos; c0 += AttentionChunk {
+			n := min(AttentionChunk, pos+1-c0)
+			m := attnNoScore
+			for j := range n {
+				row := (c0+j)*kvDim + off
+				s[j] = float32(attnDot(qh, kCache[row:row+headDim]) * scale)
+				m = max(m, s[j])
 			}
+			var l float32
+			clear(oc)
+			for j := range n {
+				p := SoftmaxExp(float32(s[j] - m))
+				l = float32(l + p)
+				row := (c0+j)*kvDim + off
+				for d, vb := range vCache[row : row+headDim] {
+					oc[d] = float32(oc[d] + float32(p*f16[vb]))
+				}
+			}
+			mNew := max(M, m)
+			a := SoftmaxExp(float32(M - mNew))
+			b := SoftmaxExp(float32(m - mNew))
+			L = float32(float32(L*a) + float32(l*b))
+			for d := range out {
+				out[d] = float32(float32(out[d]*a) + float32(oc[d]*b))
+			}
+			M = mNew
+		}
+		r := Rcp32(L)
+		for d := range out {
+			out[d] = float32(out[d] * r)
 		}
 	}
 	return nil
+}
+
+// attnDot is the canonical dot product of q with the f16 row k (Attention's step 1): eight
+// strided partial sums, each sequential from +0, reduced by TreeSum.
+func attnDot(q []float32, k []uint16) float32 {
+	var a [8]float32
+	for i, qv := range q {
+		a[i%8] = float32(a[i%8] + float32(qv*f16[k[i]]))
+	}
+	return TreeSum(a[:])
 }

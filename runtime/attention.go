@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/shaders"
 )
@@ -14,11 +15,15 @@ import (
 // pos0+t and attends cache positions 0..pos0+t.
 const AttentionPosSlot = 0
 
-// AttentionMaxHeadDim is the largest head dimension the attention kernels accept.
-const AttentionMaxHeadDim = 256
+// AttentionMaxHeadDim is the largest head dimension the attention kernels accept. The key tile
+// is fixed at attnChunk keys (it is the chunk of the canonical arithmetic), and the K and V tiles
+// of head dimension d take attnChunk*(2d+8)*2 bytes of shared memory: 16.5 KiB at d = 128, which
+// leaves room for 16 query rows within the 32 KiB the kernels budget (the smallest shared memory
+// bitgpu targets), while d = 256 would need 32.5 KiB for K and V alone. 128 is also the head dimension of the BitNet b1.58 models.
+const AttentionMaxHeadDim = 128
 
-// attentionMaxSplits bounds the split-K factor of decode (attention_merge.comp's MAX_SPLITS).
-const attentionMaxSplits = 256
+// attnChunk is the key tile of attention.comp and the chunk of cpuref.Attention's fold.
+const attnChunk = cpuref.AttentionChunk
 
 // AttentionArgs describes one attention call: T query tokens, H query heads of HeadDim
 // dimensions, KVH key/value heads (grouped-query attention: query head h reads KV head
@@ -75,26 +80,50 @@ func attnMaxSplits(ctx uint32) uint32 {
 	return min(max((ctx+63)/64, 1), 64)
 }
 
-// AttentionScratchBytes is the size in bytes of the scratch decode (T = 1) needs for h query
-// heads of headDim dimensions and a cache of ctx positions on any device: for the largest split
-// count S decode uses (ceil(ctx/64), at most 64), S*h*headDim f32 partial outputs and S*h records
-// (max, sum, 0, 0) of f32; 0 when S is 1 (decode then writes the output directly and ignores
-// scratch). Prefill needs no scratch.
-func AttentionScratchBytes(h, headDim, ctx uint32) uint64 {
-	s := uint64(attnMaxSplits(ctx))
-	if s == 1 {
-		return 0
-	}
-	return s * uint64(h) * (uint64(headDim) + 4) * 4
+// attnChunks is the number of key chunks of a cache of ctx positions: ceil(ctx/attnChunk).
+func attnChunks(ctx uint32) uint32 {
+	return (ctx + attnChunk - 1) / attnChunk
 }
 
-// AttentionKernels records fused causal attention over an f16 KV cache. Prefill is
-// FlashAttention (Dao et al. 2022) in the FlashAttention-2 arrangement (Dao 2023): a workgroup
-// owns a tile of query rows — the (token, query head) pairs of one KV head, so grouped heads
-// share every K/V tile — and streams K/V tiles through shared memory with an online softmax
-// (running max and sum, one pass, no T×T score matrix). Decode is flash-decoding (Dao et al.
-// 2023): the keys are split across workgroups that each write a partial (unnormalized output,
-// max, sum), and a second small pass merges them.
+// attnPartialBytes is the size in bytes of the chunk partials of rows query rows (tokens times
+// heads) of headDim dimensions over a cache of ctx positions: for each of the attnChunks(ctx)
+// chunks, rows*headDim f32 chunk outputs o_c ([chunk][row][dim]), then, after all of those, one
+// record (m_c, l_c, 0, 0) of 4 f32 per chunk and row ([chunk][row]).
+func attnPartialBytes(rows, headDim, ctx uint32) uint64 {
+	return uint64(attnChunks(ctx)) * uint64(rows) * (uint64(headDim) + 4) * 4
+}
+
+// AttentionScratchBytes is the size in bytes of the scratch decode (T = 1) needs for h query
+// heads of headDim dimensions and a cache of ctx positions on any device: one partial per key
+// chunk of 32 positions and head, ceil(ctx/32)*h*(headDim+4) f32 — the chunk outputs
+// [chunk][head][headDim], then the records (max, sum, 0, 0) [chunk][head]. It is 0 when decode
+// uses one split on every device (ctx <= 64: decode then writes the output directly and ignores
+// scratch). Prefill needs no scratch.
+func AttentionScratchBytes(h, headDim, ctx uint32) uint64 {
+	if attnMaxSplits(ctx) == 1 {
+		return 0
+	}
+	return attnPartialBytes(h, headDim, ctx)
+}
+
+// AttentionKernels records fused causal attention over an f16 KV cache whose output has exactly
+// the bits of cpuref.Attention, for prefill and decode alike, on every conforming Vulkan device.
+// Prefill is FlashAttention (Dao et al. 2022) in the FlashAttention-2 arrangement (Dao 2023): a
+// workgroup owns a tile of query rows — the (token, query head) pairs of one KV head, so grouped
+// heads share every K/V tile — and streams K/V tiles of 32 keys through shared memory with an
+// online softmax (no T×T score matrix). Decode is flash-decoding (Dao et al. 2023): the 32-key
+// chunks are dealt round-robin to workgroups that each write one partial (unnormalized output,
+// max, sum) per chunk, and a second small pass folds them.
+//
+// Bit-exactness: a key tile is exactly one chunk of cpuref.Attention's canonical order (32
+// positions aligned at 0). Each chunk's partial depends only on that chunk — scores by a fixed
+// 8-way strided dot product and tree, the chunk maximum, weights from the canonical exp
+// (cpuref.SoftmaxExp), sequential sums in key order — and the partials are folded in chunk order
+// with the same operations whether the fold runs in registers during the stream or in the merge
+// pass, so the split count and tile shape change the work distribution, never the arithmetic.
+// The kernels use only correctly rounded f32 add, subtract and multiply, with every operation
+// marked precise (no fused multiply-add), and shaders/numerics.glsl's exp and reciprocal in place
+// of the implementation-defined built-ins.
 //
 // Pipelines are specialized per head dimension and tile shape and built on first use; the tile
 // shapes are chosen to fit the device's shared memory (every shape fits 32 KiB) and workgroup
@@ -110,16 +139,16 @@ type AttentionKernels struct {
 }
 
 // attnKey identifies one specialized pipeline: the main kernel with its head dimension and tile
-// shape (rows per workgroup, keys per tile, workgroup size), or the merge kernel (all zero).
+// shape (rows per workgroup, workgroup size), or the merge kernel (all zero).
 type attnKey struct {
-	merge        bool
-	hd, rows, bc uint32
-	wg           uint32
+	merge    bool
+	hd, rows uint32
+	wg       uint32
 }
 
-// attnTile is a tile shape of attention.comp: ROWS query rows per workgroup of WG threads,
-// BC keys per tile.
-type attnTile struct{ rows, bc, wg uint32 }
+// attnTile is a tile shape of attention.comp: rows query rows per workgroup of wg threads
+// (wg/rows threads per row, a divisor of the 32 keys of a tile).
+type attnTile struct{ rows, wg uint32 }
 
 // NewAttentionKernels returns the attention kernels of dev; pipelines are built when first
 // recorded.
@@ -128,11 +157,13 @@ func NewAttentionKernels(dev *gpu.Device) *AttentionKernels {
 }
 
 // DecodeSplits is the number of key-range splits (flash-decoding workgroups per KV head) Decode
-// records for a cache of ctx positions. On a GPU it is ceil(ctx/64), at most 64, so that even a
-// few KV heads fill the device at long contexts; on a CPU device (lavapipe, SwiftShader), whose few
-// cores are already busy with the KV heads and where every workgroup costs, it is ceil(ctx/512), at
-// most 4. It depends only on ctx and the device, never on the position, so a recorded decode step
-// stays valid as the position grows; splits beyond the keys a position reaches do no work.
+// records for a cache of ctx positions; split z takes the 32-key chunks z, z+S, z+2S, ... On a
+// GPU it is ceil(ctx/64), at most 64, so that even a few KV heads fill the device at long
+// contexts; on a CPU device (lavapipe, SwiftShader), whose few cores are already busy with the KV
+// heads and where every workgroup costs, it is ceil(ctx/512), at most 4. It depends only on ctx
+// and the device, never on the position, so a recorded decode step stays valid as the position
+// grows; splits beyond the chunks a position reaches do no work. It changes only how the work is
+// spread: the output bits are the same for every split count.
 func (a *AttentionKernels) DecodeSplits(ctx uint32) uint32 {
 	if a.cpuSplits {
 		return min(max((ctx+511)/512, 1), 4)
@@ -152,31 +183,30 @@ func (a *AttentionKernels) Release() {
 }
 
 // attnShared is the shared memory attention.comp declares for a tile shape, in bytes: query rows
-// and K rows padded by one 16-byte vector, V rows, the score tile.
+// and K rows padded by one 16-byte vector, V rows, the score and weight tiles.
 func attnShared(hd uint32, t attnTile) uint32 {
-	return t.rows*(hd/4+1)*16 + t.bc*(hd/8+1)*16 + t.bc*(hd/8)*16 + t.rows*t.bc*4
+	return t.rows*(hd/4+1)*16 + attnChunk*(hd/8+1)*16 + attnChunk*(hd/8)*16 + 2*t.rows*attnChunk*4
 }
 
 // fits reports whether tile shape t is valid for head dim hd on the device: the workgroup within
-// limits, whole threads per row, BC a multiple of them and of 4, and the shared memory within both
+// limits, whole threads per row dividing the 32 keys of a tile, and the shared memory within both
 // the device limit and 32 KiB (the smallest bitgpu targets).
 func (a *AttentionKernels) fits(hd uint32, t attnTile) bool {
 	info := a.dev.Info()
 	if t.wg == 0 || t.rows == 0 || t.wg%t.rows != 0 || t.wg > info.MaxWorkgroupInvocations || t.wg > info.MaxWorkgroupSize[0] {
 		return false
 	}
-	tpr := t.wg / t.rows
-	if t.bc%tpr != 0 || t.bc%4 != 0 {
+	if attnChunk%(t.wg/t.rows) != 0 {
 		return false
 	}
 	lim := min(info.MaxSharedMemory, 32<<10)
 	return attnShared(hd, t) <= lim
 }
 
-// prefillTile picks the tile shape of Prefill for head dim hd: the most query rows and keys per
-// tile that fit (more rows means fewer re-reads of K/V, more keys fewer barriers).
+// prefillTile picks the tile shape of Prefill for head dim hd: the most query rows that fit (more
+// rows means fewer re-reads of K/V), 8 or 16 threads per row.
 func (a *AttentionKernels) prefillTile(hd uint32) (attnTile, error) {
-	for _, t := range []attnTile{{32, 32, 256}, {32, 16, 256}, {16, 16, 256}, {8, 16, 128}, {8, 8, 64}, {4, 8, 32}, {4, 4, 16}} {
+	for _, t := range []attnTile{{32, 256}, {16, 256}, {16, 128}, {8, 128}, {8, 64}, {4, 32}} {
 		if a.fits(hd, t) {
 			return t, nil
 		}
@@ -187,16 +217,15 @@ func (a *AttentionKernels) prefillTile(hd uint32) (attnTile, error) {
 // decodeTile picks the tile shape of Decode for head dim hd and group size G = H/KVH: the
 // workgroup takes all G heads of one KV head (at most 8) for one token, with about one thread per
 // output octet (8 dimensions) of a head — a power of two from 4 to 32, raised so the workgroup
-// has at least 32 threads — and 32 keys per tile (16 if 32 do not fit).
+// has at least 32 threads (fewer if the device does not allow that many).
 func (a *AttentionKernels) decodeTile(hd, group uint32) (attnTile, error) {
 	rows := min(group, 8)
 	tpr := uint32(4)
 	for tpr < 32 && (2*tpr <= hd/8 || rows*tpr < 32) {
 		tpr *= 2
 	}
-	for _, bc := range []uint32{32, 16, 8, 4} {
-		t := attnTile{rows: rows, bc: bc, wg: rows * min(tpr, bc)}
-		if a.fits(hd, t) {
+	for ; tpr >= 1; tpr /= 2 {
+		if t := (attnTile{rows: rows, wg: rows * tpr}); a.fits(hd, t) {
 			return t, nil
 		}
 	}
@@ -216,20 +245,20 @@ func (a *AttentionKernels) kernel(key attnKey) (*gpu.Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
-		spec = gpu.KernelSpec{Name: "attention_merge", SPIRV: code, Bindings: 2, Outputs: []int{1}, PushSize: 16, LocalSize: [2]uint32{64, 1}}
+		spec = gpu.KernelSpec{Name: "attention_merge", SPIRV: code, Bindings: 2, Outputs: []int{1}, PushSize: 24, LocalSize: [2]uint32{32, 1}}
 	} else {
 		code, err := shaders.SPIRV("attention")
 		if err != nil {
 			return nil, err
 		}
 		spec = gpu.KernelSpec{
-			Name:      fmt.Sprintf("attention(hd=%d,rows=%d,keys=%d)", key.hd, key.rows, key.bc),
+			Name:      fmt.Sprintf("attention(hd=%d,rows=%d,threads=%d)", key.hd, key.rows, key.wg),
 			SPIRV:     code,
 			Bindings:  4,
 			Outputs:   []int{3},
 			PushSize:  32,
 			LocalSize: [2]uint32{key.wg, 1},
-			Spec:      []uint32{key.hd, key.rows, key.bc},
+			Spec:      []uint32{key.hd, key.rows},
 		}
 	}
 	k, err := a.dev.NewKernel(spec)
@@ -270,31 +299,41 @@ func (args AttentionArgs) checkOperands(op string, q, kCache, vCache, out gpu.Ra
 // attnScale is 1/sqrt(hd) rounded to f32, as cpuref.Attention computes it.
 func attnScale(hd uint32) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 
-// dispatchMain records attention.comp with the given tile shape and split count.
+// attnMLOffset is the vec4 index of the first (m_c, l_c, 0, 0) record in the chunk partials of
+// args (attnPartialBytes): after the ceil(Ctx/32) * T*H * HeadDim f32 chunk outputs.
+func attnMLOffset(args AttentionArgs) uint32 {
+	return attnChunks(args.Ctx) * args.T * args.H * (args.HeadDim / 4)
+}
+
+// dispatchMain records attention.comp with the given tile shape and split count: splits 1
+// writes the normalized output to out, more write the chunk partials (attnPartialBytes of
+// T*H rows) to out for dispatchMerge.
 func (a *AttentionKernels) dispatchMain(s *gpu.Sequence, args AttentionArgs, tile attnTile, splits uint32, q, kCache, vCache, out gpu.Range) error {
-	k, err := a.kernel(attnKey{hd: args.HeadDim, rows: tile.rows, bc: tile.bc, wg: tile.wg})
+	k, err := a.kernel(attnKey{hd: args.HeadDim, rows: tile.rows, wg: tile.wg})
 	if err != nil {
 		return err
 	}
 	group := args.H / args.KVH
 	rowTiles := uint32((uint64(args.T)*uint64(group) + uint64(tile.rows) - 1) / uint64(tile.rows))
-	mlOff := splits * args.T * args.H * (args.HeadDim / 4) // vec4 index of the (m, l, 0, 0) records
+	mlOff := uint32(0) // unused when the kernel folds in registers
+	if splits > 1 {
+		mlOff = attnMLOffset(args)
+	}
 	push := []uint32{args.T, args.H, args.KVH, args.Ctx, splits, AttentionPosSlot, gpu.F32(attnScale(args.HeadDim)), mlOff}
 	return s.Dispatch(k, [3]uint32{rowTiles, args.KVH, splits}, push, q, kCache, vCache, out)
 }
 
-// dispatchMerge records attention_merge.comp over the splits partial results in scratch.
-func (a *AttentionKernels) dispatchMerge(s *gpu.Sequence, args AttentionArgs, splits uint32, scratch, out gpu.Range) error {
-	if splits > attentionMaxSplits {
-		return fmt.Errorf("attention merge: %d splits, at most %d", splits, attentionMaxSplits)
-	}
+// dispatchMerge records attention_merge.comp: it folds the chunk partials in scratch (written by
+// dispatchMain with splits > 1) in chunk order into the normalized output out, for every query
+// row of args at the position in step slot AttentionPosSlot.
+func (a *AttentionKernels) dispatchMerge(s *gpu.Sequence, args AttentionArgs, scratch, out gpu.Range) error {
 	merge, err := a.kernel(attnKey{merge: true})
 	if err != nil {
 		return err
 	}
 	rows := args.T * args.H
-	mlOff := splits * rows * args.HeadDim // float index of the (m, l, 0, 0) records
-	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, []uint32{rows, args.HeadDim, splits, mlOff}, scratch, out)
+	push := []uint32{rows, args.H, args.HeadDim / 4, attnMLOffset(args), args.Ctx, AttentionPosSlot}
+	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, push, scratch, out)
 }
 
 // Attention records causal attention for args.T query tokens: Decode when T is 1, Prefill
@@ -309,11 +348,13 @@ func (a *AttentionKernels) Attention(s *gpu.Sequence, q, kCache, vCache, out, sc
 
 // Prefill records causal attention for args.T query tokens at positions pos0..pos0+T-1 in one
 // pass: out[t][h] = Σ_j softmax_j((q[t][h]·k_j) * 1/sqrt(HeadDim)) v_j over positions
-// j = 0..pos0+t of KV head h/(H/KVH), layouts as in AttentionArgs. Softmax runs in f32 with max
-// subtraction, online over K/V tiles (FlashAttention, Dao et al. 2022; FlashAttention-2, Dao
-// 2023). A query whose position reaches Ctx sees only the first Ctx keys: the kernel never reads
-// past the cache. out must not overlap the caches. Errors name the op and the sizes: a bad
-// shape, T of 0, or a range too small for the shape.
+// j = 0..pos0+t of KV head h/(H/KVH), layouts as in AttentionArgs, with exactly the bits of
+// cpuref.Attention for each token (its canonical order: 32-key chunks, each reduced to a partial
+// and folded in order). The softmax is online over K/V tiles of one chunk each (FlashAttention,
+// Dao et al. 2022; FlashAttention-2, Dao 2023), so a token gets the same bits from Prefill as
+// from Decode at its position. A query whose position reaches Ctx sees only the first Ctx keys:
+// the kernel never reads past the cache. out must not overlap the caches. Errors name the op and
+// the sizes: a bad shape, T of 0, or a range too small for the shape.
 func (a *AttentionKernels) Prefill(s *gpu.Sequence, q, kCache, vCache, out gpu.Range, args AttentionArgs) error {
 	const op = "attention prefill"
 	if err := args.checkOperands(op, q, kCache, vCache, out); err != nil {
@@ -327,14 +368,16 @@ func (a *AttentionKernels) Prefill(s *gpu.Sequence, q, kCache, vCache, out gpu.R
 }
 
 // Decode records causal attention for one query token (args.T must be 1) at position pos0,
-// attending positions 0..pos0, layouts as in AttentionArgs. It is split-K attention
-// (flash-decoding, Dao et al. 2023): DecodeSplits(Ctx) workgroups per KV head each cover
-// a fixed share of 0..pos0 and write a partial (unnormalized output, max, sum) to scratch, then a
-// merge pass writes out. Nothing recorded depends on pos0, so the sequence can be replayed with
-// SetStep(AttentionPosSlot, pos) as the position grows (up to Ctx-1). scratch must hold
-// AttentionScratchBytes(H, HeadDim, Ctx) bytes (ignored when that is 0) and must not overlap the
-// other ranges. Errors name the op and the sizes: a bad shape, T other than 1, or a range too
-// small for the shape.
+// attending positions 0..pos0, layouts as in AttentionArgs, with exactly the bits of
+// cpuref.Attention. It is split-K attention (flash-decoding, Dao et al. 2023): with S =
+// DecodeSplits(Ctx) > 1, workgroup z of each KV head computes the partials (chunk output, max,
+// sum) of the 32-key chunks z, z+S, ... that pos0 reaches and writes them to scratch, then a
+// merge pass folds the ceil((pos0+1)/32) partials in chunk order and writes out; with S = 1 one
+// workgroup streams the chunks and folds them in registers. Both give the same bits. Nothing
+// recorded depends on pos0, so the sequence can be replayed with SetStep(AttentionPosSlot, pos)
+// as the position grows (up to Ctx-1). scratch must hold AttentionScratchBytes(H, HeadDim, Ctx)
+// bytes (ignored when that is 0) and must not overlap the other ranges. Errors name the op and
+// the sizes: a bad shape, T other than 1, or a range too small for the shape.
 func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
 	const op = "attention decode"
 	if args.T != 1 {
@@ -359,5 +402,5 @@ func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scrat
 	if err := a.dispatchMain(s, args, tile, splits, q, kCache, vCache, scratch); err != nil {
 		return err
 	}
-	return a.dispatchMerge(s, args, splits, scratch, out)
+	return a.dispatchMerge(s, args, scratch, out)
 }

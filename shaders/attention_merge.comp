@@ -1,60 +1,63 @@
 #version 450
-// attention_merge: combines the per-split partial results of attention.comp (flash-decoding,
-// Dao et al. 2023) into the normalized output. One workgroup per output row (token t, head h):
+// attention_merge: folds the chunk partials that attention.comp wrote with p.splits > 1
+// (flash-decoding, Dao et al. 2023) into the normalized output, in chunk order, with the fold of
+// cpuref.Attention (step 3), so the result has the same bits as the CPU reference and as the
+// single-pass kernel. One workgroup per output row (token t = row / H, head h = row % H); each
+// invocation owns 4 consecutive dimensions (one vec4) and recomputes the row's scalars itself:
 //
-//   M = max_s m_s over the splits with l_s > 0,  f_s = exp(m_s - M)
-//   out[row][d] = (sum_s f_s * O_s[row][d]) / (sum_s f_s * l_s)
+//   M = -3e38, L = 0, O = 0;  for c = 0 .. nchunks-1:
+//     M' = max(M, m_c), a = cr_softmax_exp(M - M'), b = cr_softmax_exp(m_c - M'),
+//     L = L*a + l_c*b, O = O*a + o_c*b, M = M'
+//   out[row] = O * cr_rcp(L)
 //
-// part holds f32 [splits][rows][hd] unnormalized outputs, then from float index p.ml_off one
-// record (m, l, 0, 0) per [splits][rows]; an empty split has l = 0 and is skipped. out is f32
-// [rows][hd].
+// with nchunks = ceil(kv_len/32), kv_len = min(pos0 + t + 1, ctx) the keys the row sees and pos0
+// read from step slot p.pos_slot (as attention.comp does), so a recorded decode step stays valid
+// as the position grows. Every chunk below nchunks holds at least one key the row sees, so its
+// record was written.
+//
+// part holds f32 [chunks][rows][hd] chunk outputs o_c, then from vec4 index p.ml_off one record
+// (m_c, l_c, 0, 0) per [chunks][rows]. out is f32 [rows][hd].
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "numerics.glsl"
 
-// MAX_SPLITS bounds p.splits (the host checks it).
-#define MAX_SPLITS 256
-
-layout(set = 0, binding = 0) readonly buffer Part { float part[]; };
-layout(set = 0, binding = 1) writeonly buffer Out { float o[]; };
+layout(set = 0, binding = 0) readonly buffer Part { vec4 part[]; };
+layout(set = 0, binding = 1) writeonly buffer Out { vec4 o[]; };
 
 layout(push_constant) uniform Push {
-	uint rows;   // T*H output rows
-	uint hd;     // head dimension
-	uint splits; // partial results per row, 1..MAX_SPLITS
-	uint ml_off; // float index of the (m, l, 0, 0) records in part
+	uint rows;     // T*H output rows
+	uint H;        // query heads
+	uint qv;       // head dimension / 4
+	uint ml_off;   // vec4 index of the (m_c, l_c, 0, 0) records in part
+	uint ctx;      // positions the caches hold
+	uint pos_slot; // step slot holding pos0
 } p;
 
-shared float fs[MAX_SPLITS];
-
-const float NEG = -3.0e38;
+const uint BC = 32;        // keys per chunk: cpuref.AttentionChunk
+const float NEG = -3.0e38; // the running maximum before the first chunk
 
 void main() {
 	uint row = gl_WorkGroupID.x;
-	uint tid = gl_LocalInvocationID.x;
-	float mx = NEG;
-	for (uint s = 0; s < p.splits; s++) {
-		uint a = p.ml_off + 4 * (s * p.rows + row);
-		if (part[a + 1] > 0.0) {
-			mx = max(mx, part[a]);
+	uint pos0 = step_value(p.pos_slot);
+	uint kv_len = min(pos0 + row / p.H + 1, p.ctx);
+	uint nchunks = (kv_len + BC - 1) / BC;
+	for (uint w = gl_LocalInvocationID.x; w < p.qv; w += gl_WorkGroupSize.x) {
+		precise float M = NEG;
+		precise float L = 0.0;
+		precise vec4 O = vec4(0.0);
+		for (uint c = 0; c < nchunks; c++) {
+			uint rec = c * p.rows + row;
+			vec4 ml = part[p.ml_off + rec];
+			precise float mn = max(M, ml.x);
+			precise float da = M - mn;
+			precise float db = ml.x - mn;
+			float a = cr_softmax_exp(da);
+			float b = cr_softmax_exp(db);
+			L = L * a + ml.y * b;
+			O = O * a + part[rec * p.qv + w] * b;
+			M = mn;
 		}
-	}
-	for (uint s = tid; s < p.splits; s += gl_WorkGroupSize.x) {
-		uint a = p.ml_off + 4 * (s * p.rows + row);
-		float ms = part[a];
-		fs[s] = part[a + 1] > 0.0 ? (ms == mx ? 1.0 : exp(ms - mx)) : 0.0;
-	}
-	barrier();
-	float l = 0.0;
-	for (uint s = 0; s < p.splits; s++) {
-		l += fs[s] * part[p.ml_off + 4 * (s * p.rows + row) + 1];
-	}
-	for (uint d = tid; d < p.hd; d += gl_WorkGroupSize.x) {
-		float acc = 0.0;
-		for (uint s = 0; s < p.splits; s++) {
-			if (fs[s] > 0.0) { // empty splits (l = 0) leave their partial output unwritten
-				acc += fs[s] * part[(s * p.rows + row) * p.hd + d];
-			}
-		}
-		o[row * p.hd + d] = acc / l;
+		precise vec4 y = O * cr_rcp(L);
+		o[row * p.qv + w] = y;
 	}
 }
