@@ -310,6 +310,50 @@ func TestAttentionTileShapes(t *testing.T) {
 // empty at early positions) and 1000 (16 splits); positions 31, 32 and 33 put the last key at
 // the end of the first chunk, alone in the second, and second in it. 16 query heads per KV head
 // take two workgroups of rows.
+// decodeRig is one recorded decode step (T = 1) of a policy with its buffers: step writes the
+// query and the caches' first pos+1 rows, replays the sequence at pos and returns the output.
+type decodeRig struct {
+	t                     *testing.T
+	q, k, v, out, scratch *gpu.Buffer
+	s                     *gpu.Sequence
+	n                     int
+}
+
+func newDecodeRig(t *testing.T, d *gpu.Device, a *AttentionKernels, sh AttentionArgs) *decodeRig {
+	sh.T = 1
+	n := int(sh.H * sh.HeadDim)
+	r := &decodeRig{t: t, n: n}
+	var err error
+	for _, b := range []struct {
+		p    **gpu.Buffer
+		size uint64
+	}{{&r.q, 4 * uint64(n)}, {&r.k, sh.cacheBytes()}, {&r.v, sh.cacheBytes()}, {&r.out, 4 * uint64(n)},
+		{&r.scratch, max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4)}} {
+		*b.p, err = d.NewBuffer(b.size)
+		require.NoError(t, err)
+	}
+	r.s, err = d.NewSequence()
+	require.NoError(t, err)
+	require.NoError(t, a.Attention(r.s, r.q.Whole(), r.k.Whole(), r.v.Whole(), r.out.Whole(), r.scratch.Whole(), sh))
+	return r
+}
+
+func (r *decodeRig) step(q []float32, k, v []uint16, pos int) []float32 {
+	require.NoError(r.t, gpu.Write(r.q, 0, q))
+	require.NoError(r.t, gpu.Write(r.k, 0, k))
+	require.NoError(r.t, gpu.Write(r.v, 0, v))
+	require.NoError(r.t, r.s.SetStep(AttentionPosSlot, uint32(pos)))
+	require.NoError(r.t, r.s.Submit())
+	return download(r.t, r.out, uint32(r.n))
+}
+
+func (r *decodeRig) release() {
+	r.s.Release()
+	for _, b := range []*gpu.Buffer{r.q, r.k, r.v, r.out, r.scratch} {
+		b.Release()
+	}
+}
+
 func TestAttentionDecodeReplay(t *testing.T) {
 	d, devicePolicy := newAttention(t)
 	gpuPolicy := NewAttentionKernels(d)
@@ -333,39 +377,19 @@ func TestAttentionDecodeReplay(t *testing.T) {
 			sh := AttentionArgs{T: 1, H: uint32(c.H), KVH: uint32(c.KVH), HeadDim: uint32(c.hd), Ctx: uint32(c.ctx)}
 			data := newAttnData(rng, sh)
 			n := c.H * c.hd
-			bq, err := d.NewBuffer(4 * uint64(n))
-			require.NoError(t, err)
-			bk, err := d.NewBuffer(sh.cacheBytes())
-			require.NoError(t, err)
-			bv, err := d.NewBuffer(sh.cacheBytes())
-			require.NoError(t, err)
-			out, err := d.NewBuffer(4 * uint64(n))
-			require.NoError(t, err)
-			scratch, err := d.NewBuffer(max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4))
-			require.NoError(t, err)
-			s, err := d.NewSequence()
-			require.NoError(t, err)
 			a := gpuPolicy
 			if policy == "device" {
 				a = devicePolicy
 			}
-			require.NoError(t, a.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), sh))
+			rig := newDecodeRig(t, d, a, sh)
 			splits := a.DecodeSplits(sh.Ctx)
 			for _, pos := range c.pos {
 				q := attnQueries(rng, n)
 				k, v := data.caches(pos + 1)
-				require.NoError(t, gpu.Write(bq, 0, q))
-				require.NoError(t, gpu.Write(bk, 0, k))
-				require.NoError(t, gpu.Write(bv, 0, v))
-				require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
-				require.NoError(t, s.Submit())
 				name := fmt.Sprintf("decode (%s policy) H=%d KVH=%d hd=%d ctx=%d splits=%d pos=%d", policy, c.H, c.KVH, c.hd, c.ctx, splits, pos)
-				data.check(t, name, q, download(t, out, uint32(n)), 1, pos)
+				data.check(t, name, q, rig.step(q, k, v, pos), 1, pos)
 			}
-			s.Release()
-			for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
-				b.Release()
-			}
+			rig.release()
 		}
 	}
 }
@@ -391,29 +415,10 @@ func TestAttentionPrefillEqualsDecode(t *testing.T) {
 		second := runPrefill(t, d, devicePolicy, data, q[37*n:], N-37, 37, nil, 1)
 		batches := append(first, second...)
 		for _, policy := range []*AttentionKernels{devicePolicy, gpuPolicy} {
-			dec := sh
-			dec.T = 1
-			bq, err := d.NewBuffer(4 * uint64(n))
-			require.NoError(t, err)
-			bk, err := d.NewBuffer(sh.cacheBytes())
-			require.NoError(t, err)
-			bv, err := d.NewBuffer(sh.cacheBytes())
-			require.NoError(t, err)
-			out, err := d.NewBuffer(4 * uint64(n))
-			require.NoError(t, err)
-			scratch, err := d.NewBuffer(max(AttentionScratchBytes(sh.H, sh.HeadDim, sh.Ctx), 4))
-			require.NoError(t, err)
-			s, err := d.NewSequence()
-			require.NoError(t, err)
-			require.NoError(t, policy.Attention(s, bq.Whole(), bk.Whole(), bv.Whole(), out.Whole(), scratch.Whole(), dec))
+			rig := newDecodeRig(t, d, policy, sh)
 			for pos := 0; pos < N; pos++ {
 				k, v := data.caches(pos + 1)
-				require.NoError(t, gpu.Write(bq, 0, q[pos*n:(pos+1)*n]))
-				require.NoError(t, gpu.Write(bk, 0, k))
-				require.NoError(t, gpu.Write(bv, 0, v))
-				require.NoError(t, s.SetStep(AttentionPosSlot, uint32(pos)))
-				require.NoError(t, s.Submit())
-				got := download(t, out, uint32(n))
+				got := rig.step(q[pos*n:(pos+1)*n], k, v, pos)
 				for i, x := range got {
 					for _, c := range []struct {
 						name string
@@ -426,10 +431,7 @@ func TestAttentionPrefillEqualsDecode(t *testing.T) {
 					}
 				}
 			}
-			s.Release()
-			for _, b := range []*gpu.Buffer{bq, bk, bv, out, scratch} {
-				b.Release()
-			}
+			rig.release()
 		}
 		data.check(t, fmt.Sprintf("prefill %v", sh), q, whole, N, 0)
 	}

@@ -15,6 +15,17 @@ import (
 	"github.com/bitgpu/bitgpu/model"
 )
 
+// newBackendPair opens the GPU backend (on the test device) and the CPU reference for m, both with
+// a cache of ctx tokens; the GPU backend is closed when the test ends.
+func newBackendPair(t *testing.T, m *model.Model, ctx int) (*GPU, *cpuref.Backend) {
+	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: ctx})
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	c, err := cpuref.New(m, ctx)
+	require.NoError(t, err)
+	return g, c
+}
+
 func synthModel(t *testing.T, typ model.TensorType, edit func(*model.SynthOptions)) *model.Model {
 	opt, err := model.SynthPreset("tiny")
 	require.NoError(t, err)
@@ -58,12 +69,7 @@ func TestGPUMatchesCPUWholeModel(t *testing.T) {
 	for _, typ := range []model.TensorType{model.TypeI2_S, model.TypeTQ2_0} {
 		t.Run(typ.String(), func(t *testing.T) {
 			m := synthModel(t, typ, nil)
-			dev := gputest.Open(t)
-			g, err := NewGPU(dev, m, GPUOptions{Ctx: 128})
-			require.NoError(t, err)
-			defer g.Close()
-			c, err := cpuref.New(m, 128)
-			require.NoError(t, err)
+			g, c := newBackendPair(t, m, 128)
 			vocab := m.Config.VocabSize
 			prompt := []int{1, 40, 41, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 5}
 			lc, err := c.Prefill(prompt, true)
@@ -195,12 +201,7 @@ func TestGPUOutputScalesAndUntiedOutput(t *testing.T) {
 	m.Tensors["output.weight"] = &model.Tensor{Name: "output.weight", Type: model.TypeF16, Shape: embd.Shape, Data: model.EncodeF16(out)}
 	m.Config.TiedEmbedding = false
 
-	dev := gputest.Open(t)
-	g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
-	require.NoError(t, err)
-	defer g.Close()
-	c, err := cpuref.New(m, 64)
-	require.NoError(t, err)
+	g, c := newBackendPair(t, m, 64)
 	prompt := []int{1, 72, 101, 108, 108, 111}
 	lc, err := c.Prefill(prompt, true)
 	require.NoError(t, err)
@@ -229,12 +230,7 @@ func TestGPUOutputScalesAndUntiedOutput(t *testing.T) {
 // show).
 func TestGPUSeededSamplingMatchesCPU(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
-	dev := gputest.Open(t)
-	g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
-	require.NoError(t, err)
-	defer g.Close()
-	c, err := cpuref.New(m, 64)
-	require.NoError(t, err)
+	g, c := newBackendPair(t, m, 64)
 	prompt := EncodePrompt(m.Tokenizer, "Hello world")
 	var tokens [2][]int
 	for i, b := range []Backend{g, c} {
