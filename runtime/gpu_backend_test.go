@@ -161,24 +161,33 @@ func TestGPUF16Baseline(t *testing.T) {
 // TestGPUGreedyOnDevice: Generate with a greedy sampler takes the GPU's DecodeGreedy path (argmax
 // on the device, only the id read back); its 32 tokens must equal the CPU's.
 func TestGPUGreedyOnDevice(t *testing.T) {
-	m := synthModel(t, model.TypeI2_S, nil)
-	dev := gputest.Open(t)
-	g, err := NewGPU(dev, m, GPUOptions{Ctx: 64})
-	require.NoError(t, err)
-	defer g.Close()
+	g, tokens, promptLen := generateOnBoth(t, 32, nil)
 	var _ GreedyDecoder = g
-	c, err := cpuref.New(m, 64)
-	require.NoError(t, err)
+	require.Equal(t, tokens[1], tokens[0])
+	require.Equal(t, promptLen+31, g.Pos())
+}
+
+// generateOnBoth generates n tokens after "Hello world" on the GPU and on the CPU reference of the
+// tiny synthetic model, each with a fresh sampler from opts (nil: greedy), and returns the GPU
+// backend, the two token lists (GPU first) and the prompt's length in tokens.
+func generateOnBoth(t *testing.T, n int, opts *SamplerOptions) (*GPU, [2][]int, int) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	g, c := newBackendPair(t, m, 64)
 	prompt := EncodePrompt(m.Tokenizer, "Hello world")
 	var tokens [2][]int
 	for i, b := range []Backend{g, c} {
-		st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 32, Context: 64, IgnoreEOS: true})
+		var smp *Sampler
+		if opts != nil {
+			var err error
+			smp, err = NewSampler(*opts)
+			require.NoError(t, err)
+		}
+		st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: n, Context: 64, IgnoreEOS: true, Sampler: smp})
 		require.NoError(t, err)
+		require.Len(t, st.Tokens, n)
 		tokens[i] = st.Tokens
 	}
-	require.Len(t, tokens[0], 32)
-	require.Equal(t, tokens[1], tokens[0])
-	require.Equal(t, len(prompt)+31, g.Pos())
+	return g, tokens, len(prompt)
 }
 
 // TestGPUOutputScalesAndUntiedOutput gives the synthetic model what `bitnet`-architecture files
@@ -229,17 +238,6 @@ func TestGPUOutputScalesAndUntiedOutput(t *testing.T) {
 // 0.95, 48 tokens: enough draws that a single differing logit near a sampling boundary would
 // show).
 func TestGPUSeededSamplingMatchesCPU(t *testing.T) {
-	m := synthModel(t, model.TypeI2_S, nil)
-	g, c := newBackendPair(t, m, 64)
-	prompt := EncodePrompt(m.Tokenizer, "Hello world")
-	var tokens [2][]int
-	for i, b := range []Backend{g, c} {
-		smp, err := NewSampler(SamplerOptions{Temperature: 0.9, TopK: 40, TopP: 0.95, Seed: 7})
-		require.NoError(t, err)
-		st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 48, Context: 64, IgnoreEOS: true, Sampler: smp})
-		require.NoError(t, err)
-		tokens[i] = st.Tokens
-	}
-	require.Len(t, tokens[0], 48)
+	_, tokens, _ := generateOnBoth(t, 48, &SamplerOptions{Temperature: 0.9, TopK: 40, TopP: 0.95, Seed: 7})
 	require.Equal(t, tokens[1], tokens[0])
 }

@@ -12,20 +12,6 @@ import (
 	"github.com/bitgpu/bitgpu/model"
 )
 
-// u32 is the f32 unit roundoff, 2^-24.
-var u32 = math.Ldexp(1, -24)
-
-func gammaN(n int) float64 { return float64(n) * u32 / (1 - float64(n)*u32) }
-
-// ulpDiff is the distance in units in the last place between two finite f32 values of one sign.
-func ulpDiff(a, b float32) int64 {
-	ia, ib := int64(math.Float32bits(a)), int64(math.Float32bits(b))
-	if ia > ib {
-		return ia - ib
-	}
-	return ib - ia
-}
-
 func newBuf[T gpu.Elem](t *testing.T, d *gpu.Device, v []T) *gpu.Buffer {
 	b, err := gpu.NewBufferFrom(d, v)
 	require.NoError(t, err)
