@@ -66,16 +66,17 @@ shaders:
 	$(GO) run ./scripts/shaderc
 
 ## run: show bitgpu working here: the Vulkan devices, then a continuation of a fixed prompt by the
-## built-in model on the default device (lavapipe on a machine without a GPU).
+## built-in model on the default device (--device auto: the CPU backend on a machine without a GPU).
 RUN_PROMPT ?= The Python interpreter
 run: deps build
 	./bin/bitgpu devices
 	./bin/bitgpu generate -p "$(RUN_PROMPT)" -n 48 --temp 0.7 --seed 7
 
-## fuzz: each fuzz target for FUZZTIME (GGUF reader, safetensors header, both tokenizers); the
+## fuzz: each fuzz target for FUZZTIME (GGUF reader, whole-file Open with config, tensor and
+## finiteness checks and the CPU backend, safetensors header, both tokenizers); the
 ## seed inputs are in the test files (f.Add) and new crashers land in model/testdata/fuzz/.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := FuzzParseGGUF FuzzParseSafetensors FuzzBPERoundTrip FuzzSPMRoundTrip
+FUZZ_TARGETS := FuzzParseGGUF FuzzOpenGGUF FuzzParseSafetensors FuzzBPERoundTrip FuzzSPMRoundTrip
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \

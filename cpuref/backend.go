@@ -40,10 +40,14 @@ type bitLinear struct {
 // New checks m's hyper-parameters and tensors against the README's Numerics section and returns a Backend
 // with a KV cache of ctx tokens (ctx <= 0 means m.Config.ContextLength). Tensors are looked up by
 // GGUF name (token_embd.weight, output_norm.weight, blk.N.{attn_norm, attn_q, attn_k, attn_v,
-// attn_output, attn_sub_norm, ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_sub_norm}.weight, and the
-// optional output.weight and blk.N.*.scale). Projections must be I2_S, TQ1_0 or TQ2_0; norms and
+// attn_output, attn_sub_norm, ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_sub_norm}.weight — the
+// sub-norms only when Config.SubNorms; without them o_proj and down_proj quantize their input
+// un-normed — and the optional output.weight and blk.N.*.scale). Projections must be I2_S, TQ1_0 or TQ2_0; norms and
 // the embedding F32, F16, BF16 (or Q8_0 for the embedding). Errors name the tensor and give the
-// expected versus found shape or type. The cache takes Layers*ctx*KVHeads*HeadDim*4 bytes.
+// expected versus found shape or type. The cache takes Layers*ctx*KVHeads*HeadDim*4 bytes
+// (KVCacheBytes); before anything is allocated that is checked against the system's available
+// memory (/proc/meminfo MemAvailable), and a cache that does not fit is an error naming both
+// sizes and the largest --ctx that would.
 func New(m *model.Model, ctx int) (*Backend, error) {
 	if m == nil {
 		return nil, fmt.Errorf("cpuref: nil model")
@@ -53,6 +57,9 @@ func New(m *model.Model, ctx int) (*Backend, error) {
 		ctx = cfg.ContextLength
 	}
 	if err := checkConfig(&cfg, ctx); err != nil {
+		return nil, err
+	}
+	if err := checkKVCache(cfg, ctx, memAvailable()); err != nil {
 		return nil, err
 	}
 	b := &Backend{cfg: cfg, ctx: ctx}
@@ -97,6 +104,9 @@ func New(m *model.Model, ctx int) (*Backend, error) {
 			{&l.ffnNorm, "ffn_norm", cfg.Dim}, {&l.ffnSubNorm, "ffn_sub_norm", cfg.FFNDim},
 		}
 		for _, n := range norms {
+			if !cfg.SubNorms && (n.name == "attn_sub_norm" || n.name == "ffn_sub_norm") {
+				continue // llama-arch ternary models: o_proj and down_proj quantize their input as is
+			}
 			if *n.dst, err = normWeights(m, p+n.name+".weight", n.n); err != nil {
 				return nil, err
 			}
@@ -272,7 +282,11 @@ func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 			return nil, fmt.Errorf("cpuref: token %d (index %d) outside the vocabulary [0, %d)", t, i, b.cfg.VocabSize)
 		}
 	}
-	logits, err := b.forward(tokens, allLogits)
+	var logits []float32
+	err := model.CatchFault(func() (err error) {
+		logits, err = b.forward(tokens, allLogits)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -398,12 +412,16 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 }
 
 // normQuant applies RMSNorm with weights w to each of n tokens of in ([n][d]), writing the normed
-// rows to normed and their int8 quantization to qa ([n][d]) with scales sa[t].
+// rows to normed and their int8 quantization to qa ([n][d]) with scales sa[t]. A nil w (a sub-norm
+// the model does not have) quantizes in as it is (the GPU's quantize kernel), leaving normed alone.
 func (b *Backend) normQuant(normed []float32, qa []int8, sa, in, w []float32, n, d int) error {
 	for t := range n {
-		row := normed[t*d : (t+1)*d]
-		if err := RMSNorm(row, in[t*d:(t+1)*d], w, b.cfg.RMSEps); err != nil {
-			return err
+		row := in[t*d : (t+1)*d]
+		if w != nil {
+			row = normed[t*d : (t+1)*d]
+			if err := RMSNorm(row, in[t*d:(t+1)*d], w, b.cfg.RMSEps); err != nil {
+				return err
+			}
 		}
 		s, err := QuantizeActivations(qa[t*d:(t+1)*d], row)
 		if err != nil {

@@ -28,7 +28,7 @@ func synthModel(t *testing.T, o synthOptions) *model.Model {
 	cfg := model.Config{
 		Arch: model.ArchBitNetB158, VocabSize: 50, Dim: 256, Layers: 2, Heads: 4, KVHeads: 2,
 		HeadDim: 64, FFNDim: 512, RoPEBase: 10000, RoPEMode: model.RoPENeox, RMSEps: 1e-5,
-		ContextLength: 16, Act: o.act, TiedEmbedding: true, BOS: -1, EOS: -1, EOT: -1,
+		ContextLength: 16, Act: o.act, TiedEmbedding: true, SubNorms: true, BOS: -1, EOS: -1, EOT: -1,
 	}
 	if cfg.Act == "" {
 		cfg.Act = model.ActReLU2

@@ -211,7 +211,8 @@ func parallelRows(rows int, fn func(lo, hi int) error) error {
 	var wg sync.WaitGroup
 	for w := range workers {
 		lo, hi := w*rows/workers, (w+1)*rows/workers
-		wg.Go(func() { errs[w] = fn(lo, hi) })
+		// Each worker reads memory-mapped weights: a fault there (the file shrank) becomes its error.
+		wg.Go(func() { errs[w] = model.CatchFault(func() error { return fn(lo, hi) }) })
 	}
 	wg.Wait()
 	for _, err := range errs {

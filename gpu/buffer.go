@@ -185,6 +185,7 @@ func (d *Device) viaStaging(total int, record func(stage []byte, done int) func(
 		if err != nil {
 			return fmt.Errorf("staging buffer: %w", err)
 		}
+		d.untrack(s) // the device's own, released by Close
 		d.staging = s
 	}
 	stage := unsafe.Slice((*byte)(d.staging.ptr), stagingSize)

@@ -28,7 +28,8 @@ import (
 
 // Options choose how Open creates the device.
 type Options struct {
-	// Validate enables VK_LAYER_KHRONOS_validation and collects its messages (see
+	// Validate enables VK_LAYER_KHRONOS_validation, with synchronization validation (missing
+	// barriers are reported as SYNC-HAZARD-* messages), and collects its messages (see
 	// Device.ValidationMessages). Open returns an error when the layer is not installed.
 	Validate bool
 	// Select picks a physical device by index (as `bitgpu devices` numbers them) or by a
@@ -176,6 +177,44 @@ func (d *Device) releaseAll() {
 			f()
 		}
 	}
+}
+
+// Live counts the objects created on a Device and not yet released, and the bytes their buffers
+// asked for (the sum of the sizes passed to NewBuffer/NewHostBuffer). The device's own staging
+// buffer and the step blocks owned by sequences are not counted.
+type Live struct {
+	Buffers, Kernels, Sequences, Timers int
+	BufferBytes                         uint64
+}
+
+// Objects is the number of live objects of every kind.
+func (l Live) Objects() int { return l.Buffers + l.Kernels + l.Sequences + l.Timers }
+
+// String lists the live objects, e.g. "2 buffers (4096 bytes), 1 kernels, 0 sequences, 0 timers".
+func (l Live) String() string {
+	return fmt.Sprintf("%d buffers (%d bytes), %d kernels, %d sequences, %d timers",
+		l.Buffers, l.BufferBytes, l.Kernels, l.Sequences, l.Timers)
+}
+
+// Live reports the objects created on d that their owners have not released yet.
+func (d *Device) Live() Live {
+	d.objMu.Lock()
+	defer d.objMu.Unlock()
+	var l Live
+	for k := range d.objects {
+		switch o := k.(type) {
+		case *Buffer:
+			l.Buffers++
+			l.BufferBytes += o.size
+		case *Kernel:
+			l.Kernels++
+		case *Sequence:
+			l.Sequences++
+		case *Timer:
+			l.Timers++
+		}
+	}
+	return l
 }
 
 // Info reports the device's identity, limits and enabled features.
@@ -495,8 +534,9 @@ func disableFeature(f *Features, caps *C.bitgpu_caps, name string) error {
 }
 
 // Close waits for the device to go idle and releases every Vulkan object the Device created,
-// including buffers, kernels and sequences not closed by the caller (the validation layer
-// reports any that leak). Calling Close twice is harmless.
+// including buffers, kernels, sequences and timers the caller did not release — but those are a
+// leak of their owner, so Close then returns an error wrapping ErrLeak that counts them (see
+// Live). Calling Close twice is harmless.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -505,10 +545,17 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	var leak error
 	if d.dev != nil {
 		vk.DeviceWaitIdle(d.dev)
+		if live := d.Live(); live.Objects() > 0 {
+			leak = fmt.Errorf("%w: %s", ErrLeak, live)
+		}
 		d.releaseAll()
-		d.staging = nil
+		if d.staging != nil {
+			d.staging.Release()
+			d.staging = nil
+		}
 		if d.stepLayout != nil {
 			vk.DestroyDescriptorSetLayout(d.dev, d.stepLayout, nil)
 		}
@@ -528,5 +575,5 @@ func (d *Device) Close() error {
 	h := instanceHandle{inst: d.instance, messenger: d.messenger, log: d.log, logKey: d.logKey}
 	h.destroy()
 	d.instance = nil
-	return nil
+	return leak
 }

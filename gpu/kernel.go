@@ -10,11 +10,14 @@ import "C"
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"unsafe"
 
 	vk "github.com/goki/vulkan"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 )
 
 // Specialization constant ids every bitgpu shader shares (declare only the ones a shader uses):
@@ -173,7 +176,9 @@ func (d *Device) stepSetLayout() (vk.DescriptorSetLayout, error) {
 
 // pipelineCachePath is where the pipeline cache persists between runs: $BITGPU_PIPELINE_CACHE,
 // or <user cache dir>/bitgpu/pipelines-<vendor>-<device>.bin; "off" disables persistence. The
-// driver validates the blob's header (vendor, device, cache UUID) and ignores a stale one.
+// driver validates the blob's header (vendor, device, cache UUID) and ignores a stale one. A path
+// that is not a regular file (a FIFO, a device, a directory) is neither read — a FIFO would block —
+// nor replaced.
 func (d *Device) pipelineCachePath() string {
 	p := os.Getenv("BITGPU_PIPELINE_CACHE")
 	if p == "off" {
@@ -192,7 +197,7 @@ func (d *Device) pipelineCachePath() string {
 func (d *Device) openPipelineCache() error {
 	var blob []byte
 	if p := d.pipelineCachePath(); p != "" {
-		blob, _ = os.ReadFile(p) // a missing or unreadable cache only costs compile time
+		blob, _ = fsutil.ReadRegular(p) // a missing, unreadable or non-regular cache only costs compile time
 	}
 	ci := vk.PipelineCacheCreateInfo{SType: vk.StructureTypePipelineCacheCreateInfo}
 	var cdata unsafe.Pointer
@@ -212,8 +217,8 @@ func (d *Device) openPipelineCache() error {
 	return check(r, "vkCreatePipelineCache")
 }
 
-// savePipelineCache writes the cache blob atomically (temp file + rename); failures are ignored
-// because the cache is only an accelerator.
+// savePipelineCache writes the cache blob atomically (fsutil.WriteAtomic: temp file + rename, never
+// over a non-regular file); failures are ignored because the cache is only an accelerator.
 func (d *Device) savePipelineCache() {
 	p := d.pipelineCachePath()
 	if p == "" {
@@ -229,16 +234,8 @@ func (d *Device) savePipelineCache() {
 		return
 	}
 	blob := C.GoBytes(buf, C.int(n))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if fsutil.CheckWriteTarget(p) != nil || os.MkdirAll(filepath.Dir(p), 0o755) != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".pipelines-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(blob)
-	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Rename(tmp.Name(), p) != nil {
-		os.Remove(tmp.Name())
-	}
+	_ = fsutil.WriteAtomic(p, func(w io.Writer) error { _, err := w.Write(blob); return err })
 }

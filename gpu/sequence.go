@@ -37,6 +37,10 @@ type Sequence struct {
 	written []Range
 	read    []Range
 	timers  map[*Timer]bool
+
+	// noAutoBarriers (tests only) makes Dispatch skip the barriers its hazard tracking asks for,
+	// so a test can show that synchronization validation reports the missing barrier.
+	noAutoBarriers bool
 }
 
 // setsPerPool is how many descriptor sets each descriptor pool of a Sequence holds.
@@ -194,7 +198,7 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 			hazard = true
 		}
 	}
-	if hazard {
+	if hazard && !s.noAutoBarriers {
 		s.Barrier()
 	}
 	for i, r := range bufs {

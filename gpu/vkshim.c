@@ -63,14 +63,23 @@ VkResult bitgpu_create_instance(int validate, uintptr_t userData, VkInstance *ou
 	VkInstanceCreateInfo ci = {VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
 	ci.pApplicationInfo = &app;
 	const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
-	const char *exts[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
+	const char *exts[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
 	VkDebugUtilsMessengerCreateInfoEXT mci;
+	// Synchronization validation on top of the default checks: a missing or too weak barrier
+	// between dependent dispatches (or copies, or host access) is reported as a SYNC-HAZARD-*
+	// message, so the GPU tests fail on it on every driver, even one that happens to run the
+	// dispatches in order (lavapipe, SwiftShader). The layer provides VK_EXT_validation_features.
+	VkValidationFeatureEnableEXT enables[] = {VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+	VkValidationFeaturesEXT vf = {VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
+	vf.enabledValidationFeatureCount = 1;
+	vf.pEnabledValidationFeatures = enables;
 	if (validate) {
 		fill_messenger_info(&mci, userData);
+		mci.pNext = &vf;
 		ci.pNext = &mci;
 		ci.enabledLayerCount = 1;
 		ci.ppEnabledLayerNames = layers;
-		ci.enabledExtensionCount = 1;
+		ci.enabledExtensionCount = 2;
 		ci.ppEnabledExtensionNames = exts;
 	}
 	return create(&ci, NULL, out);

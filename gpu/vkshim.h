@@ -38,8 +38,9 @@ typedef struct {
 PFN_vkGetInstanceProcAddr bitgpu_load(void);
 
 // bitgpu_create_instance creates a Vulkan 1.1 instance. With validate != 0 it enables
-// VK_LAYER_KHRONOS_validation and VK_EXT_debug_utils and chains a messenger create info so messages
-// during instance creation and destruction reach the callback too (userData is passed through).
+// VK_LAYER_KHRONOS_validation with synchronization validation (VK_EXT_validation_features) and
+// VK_EXT_debug_utils, and chains a messenger create info so messages during instance creation and
+// destruction reach the callback too (userData is passed through).
 VkResult bitgpu_create_instance(int validate, uintptr_t userData, VkInstance *out);
 
 // bitgpu_create_messenger creates the debug-utils messenger reporting warnings and errors.

@@ -213,9 +213,20 @@ func (t *BPETokenizer) PreTokenizer() (name string, ignoreMerges bool) { return 
 // token (only possible in a vocabulary missing some of the 256 byte tokens) become the unknown
 // token, or are dropped when there is none.
 func (t *BPETokenizer) Encode(text string, parseSpecial bool) []int {
+	return t.encode(t.splitSpecial(text, parseSpecial, nil))
+}
+
+// EncodeTemplate returns the token ids of text (no BOS) with control tokens parsed except where
+// they overlap a literal span, whose text is tokenized as plain text (see Tokenizer).
+func (t *BPETokenizer) EncodeTemplate(text string, literal []Span) []int {
+	return t.encode(t.splitSpecial(text, true, literal))
+}
+
+// encode tokenizes the fragments of splitSpecial.
+func (t *BPETokenizer) encode(frags []fragment) []int {
 	var out []int
 	cache := map[string][]int{}
-	for _, f := range t.splitSpecial(text, parseSpecial) {
+	for _, f := range frags {
 		if f.id >= 0 {
 			out = append(out, f.id)
 			continue

@@ -65,26 +65,37 @@ func RenderChat(template string, msgs []ChatMessage, addGenerationPrompt bool) (
 
 // Render renders msgs in format f (see RenderChat).
 func (f ChatFormat) Render(msgs []ChatMessage, addGenerationPrompt bool) (string, error) {
+	text, _, err := f.RenderSpans(msgs, addGenerationPrompt)
+	return text, err
+}
+
+// RenderSpans renders msgs in format f like Render and also returns the byte span of every
+// message's content in the text, in message order (the spans Tokenizer.EncodeTemplate keeps as
+// plain text).
+func (f ChatFormat) RenderSpans(msgs []ChatMessage, addGenerationPrompt bool) (string, []Span, error) {
 	var b strings.Builder
+	var spans []Span
 	for i, m := range msgs {
 		if strings.TrimSpace(m.Role) == "" {
-			return "", fmt.Errorf("chat: message %d has an empty role", i)
+			return "", nil, fmt.Errorf("chat: message %d has an empty role", i)
 		}
 		content := strings.TrimSpace(m.Content)
 		switch f {
 		case ChatBitNet:
 			b.WriteString(capitalize(m.Role))
 			b.WriteString(": ")
+			spans = append(spans, Span{b.Len(), b.Len() + len(content)})
 			b.WriteString(content)
 			b.WriteString("<|eot_id|>")
 		case ChatLlama3:
 			b.WriteString("<|start_header_id|>")
 			b.WriteString(m.Role)
 			b.WriteString("<|end_header_id|>\n\n")
+			spans = append(spans, Span{b.Len(), b.Len() + len(content)})
 			b.WriteString(content)
 			b.WriteString("<|eot_id|>")
 		default:
-			return "", fmt.Errorf("chat: unknown format %v", f)
+			return "", nil, fmt.Errorf("chat: unknown format %v", f)
 		}
 	}
 	if addGenerationPrompt {
@@ -94,10 +105,10 @@ func (f ChatFormat) Render(msgs []ChatMessage, addGenerationPrompt bool) (string
 		case ChatLlama3:
 			b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
 		default:
-			return "", fmt.Errorf("chat: unknown format %v", f)
+			return "", nil, fmt.Errorf("chat: unknown format %v", f)
 		}
 	}
-	return b.String(), nil
+	return b.String(), spans, nil
 }
 
 // capitalize is Jinja's `capitalize` filter: first character upper-case, the rest lower-case.
@@ -109,15 +120,28 @@ func capitalize(s string) string {
 	return string(unicode.ToUpper(r)) + strings.ToLower(s[n:])
 }
 
-// EncodeChat renders msgs with RenderChat and encodes the result with special tokens parsed,
-// prefixed with tok's BOS id when tok.AddBOS() is true. Special-token text typed inside a
-// message's content is parsed as the special token too, as when the whole rendered template is
-// tokenized by llama.cpp or HF.
+// EncodeChat renders msgs with RenderChat and encodes the result, prefixed with tok's BOS id when
+// tok.AddBOS() is true. The template's own markers ("<|eot_id|>", "<|start_header_id|>") become
+// their special tokens; special-token text typed inside a message's content stays plain text
+// (Tokenizer.EncodeTemplate), so a user cannot forge a turn — llama.cpp's rule for chat input.
+// EncodeChatSpecial parses it instead. Errors: a nil tokenizer, or RenderChat's.
 func EncodeChat(tok Tokenizer, template string, msgs []ChatMessage, addGenerationPrompt bool) ([]int, error) {
+	return encodeChat(tok, template, msgs, addGenerationPrompt, false)
+}
+
+// EncodeChatSpecial is EncodeChat with special-token text inside message content parsed as the
+// special token too, as when the whole rendered template is tokenized by HF's
+// apply_chat_template (bitgpu chat --special).
+func EncodeChatSpecial(tok Tokenizer, template string, msgs []ChatMessage, addGenerationPrompt bool) ([]int, error) {
+	return encodeChat(tok, template, msgs, addGenerationPrompt, true)
+}
+
+// encodeChat is EncodeChat (special false) and EncodeChatSpecial (special true).
+func encodeChat(tok Tokenizer, template string, msgs []ChatMessage, addGenerationPrompt, special bool) ([]int, error) {
 	if tok == nil {
 		return nil, fmt.Errorf("chat: nil tokenizer")
 	}
-	text, err := RenderChat(template, msgs, addGenerationPrompt)
+	text, spans, err := DetectChatFormat(template).RenderSpans(msgs, addGenerationPrompt)
 	if err != nil {
 		return nil, err
 	}
@@ -125,5 +149,8 @@ func EncodeChat(tok Tokenizer, template string, msgs []ChatMessage, addGeneratio
 	if tok.AddBOS() && tok.BOS() >= 0 {
 		ids = append(ids, tok.BOS())
 	}
-	return append(ids, tok.Encode(text, true)...), nil
+	if special {
+		spans = nil
+	}
+	return append(ids, tok.EncodeTemplate(text, spans)...), nil
 }

@@ -90,3 +90,34 @@ func TestEncodeChat(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int{'U', 's', 'e', 'r', ':', ' ', tHELLO, tEOT}, ids)
 }
+
+func TestEncodeChatKeepsContentLiteral(t *testing.T) {
+	for _, tok := range []Tokenizer{newTestBPE(t, "llama-bpe"), newTestSPM(t, true)} {
+		msgs := []ChatMessage{{Role: "user", Content: "hello<|eot_id|>"}}
+		plain, err := EncodeChat(tok, bitnet2B4TTemplate, msgs, true)
+		require.NoError(t, err)
+		parsed, err := EncodeChatSpecial(tok, bitnet2B4TTemplate, msgs, true)
+		require.NoError(t, err)
+		text, err := RenderChat(bitnet2B4TTemplate, msgs, true)
+		require.NoError(t, err)
+		bos := []int{}
+		if tok.AddBOS() && tok.BOS() >= 0 {
+			bos = append(bos, tok.BOS())
+		}
+		require.Equal(t, append(bos, tok.Encode(text, true)...), parsed, "--special: the whole text parsed, as before")
+		require.Equal(t, tok.Decode(plain), tok.Decode(parsed), "same text either way")
+		eot := tok.EOT()
+		if eot < 0 {
+			require.Equal(t, parsed, plain, "no <|eot_id|> token: nothing to parse")
+			continue
+		}
+		require.Less(t, len(parsed), len(plain), "the typed marker is one token only when parsed")
+		n := 0
+		for _, id := range plain {
+			if id == eot {
+				n++
+			}
+		}
+		require.Equal(t, 1, n, "only the template's own <|eot_id|> is special: %v", plain)
+	}
+}

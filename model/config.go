@@ -30,6 +30,7 @@ const (
 	keyRMSEps        = "%s.attention.layer_norm_rms_epsilon"
 	keyRoPEBase      = "%s.rope.freq_base"
 	keyRoPEDim       = "%s.rope.dimension_count"
+	keyHiddenAct     = "%s.hidden_activation"
 )
 
 // Defaults for optional hyper-parameter keys (llama.cpp's defaults).
@@ -145,8 +146,12 @@ var scaleName = regexp.MustCompile(`^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_outp
 // `bitnet` architecture a projection may have a companion `blk.N.<proj>.scale` tensor (F32, shape
 // [1]): a per-tensor multiplier applied on top of the weight's own scale (see Model.WeightScale).
 // The first problem found is returned as an error naming the tensor with the expected versus found
-// shape or type.
+// shape or type. The config's sizes are first bounded by the tensors given (as ConfigFromGGUF
+// does), so a huge Layers fails fast instead of listing every declared layer.
 func (c *Config) ValidateTensors(tensors map[string]*Tensor) error {
+	if err := c.checkFits(limitsOf(tensors), genericKeys); err != nil {
+		return err
+	}
 	specs := c.TensorSpecs()
 	want := make(map[string]bool, len(specs))
 	for _, s := range specs {
@@ -227,8 +232,11 @@ func checkTensor(t *Tensor, s TensorSpec) error {
 //     tokenizer.ggml.model "llama" and for the LLaMA-3 pre-tokenizer, as llama.cpp), and
 //     tokenizer.chat_template.
 //
-// TiedEmbedding is true when tensors has no output.weight. Errors name the key (or tensor) and
-// the expected versus found value or shape.
+// TiedEmbedding is true when tensors has no output.weight. Before the tensors are compared with
+// the config, the sizes are bounded by what the file holds (block_count by its tensor count, 7
+// projections a layer; embedding_length, feed_forward_length, the vocabulary and their products
+// by its largest tensor), so an untrusted count never sizes an allocation. Errors name the key (or
+// tensor) and the expected versus found value or shape.
 func ConfigFromGGUF(meta map[string]any, tensors map[string]*Tensor) (Config, error) {
 	var c Config
 	arch, ok, err := cfgString(meta, keyArch)
@@ -240,17 +248,34 @@ func ConfigFromGGUF(meta map[string]any, tensors map[string]*Tensor) (Config, er
 	}
 	c.Arch = Arch(arch)
 	switch c.Arch {
-	case ArchBitNetB158:
+	case ArchBitNetB158, ArchBitNet25:
+		// bitnet-25 is microsoft/BitNet's converter's label for the same layout; its keys keep
+		// the "bitnet-25." prefix (k below uses the label as written).
+		c.Arch = ArchBitNetB158
 		c.Act, c.RoPEMode, c.SubNorms = ActReLU2, RoPENeox, true
 	case ArchBitNet:
 		c.Act, c.RoPEMode, c.SubNorms = ActSiLU, RoPENeox, true
+		// Newer upstream converters say the gate activation; files without the key are the
+		// 1bitLLM models, whose gate is SiLU.
+		key := fmt.Sprintf(keyHiddenAct, arch)
+		act, ok, err := cfgString(meta, key)
+		if err != nil {
+			return c, err
+		}
+		switch {
+		case !ok || act == string(ActSiLU):
+		case act == string(ActReLU2):
+			c.Act = ActReLU2
+		default:
+			return c, fmt.Errorf("metadata key %s = %q: unsupported gate activation (want %q or %q)", key, act, ActReLU2, ActSiLU)
+		}
 	case ArchLlama:
 		c.Act, c.RoPEMode = ActSiLU, RoPENorm
 		_, hasA := tensors["blk.0.attn_sub_norm.weight"]
 		_, hasF := tensors["blk.0.ffn_sub_norm.weight"]
 		c.SubNorms = hasA && hasF
 	default:
-		return c, fmt.Errorf("metadata key %s = %q: unsupported architecture (want %s, %s or %s)", keyArch, arch, ArchBitNetB158, ArchBitNet, ArchLlama)
+		return c, fmt.Errorf("metadata key %s = %q: unsupported architecture (want %s, %s, %s or %s)", keyArch, arch, ArchBitNetB158, ArchBitNet25, ArchBitNet, ArchLlama)
 	}
 	k := func(f string) string { return fmt.Sprintf(f, arch) }
 	for _, r := range []struct {
@@ -286,8 +311,8 @@ func ConfigFromGGUF(meta map[string]any, tensors map[string]*Tensor) (Config, er
 	if c.RoPEDim, err = cfgOptionalInt(meta, k(keyRoPEDim), c.HeadDim); err != nil {
 		return c, err
 	}
-	if c.RoPEDim%2 != 0 || c.RoPEDim > c.HeadDim {
-		return c, fmt.Errorf("metadata key %s = %d: expected an even number at most the head size %d", k(keyRoPEDim), c.RoPEDim, c.HeadDim)
+	if c.RoPEDim <= 0 || c.RoPEDim%2 != 0 || c.RoPEDim > c.HeadDim {
+		return c, fmt.Errorf("metadata key %s = %d: expected a positive even number at most the head size %d", k(keyRoPEDim), c.RoPEDim, c.HeadDim)
 	}
 	if c.RoPEBase, err = cfgFloat(meta, k(keyRoPEBase), DefaultRoPEBase); err != nil {
 		return c, err
@@ -365,6 +390,15 @@ func ConfigFromGGUF(meta map[string]any, tensors map[string]*Tensor) (Config, er
 	if tensors != nil {
 		_, hasOutput := tensors["output.weight"]
 		c.TiedEmbedding = !hasOutput
+		mk := func(f string) string { return "metadata key " + k(f) }
+		keys := configKeys{layers: mk(keyBlockCount), dim: mk(keyEmbedding), ffn: mk(keyFFN), where: "the file"}
+		keys.vocab = mk(keyVocabSize)
+		if _, ok := meta[k(keyVocabSize)]; !ok {
+			keys.vocab = "the length of " + KeyTokenizerTokens
+		}
+		if err := c.checkFits(limitsOf(tensors), keys); err != nil {
+			return c, err
+		}
 		if err := c.ValidateTensors(tensors); err != nil {
 			return c, err
 		}

@@ -150,7 +150,7 @@ func TestConfigErrors(t *testing.T) {
 		{"arch missing", func(m map[string]any, _ map[string]*Tensor) { delete(m, "general.architecture") },
 			"metadata key general.architecture is missing"},
 		{"arch unknown", func(m map[string]any, _ map[string]*Tensor) { m["general.architecture"] = "gpt2" },
-			`metadata key general.architecture = "gpt2": unsupported architecture (want bitnet-b1.58, bitnet or llama)`},
+			`metadata key general.architecture = "gpt2": unsupported architecture (want bitnet-b1.58, bitnet-25, bitnet or llama)`},
 		{"layers missing", func(m map[string]any, _ map[string]*Tensor) { delete(m, a+".block_count") },
 			"metadata key bitnet-b1.58.block_count is missing"},
 		{"ctx missing", func(m map[string]any, _ map[string]*Tensor) { delete(m, a+".context_length") },
@@ -166,7 +166,21 @@ func TestConfigErrors(t *testing.T) {
 		{"key length", func(m map[string]any, _ map[string]*Tensor) { m[a+".attention.key_length"] = uint32(128) },
 			"metadata key bitnet-b1.58.attention.key_length = 128: expected 64 (bitnet-b1.58.embedding_length / bitnet-b1.58.attention.head_count)"},
 		{"rope dim", func(m map[string]any, _ map[string]*Tensor) { m[a+".rope.dimension_count"] = uint32(65) },
-			"metadata key bitnet-b1.58.rope.dimension_count = 65: expected an even number at most the head size 64"},
+			"metadata key bitnet-b1.58.rope.dimension_count = 65: expected a positive even number at most the head size 64"},
+		{"rope dim zero", func(m map[string]any, _ map[string]*Tensor) { m[a+".rope.dimension_count"] = uint32(0) },
+			"metadata key bitnet-b1.58.rope.dimension_count = 0: expected a positive even number at most the head size 64"},
+		{"layers huge", func(m map[string]any, _ map[string]*Tensor) { m[a+".block_count"] = uint32(1000000) },
+			"metadata key bitnet-b1.58.block_count = 1000000: the file has only 24 tensors (a model with that many layers needs at least 7000000: 7 projections per layer)"},
+		{"layers max", func(m map[string]any, _ map[string]*Tensor) { m[a+".block_count"] = uint32(1<<31 - 1) },
+			"metadata key bitnet-b1.58.block_count = 2147483647: the file has only 24 tensors (a model with that many layers needs at least 15032385529: 7 projections per layer)"},
+		{"dim huge", func(m map[string]any, _ map[string]*Tensor) {
+			m[a+".embedding_length"] = uint32(1<<31 - 8)
+			delete(m, a+".rope.dimension_count")
+			delete(m, a+".attention.key_length")
+			delete(m, a+".attention.value_length")
+		}, "metadata key bitnet-b1.58.embedding_length = 2147483640: larger than the largest tensor in the file (131072 elements)"},
+		{"ffn huge", func(m map[string]any, _ map[string]*Tensor) { m[a+".feed_forward_length"] = uint32(100000) },
+			"metadata key bitnet-b1.58.embedding_length = 256 and metadata key bitnet-b1.58.feed_forward_length = 100000 imply 25600000-element feed-forward matrices; the largest tensor in the file has 131072 elements"},
 		{"rope base type", func(m map[string]any, _ map[string]*Tensor) { m[a+".rope.freq_base"] = uint32(5) },
 			"metadata key bitnet-b1.58.rope.freq_base is uint32, want a float"},
 		{"vocab mismatch", func(m map[string]any, _ map[string]*Tensor) { m[a+".vocab_size"] = uint32(301) },
@@ -225,4 +239,32 @@ func TestConfigCheckAndMetadataRoundTrip(t *testing.T) {
 	bad := c
 	bad.KVHeads = 3
 	require.EqualError(t, bad.Check(), "config: heads 4 is not a multiple of kv heads 3")
+}
+
+// TestConfigArchLabels: the architecture labels converters write. bitnet-25 (microsoft/BitNet's
+// converter) is bitnet-b1.58 with its own key prefix; bitnet's gate follows
+// bitnet.hidden_activation, SiLU without it.
+func TestConfigArchLabels(t *testing.T) {
+	ts := testTensors(300, 256, 2, 256, 128, 512, true)
+	c, err := ConfigFromGGUF(testMeta("bitnet-25", 300, 256, 2, 4, 2, 512, 128), ts)
+	require.NoError(t, err)
+	require.Equal(t, ArchBitNetB158, c.Arch)
+	require.Equal(t, ActReLU2, c.Act)
+	require.True(t, c.SubNorms)
+	require.Equal(t, 2, c.Layers, "keys read with the bitnet-25. prefix")
+
+	for act, want := range map[string]Activation{"relu2": ActReLU2, "silu": ActSiLU} {
+		meta := testMeta("bitnet", 300, 256, 2, 4, 2, 512, 128)
+		meta["bitnet.hidden_activation"] = act
+		c, err = ConfigFromGGUF(meta, ts)
+		require.NoError(t, err)
+		require.Equal(t, want, c.Act, act)
+	}
+	meta := testMeta("bitnet", 300, 256, 2, 4, 2, 512, 128)
+	meta["bitnet.hidden_activation"] = "gelu"
+	_, err = ConfigFromGGUF(meta, ts)
+	require.EqualError(t, err, `metadata key bitnet.hidden_activation = "gelu": unsupported gate activation (want "relu2" or "silu")`)
+	meta["bitnet.hidden_activation"] = uint32(2)
+	_, err = ConfigFromGGUF(meta, ts)
+	require.ErrorContains(t, err, "bitnet.hidden_activation")
 }

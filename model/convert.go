@@ -41,9 +41,22 @@ var tokenizerKeyOrder = []string{
 // TypeI2_S keeps the f32 per-tensor scale; TypeTQ2_0 and TypeTQ1_0 store that scale, rounded to
 // f16, in every 256-weight block, and need every projection's input width to be a multiple of
 // 256 so no block straddles two rows. The GGUF's tensors are held in memory, not aliased to dir.
+//
+// Nothing non-finite is written: a NaN or Inf in the checkpoint, or a value that becomes Inf in
+// F16 (the embedding, TQ block scales), is an error naming the tensor and the element or block
+// (OpenHF, CheckFinite). A max_position_embeddings above MaxContextLength is refused rather than
+// clamped, so the GGUF never claims a context the checkpoint did not declare.
 func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 	if typ != TypeI2_S && typ != TypeTQ2_0 && typ != TypeTQ1_0 {
 		return nil, fmt.Errorf("convert: tensor type %v is not a ternary type (want I2_S, TQ2_0 or TQ1_0)", typ)
+	}
+	hc, err := ReadHFConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	if hc.MaxPositionEmbeddings > MaxContextLength {
+		return nil, fmt.Errorf("%s: config.json: max_position_embeddings = %d: above the %d tokens convert writes as context_length (no backend could hold such a KV cache); fix config.json",
+			dir, hc.MaxPositionEmbeddings, MaxContextLength)
 	}
 	m, err := OpenHF(dir)
 	if err != nil {
@@ -70,6 +83,9 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 				continue
 			}
 			t, err := reencodeTernary(m.Tensors[s.Name], typ)
+			if err == nil {
+				err = checkTensorFinite(t) // a scale beyond f16's range becomes Inf
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", dir, err)
 			}

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 )
 
 // GGUF container facts (ggml docs/gguf.md, "GGUF" specification in the ggml repository; llama.cpp
@@ -644,7 +645,7 @@ const mapFileLimit = 1 << 46
 
 // mapFile maps path read-only and returns the bytes and a function that unmaps them.
 func mapFile(path string) ([]byte, func() error, error) {
-	f, err := os.Open(path)
+	f, err := fsutil.OpenRegular(path) // a FIFO or device would block or never end
 	if err != nil {
 		return nil, nil, err
 	}
@@ -667,5 +668,6 @@ func mapFile(path string) ([]byte, func() error, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
-	return data, unmap, nil
+	forget := trackMapping(path, data)
+	return data, func() error { forget(); return unmap() }, nil
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 )
 
 // TensorInfo describes one tensor to be written: its name, type and GGUF shape (Shape[0]
@@ -216,32 +216,12 @@ func WriteGGUF(w io.Writer, g *GGUF) error {
 
 // WriteFileAtomic creates path through a temporary file in the same directory that fill writes
 // and that is renamed over path only when fill and the final sync succeed, so an error leaves no
-// half-written file behind.
-func WriteFileAtomic(path string, fill func(w io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = fill(f); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+// half-written file behind; the temporary file is removed by fsutil.RemoveTemps when the command
+// is interrupted. A path that exists and is not a regular file (a device such as /dev/null, a FIFO,
+// a socket, a directory) is refused with an error naming it ("not a regular file"), never replaced.
+// See fsutil.WriteAtomic.
+func WriteFileAtomic(path string, fill func(w io.Writer) error) error {
+	return fsutil.WriteAtomic(path, fill)
 }
 
 // WriteGGUFFile writes g to the file path (see WriteGGUF) through a temporary file that is

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 )
 
 // HF tokenizer file names in a Hugging Face model directory.
@@ -34,7 +35,7 @@ type HFTokenizerConfig struct {
 func ReadHFTokenizerConfig(dir string) (HFTokenizerConfig, error) {
 	var cfg HFTokenizerConfig
 	path := filepath.Join(dir, HFTokenizerConfigFile)
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadRegular(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return cfg, nil
 	}
@@ -146,7 +147,7 @@ type hfPreTokenizer struct {
 // pattern is PatternLlama3 or PatternGPT2, else "". Anything else is an error naming the field.
 func NewTokenizerFromHF(dir string) (Tokenizer, error) {
 	path := filepath.Join(dir, HFTokenizerFile)
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadRegular(path)
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,9 @@ import (
 //     model.safetensors (or sharded model-*.safetensors with model.safetensors.index.json) and the
 //     tokenizer files (OpenHF, NewTokenizerFromHF).
 //
-// Every tensor is checked against the config (Config.ValidateTensors). Errors name the file and the
-// key, tensor or byte offset at fault. Close the model to release its file mappings.
+// Every tensor is checked against the config (Config.ValidateTensors) and for NaN and Inf values
+// (CheckFinite). Errors name the file and the key, tensor or byte offset at fault. Close the
+// model to release its file mappings.
 func Open(path string) (*Model, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -53,6 +54,9 @@ func modelFromGGUF(g *GGUF) (*Model, error) {
 	tensors := g.TensorMap()
 	cfg, err := ConfigFromGGUF(g.Meta, tensors)
 	if err != nil {
+		return nil, fmt.Errorf("%s: %w", g.Path, err)
+	}
+	if err := CheckFinite(tensors); err != nil {
 		return nil, fmt.Errorf("%s: %w", g.Path, err)
 	}
 	tok, err := NewTokenizerFromGGUF(g.Meta)

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 )
 
 // safetensors container facts (huggingface/safetensors README, "Format"): an 8-byte little-endian
@@ -210,11 +212,59 @@ type HFConfig struct {
 	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
 	BOSTokenID            json.RawMessage `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
+	// QuantizationConfig is transformers' BitNetQuantConfig when the checkpoint has one.
+	QuantizationConfig *HFQuantizationConfig `json:"quantization_config"`
+}
+
+// HFQuantizationConfig is config.json's `quantization_config` for BitNet checkpoints
+// (transformers utils/quantization_config.py BitNetQuantConfig): quant_method "bitnet",
+// linear_class "bitlinear" (the default) or "autobitlinear", quantization_mode "offline" (the
+// default) or "online".
+type HFQuantizationConfig struct {
+	QuantMethod      string `json:"quant_method"`
+	LinearClass      string `json:"linear_class"`
+	QuantizationMode string `json:"quantization_mode"`
+}
+
+// PackedScale says how a packed (uint8) projection's `weight_scale` s applies, following
+// transformers' integrations/bitnet.py, which config.json's quantization_config selects:
+//
+//   - linear_class "autobitlinear" with quantization_mode "offline" (the official
+//     microsoft/bitnet-b1.58-2B-4T checkpoint): AutoBitLinear computes F.linear(x, W)·s, so s is
+//     mean|W| and multiplies (multiply true);
+//   - linear_class "bitlinear" or absent, or no quantization_config (HF1BitLLM, Falcon3-1.58bit,
+//     Falcon-E): BitLinear computes F.linear(x, W) / s, so s is 1/mean|W| and divides.
+//
+// rule describes the choice for `bitgpu inspect`. Errors name the key: a quant_method other than
+// "bitnet", an unknown linear_class or quantization_mode, or "autobitlinear" in "online" mode
+// (latent float weights quantized on the fly, which packed weights cannot be).
+func (h *HFConfig) PackedScale() (multiply bool, rule string, err error) {
+	q := h.QuantizationConfig
+	if q == nil {
+		return false, "weight_scale divides (BitLinear; no quantization_config)", nil
+	}
+	if q.QuantMethod != "" && q.QuantMethod != "bitnet" {
+		return false, "", fmt.Errorf("config.json: quantization_config.quant_method = %q, want \"bitnet\"", q.QuantMethod)
+	}
+	mode := q.QuantizationMode
+	if mode != "" && mode != "offline" && mode != "online" {
+		return false, "", fmt.Errorf("config.json: quantization_config.quantization_mode = %q, want \"offline\" or \"online\"", mode)
+	}
+	switch q.LinearClass {
+	case "", "bitlinear":
+		return false, "weight_scale divides (BitLinear, quantization_config.linear_class " + strconv.Quote(q.LinearClass) + ")", nil
+	case "autobitlinear":
+		if mode == "online" {
+			return false, "", fmt.Errorf("config.json: quantization_config: linear_class \"autobitlinear\" with quantization_mode \"online\" quantizes latent float weights; packed weights need \"offline\"")
+		}
+		return true, "weight_scale multiplies (AutoBitLinear, quantization_mode \"offline\")", nil
+	}
+	return false, "", fmt.Errorf("config.json: quantization_config.linear_class = %q, want \"bitlinear\" or \"autobitlinear\"", q.LinearClass)
 }
 
 // ReadHFConfig reads and parses a config.json file.
 func ReadHFConfig(path string) (*HFConfig, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +430,7 @@ func hfFiles(dir string) ([]string, error) {
 		return []string{single}, nil
 	}
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
-	b, err := os.ReadFile(indexPath)
+	b, err := fsutil.ReadRegular(indexPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json", dir)
 	}
@@ -425,8 +475,8 @@ type hfSource struct {
 //   - projections become I2_S with a per-tensor scale. A float (BF16/F16/F32) latent weight
 //     [rows, cols] is quantized with QuantizeAbsmean (scale = mean|W|). A packed U8 weight
 //     [rows/4, cols] with its `weight_scale` holds trit row k*(rows/4)+i, column c in bits 2k..2k+1
-//     of byte (i, c) as code-1 (transformers integrations/bitnet.py unpack_weights); transformers
-//     divides the layer output by weight_scale, so the I2_S scale is 1/weight_scale.
+//     of byte (i, c) as code-1 (transformers integrations/bitnet.py unpack_weights); the I2_S scale
+//     is weight_scale or 1/weight_scale as quantization_config says (HFConfig.PackedScale).
 //   - RMSNorm weights become F32; the embedding (and lm_head when untied) become F16.
 //
 // Nothing aliases the files (they are unmapped before return). Errors name the file and tensor
@@ -462,11 +512,32 @@ func OpenHF(dir string) (*Model, error) {
 		_, hasHead := src["lm_head.weight"]
 		cfg.TiedEmbedding = !hasHead
 	}
-	tensors, err := convertHF(&cfg, src)
+	// Bound the config by the checkpoint before convertHF lists every declared layer's tensors.
+	lim := fileLimits{tensors: len(src)}
+	for _, s := range src {
+		n := shapeElems(s.t.Shape)
+		if s.t.DType == "U8" || s.t.DType == "I8" {
+			n = mulSat(n, 4) // packed: four trits a byte
+		}
+		lim.add(n)
+	}
+	if err := cfg.checkFits(lim, hfKeys); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	rule := hfPackedRule{}
+	if hasPacked(src) {
+		if rule.multiply, rule.desc, err = hc.PackedScale(); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	tensors, err := convertHF(&cfg, src, rule)
 	if err != nil {
 		return nil, err
 	}
 	if err := cfg.ValidateTensors(tensors); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	if err := CheckFinite(tensors); err != nil { // e.g. a bf16 value beyond f16's range
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	tok, err := NewTokenizerFromHF(dir)
@@ -488,11 +559,11 @@ func OpenHF(dir string) (*Model, error) {
 		return nil, err
 	}
 	cfg.ChatTemplate = tc.ChatTemplate
-	return &Model{Path: dir, Config: cfg, Tensors: tensors, Tokenizer: tok}, nil
+	return &Model{Path: dir, Config: cfg, Tensors: tensors, Tokenizer: tok, PackedScaleRule: rule.desc}, nil
 }
 
 // convertHF converts the checkpoint's tensors to GGUF names and encodings, in parallel.
-func convertHF(cfg *Config, src map[string]hfSource) (map[string]*Tensor, error) {
+func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule) (map[string]*Tensor, error) {
 	specs := cfg.TensorSpecs()
 	used := map[string]bool{}
 	for _, s := range specs {
@@ -523,7 +594,7 @@ func convertHF(cfg *Config, src map[string]hfSource) (map[string]*Tensor, error)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				out[i], errs[i] = convertHFTensor(specs[i], src)
+				out[i], errs[i] = convertHFTensor(specs[i], src, rule.multiply)
 			}
 		}()
 	}
@@ -542,8 +613,25 @@ func convertHF(cfg *Config, src map[string]hfSource) (map[string]*Tensor, error)
 	return tensors, nil
 }
 
-// convertHFTensor converts the HF tensor behind one GGUF tensor spec.
-func convertHFTensor(s TensorSpec, src map[string]hfSource) (*Tensor, error) {
+// hfPackedRule is how packed projections' weight_scale applies (HFConfig.PackedScale).
+type hfPackedRule struct {
+	multiply bool
+	desc     string
+}
+
+// hasPacked reports whether the checkpoint has a packed (U8/I8) tensor.
+func hasPacked(src map[string]hfSource) bool {
+	for _, s := range src {
+		if s.t.DType == "U8" || s.t.DType == "I8" {
+			return true
+		}
+	}
+	return false
+}
+
+// convertHFTensor converts the HF tensor behind one GGUF tensor spec; a packed projection's
+// weight_scale multiplies when multiply is true and divides otherwise (HFConfig.PackedScale).
+func convertHFTensor(s TensorSpec, src map[string]hfSource, multiply bool) (*Tensor, error) {
 	hfName, _ := HFName(s.Name)
 	in, ok := src[hfName]
 	if !ok {
@@ -558,6 +646,9 @@ func convertHFTensor(s TensorSpec, src map[string]hfSource) (*Tensor, error) {
 			return nil, fmt.Errorf("%s: tensor %s: expected shape %v, found %v", file, hfName, want, t.Shape)
 		}
 		x, err := t.floats(file)
+		if err == nil {
+			err = floatsFinite(file, hfName, x)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -587,6 +678,9 @@ func convertHFTensor(s TensorSpec, src map[string]hfSource) (*Tensor, error) {
 			return nil, fmt.Errorf("%s: tensor %s: want one positive finite value, found shape %v values %v", ws.file, scaleName, ws.t.Shape, v)
 		}
 		scale = 1 / v[0]
+		if multiply {
+			scale = v[0]
+		}
 		if trits, err = unpackHF(t.Data, int(rows), int(cols)); err != nil {
 			return nil, fmt.Errorf("%s: tensor %s: %v", file, hfName, err)
 		}
@@ -595,6 +689,9 @@ func convertHFTensor(s TensorSpec, src map[string]hfSource) (*Tensor, error) {
 			return nil, fmt.Errorf("%s: tensor %s: expected shape %v, found %v", file, hfName, want, t.Shape)
 		}
 		x, err := t.floats(file)
+		if err == nil {
+			err = floatsFinite(file, hfName, x)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -485,3 +485,74 @@ func TestHFName(t *testing.T) {
 		require.False(t, ok, bad)
 	}
 }
+
+// TestHFPackedScaleFollowsQuantizationConfig: a packed checkpoint's weight_scale multiplies under
+// AutoBitLinear offline (the official microsoft/bitnet-b1.58-2B-4T config) and divides under
+// BitLinear (linear_class "bitlinear" or absent), as transformers' integrations/bitnet.py does.
+func TestHFPackedScaleFollowsQuantizationConfig(t *testing.T) {
+	for _, c := range []struct {
+		qc       map[string]any
+		multiply bool
+		rule     string
+	}{
+		{nil, false, "no quantization_config"},
+		{map[string]any{"quant_method": "bitnet"}, false, "BitLinear"},
+		{map[string]any{"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}, false, "BitLinear"},
+		{map[string]any{"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}, true, "AutoBitLinear"},
+		{map[string]any{"quant_method": "bitnet", "linear_class": "autobitlinear"}, true, "AutoBitLinear"},
+	} {
+		dir := t.TempDir()
+		want := writeHFTestModel(t, dir, true)
+		setQuantizationConfig(t, dir, c.qc)
+		m, err := Open(dir)
+		require.NoError(t, err, "%v", c.qc)
+		require.Contains(t, m.PackedScaleRule, c.rule)
+		for name, trits := range want.trits {
+			_, scale, err := DecodeI2S(m.Tensors[name].Data, len(trits))
+			require.NoError(t, err)
+			// want.scales holds 1/weight_scale (the BitLinear reading) rounded to f32.
+			ws := 1 / want.scales[name]
+			if name[:6] == "blk.1." {
+				ws = 7 // written as exactly 7
+			}
+			if c.multiply {
+				require.Equal(t, ws, scale, "%s %v", name, c.qc)
+			} else {
+				require.Equal(t, want.scales[name], scale, "%s %v", name, c.qc)
+			}
+		}
+		m.Close()
+	}
+	for qc, msg := range map[string]string{
+		`{"quant_method": "gptq"}`: `quantization_config.quant_method = "gptq", want "bitnet"`,
+		`{"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}`: `"online" quantizes latent float weights`,
+		`{"quant_method": "bitnet", "linear_class": "fancy"}`:                                        `quantization_config.linear_class = "fancy"`,
+		`{"quant_method": "bitnet", "quantization_mode": "later"}`:                                   `quantization_config.quantization_mode = "later"`,
+	} {
+		dir := t.TempDir()
+		writeHFTestModel(t, dir, true)
+		var v map[string]any
+		require.NoError(t, json.Unmarshal([]byte(qc), &v))
+		setQuantizationConfig(t, dir, v)
+		_, err := Open(dir)
+		require.ErrorContains(t, err, msg)
+	}
+}
+
+// setQuantizationConfig rewrites dir/config.json with quantization_config = qc (nil: none).
+func setQuantizationConfig(t *testing.T, dir string, qc map[string]any) {
+	t.Helper()
+	p := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	var cfg map[string]any
+	require.NoError(t, json.Unmarshal(b, &cfg))
+	if qc == nil {
+		delete(cfg, "quantization_config")
+	} else {
+		cfg["quantization_config"] = qc
+	}
+	b, err = json.Marshal(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(p, b, 0o644))
+}

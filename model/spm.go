@@ -118,9 +118,20 @@ func hexDigit(c byte) (byte, bool) {
 // `▁` and the score-driven merge runs. Bytes with no byte token become the unknown token, or are
 // dropped when there is none.
 func (t *SPMTokenizer) Encode(text string, parseSpecial bool) []int {
+	return t.encode(t.splitSpecial(text, parseSpecial, nil))
+}
+
+// EncodeTemplate returns the token ids of text (no BOS) with control tokens parsed except where
+// they overlap a literal span, whose text is tokenized as plain text (see Tokenizer).
+func (t *SPMTokenizer) EncodeTemplate(text string, literal []Span) []int {
+	return t.encode(t.splitSpecial(text, true, literal))
+}
+
+// encode tokenizes the fragments of splitSpecial.
+func (t *SPMTokenizer) encode(frags []fragment) []int {
 	var out []int
 	prevSpecial := true
-	for _, f := range t.splitSpecial(text, parseSpecial) {
+	for _, f := range frags {
 		if f.id >= 0 {
 			out = append(out, f.id)
 			prevSpecial = true

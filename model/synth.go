@@ -12,9 +12,11 @@ import (
 )
 
 // SynthOptions describes a random-weight BitNet b1.58 model (architecture `bitnet-b1.58`: ReLU²
-// gate, sub-norms, NEOX RoPE, tied F16 embedding). Zero fields take the tiny preset's values
-// (SynthPreset("tiny")); Seed 0 is a seed like any other.
+// gate, sub-norms, NEOX RoPE, tied F16 embedding, unless Family says otherwise). Zero fields take
+// the tiny preset's values (SynthPreset("tiny")); Seed 0 is a seed like any other.
 type SynthOptions struct {
+	// Family picks the layout of a public ternary family (SynthFamilies); "" is "2b4t".
+	Family  string
 	Vocab   int // tokens, at least 259 (256 byte tokens + 3 special tokens)
 	Dim     int // hidden width
 	Layers  int // transformer blocks
@@ -96,10 +98,23 @@ const (
 	SynthChatTemplate = "{% for message in messages %}{% set content = message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 )
 
+// SynthFamilies are the layouts SynthOptions.Family names, each as the public checkpoints of the
+// family lay it out in GGUF:
+//
+//   - "2b4t": microsoft/bitnet-b1.58-2B-4T — arch bitnet-b1.58, sub-norms, ReLU² gate, NEOX RoPE,
+//     tied embedding (config.json hidden_act "relu2", tie_word_embeddings true).
+//   - "onebit": 1bitLLM/bitnet_b1_58-* as upstream llama.cpp converts them — arch bitnet,
+//     sub-norms, SiLU gate, NEOX RoPE, a separate output.weight.
+//   - "llama158": HF1BitLLM/Llama3-8B-1.58-100B-tokens, tiiuae/Falcon3-*-1.58bit and Falcon-E as
+//     llama.cpp converts LlamaForCausalLM — arch llama, no sub-norms, SiLU gate, NORM RoPE (Q/K
+//     rows permuted by the converter), a separate F16 output.weight.
+var SynthFamilies = []string{"2b4t", "onebit", "llama158"}
+
 // Config returns the model configuration the options describe (after filling defaults), or an
 // error naming the option that is inconsistent: a vocabulary under 259, sizes not positive, Dim
 // not a multiple of Heads, KVHeads not dividing Heads, an odd head size, or widths the weight
-// type cannot encode.
+// type cannot encode; or a *SynthSizeError naming the option when the shapes exceed a SynthMax*
+// bound (a file over SynthMaxBytes, say).
 func (o SynthOptions) Config() (Config, error) {
 	o = o.withDefaults()
 	c := Config{
@@ -107,6 +122,15 @@ func (o SynthOptions) Config() (Config, error) {
 		KVHeads: o.KVHeads, FFNDim: o.FFN, RoPEBase: o.RoPEBase, RMSEps: o.RMSEps,
 		ContextLength: o.Ctx, Act: ActReLU2, RoPEMode: RoPENeox, TiedEmbedding: true, SubNorms: true,
 		BOS: o.Vocab - 3, EOS: o.Vocab - 2, EOT: o.Vocab - 1, AddBOS: true, ChatTemplate: SynthChatTemplate,
+	}
+	switch o.Family {
+	case "", "2b4t":
+	case "onebit":
+		c.Arch, c.Act, c.TiedEmbedding = ArchBitNet, ActSiLU, false
+	case "llama158":
+		c.Arch, c.Act, c.RoPEMode, c.SubNorms, c.TiedEmbedding = ArchLlama, ActSiLU, RoPENorm, false, false
+	default:
+		return c, fmt.Errorf("synth: family %q: want one of %s", o.Family, strings.Join(SynthFamilies, ", "))
 	}
 	if o.Vocab < 259 {
 		return c, fmt.Errorf("synth: vocab %d is below the 259 tokens of the byte alphabet and 3 special tokens", o.Vocab)
@@ -134,6 +158,9 @@ func (o SynthOptions) Config() (Config, error) {
 		}
 	default:
 		return c, fmt.Errorf("synth: weight type %s is not one of I2_S, TQ2_0, TQ1_0, F16", o.Type)
+	}
+	if err := o.checkSynthSize(c); err != nil {
+		return c, err
 	}
 	for _, s := range c.TensorSpecs() {
 		if _, err := TensorBytes(o.weightType(s.Kind), s.Shape); err != nil {

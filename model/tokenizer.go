@@ -174,23 +174,40 @@ func (v *vocab) decode(ids []int) string {
 	return b.String()
 }
 
-// fragment is a piece of the input text: raw text to tokenize (id < 0) or a special token.
+// fragment is a piece of the input text: raw text to tokenize (id < 0) or a special token; off
+// is its byte offset in the text.
 type fragment struct {
 	text string
 	id   int
+	off  int
+}
+
+// Span is a byte range [Start, End) of a text.
+type Span struct{ Start, End int }
+
+// inSpans reports whether [start, end) overlaps one of spans.
+func inSpans(spans []Span, start, end int) bool {
+	for _, s := range spans {
+		if start < s.End && s.Start < end {
+			return true
+		}
+	}
+	return false
 }
 
 // splitSpecial cuts text at every occurrence of a special token, as llama.cpp's
 // tokenizer_st_partition does: special tokens are tried longest first, each one splitting every
 // raw fragment left to right at its non-overlapping occurrences. User-defined tokens always
-// split; control tokens only when parseSpecial is true.
-func (v *vocab) splitSpecial(text string, parseSpecial bool) []fragment {
+// split; control tokens only when parseSpecial is true and the occurrence overlaps none of the
+// literal spans (text that must stay text, such as a chat message's content).
+func (v *vocab) splitSpecial(text string, parseSpecial bool, literal []Span) []fragment {
 	if text == "" {
 		return nil
 	}
 	frags := []fragment{{text: text, id: -1}}
 	for _, id := range v.specials {
-		if v.types[id] == TokenControl && !parseSpecial {
+		control := v.types[id] == TokenControl
+		if control && !parseSpecial {
 			continue
 		}
 		tok := v.tokens[id]
@@ -201,21 +218,27 @@ func (v *vocab) splitSpecial(text string, parseSpecial bool) []fragment {
 				out = append(out, f)
 				continue
 			}
-			changed = true
-			rest := f.text
+			from, i := 0, 0 // text[from:] not yet emitted; search from i
 			for {
-				i := strings.Index(rest, tok)
-				if i < 0 {
+				j := strings.Index(f.text[i:], tok)
+				if j < 0 {
 					break
 				}
-				if i > 0 {
-					out = append(out, fragment{text: rest[:i], id: -1})
+				j += i
+				if control && inSpans(literal, f.off+j, f.off+j+len(tok)) {
+					i = j + 1
+					continue
 				}
-				out = append(out, fragment{text: tok, id: id})
-				rest = rest[i+len(tok):]
+				changed = true
+				if j > from {
+					out = append(out, fragment{text: f.text[from:j], id: -1, off: f.off + from})
+				}
+				out = append(out, fragment{text: tok, id: id, off: f.off + j})
+				from = j + len(tok)
+				i = from
 			}
-			if rest != "" {
-				out = append(out, fragment{text: rest, id: -1})
+			if from < len(f.text) {
+				out = append(out, fragment{text: f.text[from:], id: -1, off: f.off + from})
 			}
 		}
 		if changed {

@@ -150,10 +150,14 @@ func TestTokenizerSpecialSplit(t *testing.T) {
 	types := []TokenType{1, 1, 1, 1, TokenControl, TokenControl}
 	v, err := newVocab(tokens, types)
 	require.NoError(t, err)
-	require.Equal(t, []fragment{{"a", -1}, {"bcd", 5}}, v.splitSpecial("abcd", true))
-	require.Equal(t, []fragment{{"abcd", -1}}, v.splitSpecial("abcd", false))
-	require.Equal(t, []fragment{{"ab", 4}, {"x", -1}, {"ab", 4}, {"ab", 4}}, v.splitSpecial("abxabab", true))
-	require.Nil(t, v.splitSpecial("", true))
+	require.Equal(t, []fragment{{"a", -1, 0}, {"bcd", 5, 1}}, v.splitSpecial("abcd", true, nil))
+	require.Equal(t, []fragment{{"abcd", -1, 0}}, v.splitSpecial("abcd", false, nil))
+	require.Equal(t, []fragment{{"ab", 4, 0}, {"x", -1, 2}, {"ab", 4, 3}, {"ab", 4, 5}}, v.splitSpecial("abxabab", true, nil))
+	// Literal spans keep control-token text as text: only the occurrence at 5 is outside [2, 5).
+	require.Equal(t, []fragment{{"ab", 4, 0}, {"xab", -1, 2}, {"ab", 4, 5}}, v.splitSpecial("abxabab", true, []Span{{2, 5}}))
+	// An occurrence that only partly overlaps a span stays text too.
+	require.Equal(t, []fragment{{"abxa", -1, 0}, {"bcd", 5, 4}}, v.splitSpecial("abxabcd", true, []Span{{0, 1}, {3, 4}}))
+	require.Nil(t, v.splitSpecial("", true, nil))
 }
 
 func TestTokenizerConcurrent(t *testing.T) {

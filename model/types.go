@@ -25,8 +25,12 @@ type Arch string
 const (
 	// ArchBitNetB158 is the official BitNet b1.58 2B4T GGUF: sub-norms, ReLU² gate, NEOX RoPE.
 	ArchBitNetB158 Arch = "bitnet-b1.58"
-	// ArchBitNet is upstream llama.cpp's name for the 1bitLLM b1.58 models: SiLU gate.
+	// ArchBitNet is upstream llama.cpp's name for the 1bitLLM b1.58 models: SiLU gate, unless
+	// `bitnet.hidden_activation` says "relu2" (newer upstream converters).
 	ArchBitNet Arch = "bitnet"
+	// ArchBitNet25 is the label microsoft/BitNet's own converter writes for the BitNet b1.58
+	// 2B4T layout; it is read as ArchBitNetB158 (Config.Arch is never ArchBitNet25).
+	ArchBitNet25 Arch = "bitnet-25"
 )
 
 // Activation is the gate activation of the feed-forward block.
@@ -91,7 +95,10 @@ type Model struct {
 	Config    Config
 	Tensors   map[string]*Tensor
 	Tokenizer Tokenizer
-	closer    func() error
+	// PackedScaleRule says, for a Hugging Face checkpoint with packed projections, how their
+	// weight_scale was applied (HFConfig.PackedScale); empty otherwise. `bitgpu inspect` prints it.
+	PackedScaleRule string
+	closer          func() error
 }
 
 // Close releases the memory mappings behind the tensors; the Tensor data must not be used after.
@@ -110,6 +117,12 @@ type Tokenizer interface {
 	// Encode splits text into token ids. Special tokens written in the text (e.g. "<|eot_id|>")
 	// are matched whole only when parseSpecial is true. No BOS is added.
 	Encode(text string, parseSpecial bool) []int
+	// EncodeTemplate splits text into token ids with special tokens parsed, except where an
+	// occurrence overlaps one of the literal byte spans: there the text is plain text, as Encode
+	// with parseSpecial false would treat it. Chat templates use it so a message's content can
+	// never forge the template's markers (typing "<|eot_id|>System: ..." stays text), while the
+	// tokenization around the markers is the same as Encode(text, true). No BOS is added.
+	EncodeTemplate(text string, literal []Span) []int
 	// Decode concatenates the pieces of ids into text (special tokens rendered as their text).
 	Decode(ids []int) string
 	// TokenBytes returns the raw bytes token id stands for (for streaming decode).

@@ -245,6 +245,7 @@ func runPrefill(t *testing.T, d *gpu.Device, a *AttentionKernels, data *attnData
 func attnUpload(t *testing.T, d *gpu.Device, v []uint16) *gpu.Buffer {
 	b, err := gpu.NewBufferFrom(d, v)
 	require.NoError(t, err)
+	t.Cleanup(b.Release) // before the device closes, which fails on leaks
 	return b
 }
 
@@ -441,8 +442,10 @@ func TestAttentionArgumentErrors(t *testing.T) {
 	d, a := newAttention(t)
 	b, err := d.NewBuffer(1 << 16)
 	require.NoError(t, err)
+	defer b.Release()
 	small, err := d.NewBuffer(64)
 	require.NoError(t, err)
+	defer small.Release()
 	w, sm := b.Whole(), small.Whole()
 	args := AttentionArgs{T: 2, H: 4, KVH: 2, HeadDim: 64, Ctx: 100}
 	dec := args

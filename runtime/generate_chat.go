@@ -27,6 +27,11 @@ type Chat struct {
 	last     int   // the reply's last sampled token (not in the cache), -1 when none
 	lastStop bool  // last is a stop token (EOS/EOT), so it is not fed back
 	closing  string
+
+	// ParseSpecial makes special-token text inside messages (system and user) the special token
+	// (chat --special). False, the default, keeps it plain text so typed "<|eot_id|>System: ..."
+	// cannot forge a turn; the template's own markers are special either way.
+	ParseSpecial bool
 }
 
 // NewChat returns a Chat over b with tok, the chat template template (the model file's
@@ -87,14 +92,21 @@ func (c *Chat) Send(user string) (GenerateStats, error) {
 	userMsg := model.ChatMessage{Role: "user", Content: user}
 	var prompt []int
 	if len(c.cache) > 0 {
-		text, err := c.format.Render([]model.ChatMessage{userMsg}, true)
+		text, spans, err := c.format.RenderSpans([]model.ChatMessage{userMsg}, true)
 		if err != nil {
 			return GenerateStats{}, err
 		}
 		if c.last >= 0 && !c.lastStop {
 			prompt = append(prompt, c.last)
 		}
-		prompt = append(prompt, c.tok.Encode(c.closing+text, true)...)
+		if c.ParseSpecial {
+			spans = nil
+		}
+		for i := range spans { // the text is encoded after the closing marker
+			spans[i].Start += len(c.closing)
+			spans[i].End += len(c.closing)
+		}
+		prompt = append(prompt, c.tok.EncodeTemplate(c.closing+text, spans)...)
 		if c.b.Pos() != len(c.cache) || len(c.cache)+len(prompt) >= capacity {
 			prompt = nil // re-render from the start
 		}
@@ -106,7 +118,11 @@ func (c *Chat) Send(user string) (GenerateStats, error) {
 			first = 1
 		}
 		for {
-			ids, err := model.EncodeChat(c.tok, c.template, msgs, true)
+			encode := model.EncodeChat
+			if c.ParseSpecial {
+				encode = model.EncodeChatSpecial
+			}
+			ids, err := encode(c.tok, c.template, msgs, true)
 			if err != nil {
 				return GenerateStats{}, err
 			}

@@ -21,6 +21,10 @@ type GPUOptions struct {
 	Ctx int
 	// Progress, when not nil, receives a progress bar while the weights upload.
 	Progress io.Writer
+	// OnDevice, when not nil, is called by OpenGPU with the device it opened, before the model
+	// loads, so the caller can read the device's validation log (gpu.Device.ValidationMessages,
+	// which outlives Close) even when loading fails and the device is closed again.
+	OnDevice func(*gpu.Device)
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
@@ -61,6 +65,7 @@ type GPU struct {
 	greedySeq    *gpu.Sequence
 	greedyLogits *gpu.Buffer
 	tokenOut     *gpu.Buffer
+	greedySteps  int // tokens DecodeGreedy ran through the on-device argmax
 
 	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
 	profSeq    *gpu.Sequence
@@ -120,7 +125,11 @@ func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
 	} else {
 		weights /= 4
 	}
-	perLayer := weights + uint64(4*(2*cfg.Dim+qDim+cfg.FFNDim))
+	norms := 2 * cfg.Dim // attn_norm, ffn_norm
+	if cfg.SubNorms {
+		norms += qDim + cfg.FFNDim // attn_sub_norm, ffn_sub_norm
+	}
+	perLayer := weights + uint64(4*norms)
 	p := MemoryPlan{
 		Weights: uint64(cfg.Layers)*perLayer + uint64(cfg.VocabSize)*uint64(cfg.Dim)*2 + uint64(4*cfg.Dim),
 		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
@@ -128,13 +137,13 @@ func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
 	B := uint64(MaxBatch)
 	widest := uint64(max(cfg.Dim, qDim, cfg.FFNDim))
 	p.Scratch = 4*B*uint64(2*cfg.Dim+qDim+2*kvDim+qDim+2*cfg.FFNDim) + 5*B*widest + 8*B + 4*B*uint64(cfg.VocabSize) +
-		uint64(ctx*cfg.RoPEDim*4) + AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx))
+		uint64(ctx*cfg.RoPEDim*4) + max(4, AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx)))
 	return p
 }
 
 // NewGPU uploads m to dev and records the decode step. It checks the memory plan against the
 // device's heaps first and returns an error naming both sizes when the model does not fit; shapes
-// the GPU path does not support (no sub-norms, TQ block scales that differ, widths not multiples
+// the GPU path does not support (TQ block scales that differ, widths not multiples
 // of 16) are errors naming the tensor. The device stays owned by the caller.
 func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	cfg := m.Config
@@ -144,9 +153,6 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	}
 	if ctx <= 0 || ctx > cfg.ContextLength {
 		return nil, fmt.Errorf("--ctx %d: must be in [1, %d] (the model's context length)", ctx, cfg.ContextLength)
-	}
-	if !cfg.SubNorms {
-		return nil, fmt.Errorf("%s: the GPU backend needs attn_sub_norm and ffn_sub_norm (BitNet b1.58 layout)", m.Path)
 	}
 	if cfg.Dim%16 != 0 || cfg.FFNDim%16 != 0 || cfg.HeadDim%2 != 0 {
 		return nil, fmt.Errorf("%s: widths dim %d, ffn %d must be multiples of 16 and head dim %d even on the GPU", m.Path, cfg.Dim, cfg.FFNDim, cfg.HeadDim)
@@ -163,8 +169,7 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		}
 	}
 	if heap > 0 && g.plan.Total() > heap {
-		return nil, fmt.Errorf("%s needs %.2f GiB of device memory (%s) but %s's largest heap has %.2f GiB; try a smaller --ctx",
-			m.Path, float64(g.plan.Total())/(1<<30), g.plan, dev.Info().Name, float64(heap)/(1<<30))
+		return nil, planRefusal(m.Path, dev.Info().Name, cfg, ctx, f16, g.plan, heap)
 	}
 	ks, err := NewKernels(dev)
 	if err != nil {
@@ -172,7 +177,8 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	}
 	g.ks = ks
 	g.attn = NewAttentionKernels(dev)
-	if err := g.upload(m, opts.Progress); err != nil {
+	// The weights are read from the memory-mapped file: a fault there (the file shrank) is an error.
+	if err := model.CatchFault(func() error { return g.upload(m, opts.Progress) }); err != nil {
 		g.Close()
 		return nil, err
 	}
@@ -262,7 +268,8 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 			return projection{}, err
 		}
 		if tw.Rows != uint32(rows) || tw.Cols != uint32(cols) {
-			return projection{}, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", name, tw.Cols, tw.Rows, cols, rows)
+			// Returned with the error so Close releases the uploaded buffer.
+			return projection{tern: tw}, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", name, tw.Cols, tw.Rows, cols, rows)
 		}
 		advance(tw.Bytes())
 		return projection{tern: tw}, nil
@@ -289,12 +296,24 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	for i := 0; i < c.Layers; i++ {
 		p := fmt.Sprintf("blk.%d.", i)
-		var l gpuLayer
+		// Filled in place, so Close releases what a failed (or faulting) upload left behind.
+		g.layers = append(g.layers, gpuLayer{})
+		l := &g.layers[len(g.layers)-1]
 		steps := []func() error{
 			func() (err error) { l.attnNorm, err = norm(p+"attn_norm.weight", c.Dim); return },
-			func() (err error) { l.attnSubNorm, err = norm(p+"attn_sub_norm.weight", qDim); return },
+			func() (err error) {
+				if c.SubNorms {
+					l.attnSubNorm, err = norm(p+"attn_sub_norm.weight", qDim)
+				}
+				return
+			},
 			func() (err error) { l.ffnNorm, err = norm(p+"ffn_norm.weight", c.Dim); return },
-			func() (err error) { l.ffnSubNorm, err = norm(p+"ffn_sub_norm.weight", c.FFNDim); return },
+			func() (err error) {
+				if c.SubNorms {
+					l.ffnSubNorm, err = norm(p+"ffn_sub_norm.weight", c.FFNDim)
+				}
+				return
+			},
 			func() (err error) { l.q, err = ternary(p+"attn_q.weight", c.Dim, qDim); return },
 			func() (err error) { l.k, err = ternary(p+"attn_k.weight", c.Dim, kvDim); return },
 			func() (err error) { l.v, err = ternary(p+"attn_v.weight", c.Dim, kvDim); return },
@@ -310,14 +329,15 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 				return err
 			}
 		}
-		g.layers = append(g.layers, l)
 	}
 	g.rope, err = gpu.NewBufferFrom(g.dev, RoPETable(g.ctx, c.RoPEDim, c.RoPEBase))
 	return err
 }
 
 // uploadF16 copies an F16 matrix of rows x cols to the device in row chunks no larger than the
-// device's maxStorageBufferRange (the 2B4T embedding alone is 656 MB).
+// device's maxStorageBufferRange (the 2B4T embedding alone is 656 MB). On an error, or a fault
+// reading the memory-mapped tensor (a panic model.CatchFault turns into an error), it releases
+// the chunks it allocated.
 func (g *GPU) uploadF16(t *model.Tensor, rows, cols int) (*F16Matrix, error) {
 	rowBytes := uint64(2 * cols)
 	if uint64(len(t.Data)) < rowBytes*uint64(rows) {
@@ -326,17 +346,26 @@ func (g *GPU) uploadF16(t *model.Tensor, rows, cols int) (*F16Matrix, error) {
 	limit := min(g.dev.Info().MaxStorageBufferRange, 1<<30)
 	per := max(uint64(1), limit/rowBytes)
 	mat := &F16Matrix{Name: t.Name, Rows: uint32(rows), Cols: uint32(cols)}
+	done := false
+	defer func() {
+		if !done {
+			for _, c := range mat.Chunks {
+				c.Buf.Buf.Release()
+			}
+		}
+	}()
 	for r0 := uint64(0); r0 < uint64(rows); r0 += per {
 		n := min(per, uint64(rows)-r0)
 		b, err := g.dev.NewBuffer(n * rowBytes)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
 		}
+		mat.Chunks = append(mat.Chunks, F16Chunk{Row0: uint32(r0), Rows: uint32(n), Buf: b.Whole()})
 		if err := b.Upload(0, t.Data[r0*rowBytes:(r0+n)*rowBytes]); err != nil {
 			return nil, err
 		}
-		mat.Chunks = append(mat.Chunks, F16Chunk{Row0: uint32(r0), Rows: uint32(n), Buf: b.Whole()})
 	}
+	done = true
 	return mat, nil
 }
 
@@ -400,8 +429,15 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 	ks := g.ks
 	dim, qDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.FFNDim)
 	// normQuant normalizes d-wide rows of in for the next projections: RMSNorm fused with the
-	// int8 quantization for ternary weights, plain RMSNorm for F16 ones.
+	// int8 quantization for ternary weights, plain RMSNorm for F16 ones. A nil w is a sub-norm
+	// the model lacks (llama-arch): the rows are quantized (or, for F16, copied) as they are.
 	normQuant := func(in *gpu.Buffer, w *gpu.Buffer, d uint32) error {
+		if w == nil {
+			if g.f16 {
+				return ks.Copy(s, in.Whole(), g.normed.Whole(), T*d)
+			}
+			return ks.Quantize(s, in.Whole(), g.qa.Whole(), g.sq.Whole(), RMSNormArgs{D: d, T: T, XStride: d, OutStride: d / 4})
+		}
 		if g.f16 {
 			return ks.RMSNorm(s, in.Whole(), w.Whole(), g.normed.Whole(), RMSNormArgs{D: d, T: T, XStride: d, OutStride: d, Eps: c.RMSEps})
 		}
@@ -418,6 +454,10 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 	norm := "rmsnorm_quant"
 	if g.f16 {
 		matmul, norm = "f16_matmul", "rmsnorm"
+	}
+	subNorm := norm
+	if !c.SubNorms {
+		subNorm = map[bool]string{false: "quantize", true: "copy"}[g.f16]
 	}
 	run := func(steps []step) error {
 		for _, st := range steps {
@@ -451,13 +491,13 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
 					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
 			}},
-			{norm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
+			{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
 			{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }},
 			{norm, func() error { return normQuant(g.x, l.ffnNorm, dim) }},
 			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
 			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
 			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
-			{norm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }},
+			{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }},
 			{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }},
 		}
 		if err := run(steps); err != nil {
@@ -557,11 +597,22 @@ func (g *GPU) embed(tokens []int) error {
 		if tok < 0 || tok >= g.cfg.VocabSize {
 			return fmt.Errorf("token %d outside the vocabulary [0, %d)", tok, g.cfg.VocabSize)
 		}
-		if err := model.FloatRow(g.embdHost, tok, rows[t*dim:(t+1)*dim]); err != nil {
+		if err := model.CatchFault(func() error { return model.FloatRow(g.embdHost, tok, rows[t*dim:(t+1)*dim]) }); err != nil {
 			return err
 		}
 	}
 	return gpu.Write(g.x, 0, rows)
+}
+
+// checkTokens rejects a token outside the vocabulary before anything changes, with the CPU
+// reference's message (less its "cpuref: " prefix).
+func (g *GPU) checkTokens(tokens []int) error {
+	for i, t := range tokens {
+		if t < 0 || t >= g.cfg.VocabSize {
+			return fmt.Errorf("token %d (index %d) outside the vocabulary [0, %d)", t, i, g.cfg.VocabSize)
+		}
+	}
+	return nil
 }
 
 func (g *GPU) checkRoom(n int) error {
@@ -581,6 +632,9 @@ func (g *GPU) checkRoom(n int) error {
 // token (allLogits) or of the last one.
 func (g *GPU) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	if err := g.checkRoom(len(tokens)); err != nil {
+		return nil, err
+	}
+	if err := g.checkTokens(tokens); err != nil {
 		return nil, err
 	}
 	vocab := g.cfg.VocabSize
@@ -652,6 +706,9 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 	if err := g.checkRoom(1); err != nil {
 		return 0, err
 	}
+	if err := g.checkTokens([]int{token}); err != nil {
+		return 0, err
+	}
 	if g.greedySeq == nil {
 		var err error
 		if g.greedyLogits, err = g.dev.NewBuffer(4 * uint64(g.cfg.VocabSize)); err != nil {
@@ -677,6 +734,7 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 	if err := g.run(g.greedySeq, []int{token}); err != nil {
 		return 0, err
 	}
+	g.greedySteps++
 	id, err := gpu.Read[uint32](g.tokenOut, 0, 1)
 	if err != nil {
 		return 0, err
@@ -686,6 +744,10 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 	}
 	return int(id[0]), nil
 }
+
+// GreedySteps is how many tokens DecodeGreedy has run through the on-device argmax (the step
+// that reads back only the chosen id), so a caller can tell that path ran.
+func (g *GPU) GreedySteps() int { return g.greedySteps }
 
 // Close releases the device memory of the model (not the device).
 func (g *GPU) Close() error {
@@ -702,10 +764,8 @@ func (g *GPU) Close() error {
 	}
 	if g.greedySeq != nil {
 		g.greedySeq.Release()
-		g.greedyLogits.Release()
-		g.tokenOut.Release()
 	}
-	bufs := []*gpu.Buffer{g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
+	bufs := []*gpu.Buffer{g.greedyLogits, g.tokenOut, g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
 	for _, l := range g.layers {
 		bufs = append(bufs, l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm, l.kCache, l.vCache)
 		for _, p := range []projection{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
@@ -741,6 +801,9 @@ func OpenGPU(m *model.Model, opts GPUOptions) (*GPU, error) {
 	dev, err := gpu.Open(gpu.OptionsFromEnv())
 	if err != nil {
 		return nil, err
+	}
+	if opts.OnDevice != nil {
+		opts.OnDevice(dev)
 	}
 	g, err := NewGPU(dev, m, opts)
 	if err != nil {

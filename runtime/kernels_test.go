@@ -32,6 +32,7 @@ func randFloats(rng *rand.Rand, n uint32) []float32 {
 func upload(t *testing.T, d *gpu.Device, v []float32) *gpu.Buffer {
 	b, err := gpu.NewBufferFrom(d, v)
 	require.NoError(t, err)
+	t.Cleanup(b.Release) // before the device closes, which fails on leaks
 	return b
 }
 
@@ -134,6 +135,7 @@ func TestKernelArgumentErrors(t *testing.T) {
 	d, ks := newKernels(t)
 	b, err := d.NewBuffer(16)
 	require.NoError(t, err)
+	defer b.Release()
 	err = d.Run(func(s *gpu.Sequence) error { return ks.Add(s, b.Whole(), b.Whole(), b.Whole(), 5) })
 	require.ErrorContains(t, err, "add: operand 0 holds 16 bytes, need 20 for 5 elements")
 	err = d.Run(func(s *gpu.Sequence) error { return ks.ReduceSum(s, b.Whole(), b.Whole(), 0) })

@@ -31,6 +31,7 @@ func init() {
 	kernelDefs = append(kernelDefs,
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
+		kernelDef{name: "quantize", variants: []variant{{spv: "quantize"}}, bindings: 3, outputs: []int{1, 2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{1}},
 		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
@@ -77,6 +78,18 @@ func (ks *Kernels) RMSNormQuant(s *gpu.Sequence, x, w, q, sq gpu.Range, a RMSNor
 	return s.Dispatch(ks.byName["rmsnorm_quant"], [3]uint32{a.T, 1, 1}, a.push(), x, w, q, sq)
 }
 
+// Quantize records the BitNet per-token int8 quantization of T tokens of width D (x [T][D] f32)
+// without a norm before it — the input of a BitLinear that has no sub-norm (llama-arch ternary
+// models) — with RMSNormQuant's outputs: q packed four per uint32 ([T][D/4] words) and the pair
+// (Rcp32(s) bits, Σq) per token, cpuref.QuantizeActivations' bits exactly. a.Eps and a.D's norm
+// role are unused; D must be a positive multiple of 4.
+func (ks *Kernels) Quantize(s *gpu.Sequence, x, q, sq gpu.Range, a RMSNormArgs) error {
+	if a.D%4 != 0 || a.D == 0 || a.T == 0 {
+		return fmt.Errorf("quantize: width %d must be a positive multiple of 4 and tokens %d positive", a.D, a.T)
+	}
+	return s.Dispatch(ks.byName["quantize"], [3]uint32{a.T, 1, 1}, a.push(), x, q, sq)
+}
+
 // RMSNorm records RMSNorm of T tokens of width D into y (f32).
 func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) error {
 	if a.D == 0 || a.T == 0 {
@@ -118,6 +131,9 @@ func RepackTernary(m *model.TernaryMatrix) ([]uint32, float32, error) {
 			return nil, 0, err
 		}
 		for g, sc := range scales {
+			if f := float64(sc); math.IsNaN(f) || math.IsInf(f, 0) {
+				return nil, 0, fmt.Errorf("tensor %s: the weight scale of row %d block %d is %v; weights must be finite", m.Name, r, g, sc)
+			}
 			if r == 0 && g == 0 {
 				scale = sc
 			} else if sc != scale {

@@ -15,6 +15,7 @@ import (
 func newBuf[T gpu.Elem](t *testing.T, d *gpu.Device, v []T) *gpu.Buffer {
 	b, err := gpu.NewBufferFrom(d, v)
 	require.NoError(t, err)
+	t.Cleanup(b.Release) // before the device closes, which fails on leaks
 	return b
 }
 
@@ -67,6 +68,39 @@ func TestRMSNormQuantParity(t *testing.T) {
 				require.Equal(t, math.Float32bits(y[i]), math.Float32bits(yGPU[tok*D+i]), "rmsnorm D=%d t=%d i=%d", D, tok, i)
 				require.Equal(t, q[i], qGPU[tok*D+i], "q D=%d t=%d i=%d", D, tok, i)
 				qsum += int32(q[i])
+			}
+			require.Equal(t, qsum, int32(sq[2*tok+1]), "Σq D=%d t=%d", D, tok)
+		}
+	}
+}
+
+// TestQuantizeParity: the norm-free quantize kernel (BitLinear inputs without a sub-norm) gives
+// cpuref.QuantizeActivations' q, 1/s and Σq bits for every token.
+func TestQuantizeParity(t *testing.T) {
+	d, ks := newKernels(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, shape := range [][2]int{{4, 1}, {256, 3}, {2560, 2}, {6912, 1}, {100, 5}} {
+		D, T := shape[0], shape[1]
+		x := randFloats(rng, uint32(D*T))
+		x[D*T-1] = 9 // the absmax sits in the last element of the last token
+		bx := newBuf(t, d, x)
+		bq, bs := zeroBuf(t, d, D*T), zeroBuf(t, d, 8*T)
+		require.NoError(t, d.Run(func(s *gpu.Sequence) error {
+			return ks.Quantize(s, bx.Whole(), bq.Whole(), bs.Whole(), RMSNormArgs{D: uint32(D), T: uint32(T), XStride: uint32(D), OutStride: uint32(D / 4)})
+		}))
+		qGPU, err := gpu.Read[int8](bq, 0, D*T)
+		require.NoError(t, err)
+		sq, err := gpu.Read[uint32](bs, 0, 2*T)
+		require.NoError(t, err)
+		for tok := 0; tok < T; tok++ {
+			q := make([]int8, D)
+			s, err := cpuref.QuantizeActivations(q, x[tok*D:(tok+1)*D])
+			require.NoError(t, err)
+			require.Equal(t, math.Float32bits(cpuref.Rcp32(s)), sq[2*tok], "1/scale D=%d token %d", D, tok)
+			require.Equal(t, q, qGPU[tok*D:(tok+1)*D], "q D=%d token %d", D, tok)
+			var qsum int32
+			for _, v := range q {
+				qsum += int32(v)
 			}
 			require.Equal(t, qsum, int32(sq[2*tok+1]), "Σq D=%d t=%d", D, tok)
 		}

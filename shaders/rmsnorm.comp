@@ -9,18 +9,29 @@
 //       s = 127 * cr_rcp(max(max|y|, 1e-5)),  q = clamp(roundEven(y * s), -128, 127)
 //     and writes q packed 4 per uint32 (little-endian bytes), plus per token the pair
 //     (cr_rcp(s) as float bits, Σq as int) that the ternary matmul needs.
+//   quantize       (QUANT=1, NORM=0): the quantization alone on y = x, for BitLinear inputs that
+//     have no sub-norm before them (llama-arch ternary models): q and the pair as above.
 // D must be a multiple of 4 when QUANT=1. local_size_x must be 64 (cpuref.NormLanes).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "numerics.glsl"
 
+#ifndef NORM
+#define NORM 1
+#endif
+
 layout(set = 0, binding = 0) readonly buffer X { float x[]; };
+#if NORM
 layout(set = 0, binding = 1) readonly buffer W { float w[]; };
-#if QUANT
-layout(set = 0, binding = 2) writeonly buffer Q { uint q[]; };
-layout(set = 0, binding = 3) writeonly buffer S { uint s_out[]; }; // [token][2]: 1/s bits, Σq
+#define NEXT 2
 #else
-layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };
+#define NEXT 1
+#endif
+#if QUANT
+layout(set = 0, binding = NEXT) writeonly buffer Q { uint q[]; };
+layout(set = 0, binding = NEXT + 1) writeonly buffer S { uint s_out[]; }; // [token][2]: 1/s bits, Σq
+#else
+layout(set = 0, binding = NEXT) writeonly buffer Y { float y[]; };
 #endif
 
 layout(push_constant) uniform Push {
@@ -84,6 +95,7 @@ void main() {
 	uint lid = gl_LocalInvocationID.x;
 	uint nt = gl_WorkGroupSize.x;
 
+#if NORM
 	precise float ss = 0.0;
 	for (uint i = lid; i < p.D; i += nt) {
 		float v = x[base + i];
@@ -91,10 +103,14 @@ void main() {
 	}
 	precise float mean = reduce_sum(ss) * cr_rcp(float(p.D));
 	float inv = cr_rsqrt(mean + p.eps);
+#define NORMED(i) (x[base + (i)] * inv * w[(i)])
+#else
+#define NORMED(i) (x[base + (i)])
+#endif
 #if QUANT
 	float amax = 0.0;
 	for (uint i = lid; i < p.D; i += nt) {
-		precise float yv = x[base + i] * inv * w[i];
+		precise float yv = NORMED(i);
 		amax = max(amax, abs(yv));
 	}
 	amax = reduce_max(amax);
@@ -105,7 +121,7 @@ void main() {
 		uint word = 0u;
 		for (uint b = 0u; b < 4u; b++) {
 			uint i = 4u * i4 + b;
-			precise float yv = x[base + i] * inv * w[i];
+			precise float yv = NORMED(i);
 			precise float scaled = yv * s;
 			int qv = int(clamp(roundEven(scaled), -128.0, 127.0));
 			qsum += qv;
@@ -121,7 +137,7 @@ void main() {
 #else
 	uint obase = p.out_off + t * p.out_stride;
 	for (uint i = lid; i < p.D; i += nt) {
-		precise float yv = x[base + i] * inv * w[i];
+		precise float yv = NORMED(i);
 		y[obase + i] = yv;
 	}
 #endif

@@ -30,6 +30,7 @@ var Variants = []Variant{
 	{Name: "reduce_sum_shared", Source: "reduce_sum.comp", Defines: []string{"USE_SUBGROUP=0"}},
 	{Name: "rmsnorm", Source: "rmsnorm.comp", Defines: []string{"QUANT=0"}},
 	{Name: "rmsnorm_quant", Source: "rmsnorm.comp", Defines: []string{"QUANT=1"}},
+	{Name: "quantize", Source: "rmsnorm.comp", Defines: []string{"QUANT=1", "NORM=0"}},
 	{Name: "ternary_matmul_dot", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1"}},
 	{Name: "ternary_matmul_subgroup", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=1"}},
 	{Name: "ternary_matmul_shared", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=0"}},

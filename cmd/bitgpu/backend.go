@@ -24,13 +24,21 @@ import (
 var newGPUBackend func(m *model.Model, ctx int) (runtime.Backend, error)
 
 // openBackend returns the backend the --device flag names for m with a KV cache of ctx tokens:
-// "cpu" is cpuref; "gpu" is newGPUBackend, falling back to cpuref with one warning line on stderr
-// when the Vulkan backend is not available or finds no device (an error wrapping
-// gpu.ErrNoDevice). Other GPU errors are returned; any other device value is an error naming the
-// flag.
+// "cpu" and "cpuref" are the CPU reference backend (cpuref); "gpu" is newGPUBackend, falling back
+// to cpuref with one warning line on stderr when the Vulkan backend is not available or finds no
+// device (an error wrapping gpu.ErrNoDevice); "auto" is "gpu" when autoDevice finds a discrete,
+// integrated or virtual GPU and "cpu" otherwise (with -v, one line on stderr says which and why).
+// Other GPU errors are returned; any other device value is an error naming the flag.
 func openBackend(device string, m *model.Model, ctx int, stderr io.Writer) (runtime.Backend, error) {
+	if device == "auto" {
+		var why string
+		device, why = autoDevice()
+		if verbose {
+			fmt.Fprintf(stderr, "bitgpu: --device auto: %s: %s\n", device, why)
+		}
+	}
 	switch device {
-	case "cpu":
+	case "cpu", "cpuref":
 		return newCPUBackend(m, ctx)
 	case "gpu":
 		if newGPUBackend == nil {
@@ -47,7 +55,37 @@ func openBackend(device string, m *model.Model, ctx int, stderr io.Writer) (runt
 		}
 		return nil, err
 	}
-	return nil, fmt.Errorf("--device %q: want gpu or cpu", device)
+	return nil, fmt.Errorf("--device %q: want auto, gpu, cpu or cpuref", device)
+}
+
+// autoDevice resolves --device auto to "gpu" or "cpu" and says why: "gpu" when BITGPU_DEVICE
+// names a device or the Vulkan loader lists a discrete, integrated or virtual GPU; "cpu" when it
+// lists only CPU-type devices (lavapipe, SwiftShader: they run the shaders on the CPU, slower than
+// the CPU backend — llama.cpp skips them by default too) or none. `--device gpu` still forces
+// Vulkan on any device.
+func autoDevice() (device, why string) {
+	if sel := os.Getenv("BITGPU_DEVICE"); sel != "" {
+		return "gpu", fmt.Sprintf("BITGPU_DEVICE=%q names a Vulkan device", sel)
+	}
+	if newGPUBackend == nil {
+		return "cpu", "this build has no Vulkan backend"
+	}
+	infos, err := gpu.Enumerate()
+	if err != nil {
+		return "cpu", err.Error()
+	}
+	var cpus []string
+	for _, in := range infos {
+		switch in.Type {
+		case "discrete", "integrated", "virtual":
+			return "gpu", fmt.Sprintf("found %s (%s GPU)", in.Name, in.Type)
+		}
+		cpus = append(cpus, in.Name)
+	}
+	if len(cpus) == 0 {
+		return "cpu", "no Vulkan device"
+	}
+	return "cpu", fmt.Sprintf("only CPU-type Vulkan devices (%s), slower than the CPU backend; --device gpu forces Vulkan", strings.Join(cpus, ", "))
 }
 
 // newCPUBackend is cpuref.New as a runtime.Backend (never a typed nil).
@@ -78,15 +116,24 @@ func openModel(path string) (*model.Model, error) {
 	return m, nil
 }
 
-// contextSize resolves --ctx against the model: 0 means def (capped at the model's context
-// length); a negative value or one above the model's context length is an error naming the flag.
+// defaultCtx is the --ctx of generate and chat when none is given, capped at the model's
+// context length: a file's context_length is untrusted and may be far beyond what fits in memory
+// (the KV cache grows with it), so the full length must be asked for.
+const defaultCtx = 4096
+
+// contextSize resolves --ctx against the model: 0 means def (defaultCtx when def <= 0), capped at
+// the model's context length; a negative value or one above the model's context length is an
+// error naming the flag.
 func contextSize(flag int, def int, m *model.Model) (int, error) {
 	limit := m.Config.ContextLength
+	if def <= 0 {
+		def = defaultCtx
+	}
 	switch {
 	case flag < 0:
 		return 0, fmt.Errorf("--ctx %d: must be positive", flag)
 	case flag == 0:
-		if def <= 0 || def > limit {
+		if def > limit {
 			return limit, nil
 		}
 		return def, nil
@@ -94,6 +141,14 @@ func contextSize(flag int, def int, m *model.Model) (int, error) {
 		return 0, fmt.Errorf("--ctx %d: exceeds the model's context length %d", flag, limit)
 	}
 	return flag, nil
+}
+
+// closeInto closes c and, when *err is nil, stores its error there: for a deferred Close whose
+// failure (a leak reported by the device, an unmap error) must fail the command.
+func closeInto(err *error, c interface{ Close() error }) {
+	if cerr := c.Close(); *err == nil {
+		*err = cerr
+	}
 }
 
 // peakMemory returns the process's peak resident memory in bytes: VmHWM from /proc/self/status
@@ -131,7 +186,7 @@ func addModelFlags(cmd *cobra.Command, ctxHelp string) {
 	f := cmd.Flags()
 	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
 	f.Int("ctx", 0, ctxHelp)
-	f.String("device", "gpu", "backend: gpu (Vulkan; falls back to cpu without a device) or cpu")
+	f.String("device", "auto", "backend: auto (a discrete, integrated or virtual GPU if there is one, else cpu), gpu (Vulkan on any device, CPU-type ones included; falls back to cpu without one), cpu or cpuref (the CPU reference backend)")
 }
 
 // session is what generate and chat share: the model, the backend the flags chose and the
@@ -164,6 +219,9 @@ func openSession(cmd *cobra.Command) (*session, error) {
 		m.Close()
 		return nil, err
 	}
+	if verbose {
+		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: context %d tokens (--ctx; the model's context length is %d)\n", ctx, m.Config.ContextLength)
+	}
 	b, err := openBackend(device, m, ctx, cmd.ErrOrStderr())
 	if err != nil {
 		m.Close()
@@ -172,8 +230,12 @@ func openSession(cmd *cobra.Command) (*session, error) {
 	return &session{m: m, b: b, ctx: ctx}, nil
 }
 
-// Close releases the backend and the model.
-func (s *session) Close() {
-	s.b.Close()
-	s.m.Close()
+// Close releases the backend and the model. Its error is the backend's (for the GPU, objects left
+// alive at Close wrap gpu.ErrLeak) or the model's.
+func (s *session) Close() error {
+	err := s.b.Close()
+	if merr := s.m.Close(); err == nil {
+		err = merr
+	}
+	return err
 }

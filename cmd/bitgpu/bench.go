@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,7 +51,7 @@ reports bytes moved, GB/s, GOP/s and the ratio to the copy kernel's bandwidth me
 same run (the device's achievable roofline). Shapes are ROWSxCOLS (outputs x inputs).`,
 		Example: "  bitgpu bench kernels\n  bitgpu bench kernels --shape 4096x4096 --repeats 50 --json k.json --plot plots/",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			shs := runtime.Shapes2B4T
 			if len(shapes) > 0 {
 				shs = nil
@@ -67,11 +66,15 @@ same run (the device's achievable roofline). Shapes are ROWSxCOLS (outputs x inp
 			if repeats < 1 {
 				return fmt.Errorf("--repeats %d: must be at least 1", repeats)
 			}
+			if err := checkBenchOutputs(jsonPath, plotDir); err != nil {
+				return err
+			}
 			dev, err := gpu.Open(gpu.OptionsFromEnv())
 			if err != nil {
 				return err
 			}
-			defer dev.Close()
+			watchValidation(dev)
+			defer closeInto(&err, dev)
 			res, err := runtime.BenchKernels(dev, runtime.BenchOptions{Shapes: shs, Repeats: repeats, Warmup: warmup})
 			if err != nil {
 				return err
@@ -121,38 +124,56 @@ func printKernelTable(w io.Writer, res []runtime.KernelResult) {
 	tw.Flush()
 }
 
-// writeJSON writes v to path atomically (temp file + rename).
+// checkBenchOutputs checks --json FILE and --plot DIR (either may be "": not written) before a
+// benchmark runs, so that a bad path fails at once rather than after the timing: FILE's directory
+// must exist and FILE be absent or a regular file; DIR must be an existing directory. bitgpu
+// creates no directories (`make bench` creates its results directory itself).
+func checkBenchOutputs(jsonPath, plotDir string) error {
+	if jsonPath != "" {
+		if err := checkOutputFile("--json", jsonPath); err != nil {
+			return err
+		}
+	}
+	if plotDir != "" {
+		return checkOutputDir("--plot", plotDir)
+	}
+	return nil
+}
+
+// writeJSON writes v as indented JSON to the --json file path atomically (writeOutput: temp file
+// + rename; a non-regular path is refused, never replaced).
 func writeJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("--json %s: %w", path, err)
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bench-*.json")
-	if err != nil {
-		return fmt.Errorf("--json %s: %w", path, err)
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("--json %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+	return writeOutput("--json", path, func(w io.Writer) error {
+		_, err := w.Write(append(data, '\n'))
 		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
-// plotKernels draws each kernel's bandwidth against the copy roofline as grouped bars.
-func plotKernels(dir string, rep benchReport) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--plot %s: %w", dir, err)
+// savePlot writes p as dir/name.png and dir/name.svg (7 x 4 inches), each through writeOutput
+// ("--plot" errors); dir must exist.
+func savePlot(p *plot.Plot, dir, name string) error {
+	for _, ext := range []string{"png", "svg"} {
+		wt, err := p.WriterTo(7*vg.Inch, 4*vg.Inch, ext)
+		if err != nil {
+			return fmt.Errorf("--plot %s: %w", dir, err)
+		}
+		if err := writeOutput("--plot", filepath.Join(dir, name+"."+ext), func(w io.Writer) error {
+			_, err := wt.WriteTo(w)
+			return err
+		}); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// plotKernels draws each kernel's bandwidth against the copy roofline as grouped bars, into the
+// existing directory dir.
+func plotKernels(dir string, rep benchReport) error {
 	p := plot.New()
 	p.Title.Text = "Kernel bandwidth vs copy roofline — " + rep.Device.Name
 	p.Y.Label.Text = "GB/s"
@@ -199,10 +220,5 @@ func plotKernels(dir string, rep benchReport) error {
 	p.Y.Min = 0
 	p.Y.Max = copyGBps * 1.3
 	p.NominalX(labels...)
-	for _, ext := range []string{"png", "svg"} {
-		if err := p.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, "kernels-bandwidth."+ext)); err != nil {
-			return fmt.Errorf("--plot %s: %w", dir, err)
-		}
-	}
-	return nil
+	return savePlot(p, dir, "kernels-bandwidth")
 }

@@ -15,6 +15,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/model"
 	"github.com/bitgpu/bitgpu/runtime"
 )
@@ -61,9 +62,12 @@ weights are fine for speed) and, with --baseline, runs the same shapes with F16 
 full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 		Example: "  bitgpu bench e2e --preset tiny\n  bitgpu bench e2e --preset 2b4t --ctx 256 --steps 4 --json e2e.json --plot plots/\n  bitgpu bench e2e -m model.gguf --ctx 512",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if ctx < 1 || steps < 1 {
 				return fmt.Errorf("--ctx %d and --steps %d must be positive", ctx, steps)
+			}
+			if err := checkBenchOutputs(jsonPath, plotDir); err != nil {
+				return err
 			}
 			var lengths []int // 64, 128, ... below --ctx, then --ctx itself
 			for l := 64; l < ctx; l *= 2 {
@@ -74,7 +78,8 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 			if err != nil {
 				return err
 			}
-			defer dev.Close()
+			watchValidation(dev)
+			defer closeInto(&err, dev)
 			kr, err := runtime.BenchKernels(dev, runtime.BenchOptions{Repeats: 5, Warmup: 1})
 			if err != nil {
 				return err
@@ -88,6 +93,11 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 				if err != nil {
 					return err
 				}
+				forget, err := fsutil.RegisterTemp(dir) // removed on SIGINT/SIGTERM too
+				if err != nil {
+					return err
+				}
+				defer forget()
 				defer os.RemoveAll(dir)
 				types := []model.TensorType{model.TypeI2_S}
 				if baseline {
@@ -179,11 +189,9 @@ func printE2E(w io.Writer, rep e2eReport) {
 	}
 }
 
-// plotE2E draws decode latency and device memory against context length, one line per run.
+// plotE2E draws decode latency and device memory against context length, one line per run,
+// into the existing directory dir.
 func plotE2E(dir string, rep e2eReport) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--plot %s: %w", dir, err)
-	}
 	draw := func(name, title, ylabel string, y func(runtime.E2EPoint) float64) error {
 		p := plot.New()
 		p.Title.Text = title + " — " + rep.Device.Name
@@ -212,12 +220,7 @@ func plotE2E(dir string, rep e2eReport) error {
 			p.Legend.Add(r.Weights+" weights", l, s)
 		}
 		p.Legend.Top, p.Legend.Left = true, true
-		for _, ext := range []string{"png", "svg"} {
-			if err := p.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, name+"."+ext)); err != nil {
-				return fmt.Errorf("--plot %s: %w", dir, err)
-			}
-		}
-		return nil
+		return savePlot(p, dir, name)
 	}
 	if err := draw("e2e-decode-latency", "Decode latency vs context", "ms per token", func(p runtime.E2EPoint) float64 { return p.DecodeMSPerToken }); err != nil {
 		return err

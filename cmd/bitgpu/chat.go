@@ -13,7 +13,7 @@ import (
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
-// chatCmd is `bitgpu chat [-m FILE] [--system TEXT] [--device gpu|cpu]`: an interactive
+// chatCmd is `bitgpu chat [-m FILE] [--system TEXT] [--device auto|gpu|cpu|cpuref]`: an interactive
 // conversation over stdin/stdout with the model's chat template.
 var chatCmd = &cobra.Command{
 	Use:   "chat [-m FILE] [--system TEXT]",
@@ -24,22 +24,24 @@ laid out with the chat template stored in the model file (BitNet b1.58 or LLaMA-
 cache is kept between turns, so only the new turn is processed; when the context is full the
 oldest exchanges are dropped and the rest processed again. A reply ends at the end-of-turn
 token, after -n tokens, or at the end of the context. Sampling flags as for generate. One stats
-line on stderr at the end.`,
+line on stderr at the end. Special-token text typed in a message (such as "<|eot_id|>") is
+plain text unless --special is given; the template's own markers are always special.`,
 	Args: cobra.NoArgs,
 	RunE: runChat,
 }
 
 func init() {
 	f := chatCmd.Flags()
-	addModelFlags(chatCmd, "context length in tokens (default: the model's)")
+	addModelFlags(chatCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", defaultCtx))
 	f.String("system", "", "system message")
+	f.Bool("special", false, "parse special-token text (such as <|eot_id|>) typed in messages as the special token; by default it is plain text")
 	f.IntP("n-predict", "n", -1, "most tokens per reply; -1 until end of turn or context")
 	addSamplingFlags(chatCmd)
 	rootCmd.AddCommand(chatCmd)
 }
 
 // runChat is the chat command.
-func runChat(cmd *cobra.Command, _ []string) error {
+func runChat(cmd *cobra.Command, _ []string) (err error) {
 	f := cmd.Flags()
 	s, _, err := samplerFromFlags(cmd)
 	if err != nil {
@@ -54,7 +56,7 @@ func runChat(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer closeInto(&err, sess)
 	m, b, ctx := sess.m, sess.b, sess.ctx
 	stderr := cmd.ErrOrStderr()
 	stdout := cmd.OutOrStdout()
@@ -68,6 +70,7 @@ func runChat(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	c.ParseSpecial, _ = f.GetBool("special")
 
 	interactive := isTerminal(os.Stdin)
 	in := bufio.NewReader(cmd.InOrStdin())

@@ -43,8 +43,8 @@ func runConvert(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("--type: %w", err)
 	}
 	out, _ := f.GetString("output")
-	if out == "" {
-		return fmt.Errorf("--output: empty file name")
+	if err := checkOutputFile("--output", out); err != nil {
+		return err
 	}
 	dir := args[0]
 	if st, err := os.Stat(dir); err != nil {

@@ -16,7 +16,7 @@ import (
 )
 
 // generateCmd is `bitgpu generate [-m FILE] -p TEXT [-n 128] [sampling flags] [--ctx N]
-// [--device gpu|cpu]`: the generated text alone on stdout, streamed; one stats line on stderr.
+// [--device auto|gpu|cpu|cpuref]`: the generated text alone on stdout, streamed; one stats line on stderr.
 var generateCmd = &cobra.Command{
 	Use:   "generate [-m FILE] -p TEXT",
 	Short: "Continue a prompt; the text on stdout, stats on stderr",
@@ -36,7 +36,7 @@ text on every backend.`,
 
 func init() {
 	f := generateCmd.Flags()
-	addModelFlags(generateCmd, "context length in tokens (default: the model's)")
+	addModelFlags(generateCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", defaultCtx))
 	f.StringP("prompt", "p", "", "prompt text (required)")
 	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
 	f.Bool("profile", false, "GPU: print the GPU time per decode step of each kernel, largest first, on stderr")
@@ -101,14 +101,15 @@ func samplerOptions(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, 
 
 // checkDevice validates --device before any work.
 func checkDevice(device string) error {
-	if device != "gpu" && device != "cpu" {
-		return fmt.Errorf("--device %q: want gpu or cpu", device)
+	switch device {
+	case "auto", "gpu", "cpu", "cpuref":
+		return nil
 	}
-	return nil
+	return fmt.Errorf("--device %q: want auto, gpu, cpu or cpuref", device)
 }
 
 // runGenerate is the generate command.
-func runGenerate(cmd *cobra.Command, _ []string) error {
+func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	f := cmd.Flags()
 	s, seeded, err := samplerFromFlags(cmd)
 	if err != nil {
@@ -123,7 +124,7 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer closeInto(&err, sess)
 	m, b, ctx := sess.m, sess.b, sess.ctx
 	stderr := cmd.ErrOrStderr()
 	profile, _ := cmd.Flags().GetBool("profile")
@@ -150,7 +151,10 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	if isTerminal(os.Stdout) && isTerminal(os.Stderr) && !strings.HasSuffix(st.Text, "\n") {
+	// The stats line starts on a line of its own when stdout and stderr are one terminal, pipe or
+	// file (2>&1): a newline on stderr ends an unterminated text; stdout keeps exactly the text,
+	// and a separate stderr holds exactly the stats line.
+	if st.Text != "" && !strings.HasSuffix(st.Text, "\n") && sameFile(os.Stdout, os.Stderr) {
 		fmt.Fprintln(stderr)
 	}
 	seed := ""

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -93,15 +96,51 @@ func TestGenerateRandomSeedIsReported(t *testing.T) {
 
 func TestGenerateGPUFallsBackToCPU(t *testing.T) {
 	path := synthFile(t)
-	// No Vulkan driver: the default --device gpu must warn once and run on the CPU.
+	// No Vulkan driver: --device gpu must warn once and run on the CPU.
 	noDriver := []string{"VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"}
-	out, errOut, code := bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0")
+	out, errOut, code := bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "gpu")
 	require.Equal(t, 0, code, errOut)
 	ref, _, _ := bitgpu(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "cpu")
 	require.Equal(t, ref, out)
 	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
 	require.Len(t, lines, 2, errOut)
 	require.Regexp(t, `^bitgpu: warning: no Vulkan device \(.+\); using --device cpu$`, lines[0])
+
+	// The default, --device auto, takes the CPU without a word (and says why with -v).
+	out, errOut, code = bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, ref, out)
+	require.Equal(t, 1, strings.Count(errOut, "\n"), "only the stats line: %q", errOut)
+	_, errOut, code = bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "-v")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^bitgpu: --device auto: cpu: .*no compatible driver`, errOut)
+}
+
+// TestDeviceAutoSkipsCPUDevices: with only a CPU-type Vulkan device (lavapipe, SwiftShader: CI's
+// drivers), --device auto runs the CPU backend and -v says why; --device gpu still runs Vulkan, and
+// both give the CPU's tokens (the bit-exact contract), greedy and seeded.
+func TestDeviceAutoSkipsCPUDevices(t *testing.T) {
+	if os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
+		if _, _, code := bitgpu(t, nil, "devices"); code != 0 {
+			t.Skip("no Vulkan device")
+		}
+	}
+	path := synthFile(t)
+	for _, sampling := range [][]string{{"--temp", "0"}, {"--temp", "0.9", "--seed", "7"}} {
+		args := append([]string{"generate", "-m", path, "-p", "hello world", "-n", "8", "-v"}, sampling...)
+		ref, _, code := bitgpu(t, nil, append(args, "--device", "cpu")...)
+		require.Equal(t, 0, code)
+		out, errOut, code := bitgpu(t, nil, append(args, "--device", "auto")...)
+		require.Equal(t, 0, code, errOut)
+		require.Equal(t, ref, out)
+		require.Regexp(t, `(?m)^bitgpu: --device auto: cpu: only CPU-type Vulkan devices \(.+\)`, errOut)
+		require.NotContains(t, errOut, "memory plan", "auto did not open the Vulkan backend")
+
+		out, errOut, code = bitgpu(t, nil, append(args, "--device", "gpu")...)
+		require.Equal(t, 0, code, errOut)
+		require.Contains(t, errOut, "memory plan", "--device gpu ran the Vulkan backend")
+		require.Equal(t, ref, out, "%v: GPU tokens equal the CPU's", sampling)
+	}
 }
 
 func TestGenerateErrors(t *testing.T) {
@@ -120,7 +159,7 @@ func TestGenerateErrors(t *testing.T) {
 		{[]string{"-m", path, "-p", "x", "--repeat-penalty", "0"}, []string{"--repeat-penalty 0:"}},
 		{[]string{"-m", path, "-p", "x", "-n", "-5"}, []string{"-n -5:"}},
 		{[]string{"-m", path, "-p", "x", "--ctx", "1000"}, []string{"--ctx 1000: exceeds the model's context length 64"}},
-		{[]string{"-m", path, "-p", "x", "--device", "tpu"}, []string{`--device "tpu": want gpu or cpu`}},
+		{[]string{"-m", path, "-p", "x", "--device", "tpu"}, []string{`--device "tpu": want auto, gpu, cpu or cpuref`}},
 		{[]string{"-m", path, "-p", "x", "-n", "notanumber"}, []string{"notanumber"}},
 		{[]string{"-m", path, "-p", long, "--device", "cpu"}, []string{"-p: the prompt is", "the context holds 64"}},
 		{[]string{"-m", path, "-p", "hello", "--device", "cpu", "--ctx", "2"}, []string{"-p: the prompt is", "the context holds 2"}},
@@ -162,4 +201,24 @@ func TestGenerateBuiltInModel(t *testing.T) {
 		outs = append(outs, out)
 	}
 	require.Equal(t, outs[0], outs[1])
+}
+
+// TestStatsLineStartsItsOwnLine: with stdout and stderr on one pipe (2>&1), the stats line begins
+// a line of its own after generated text that does not end in a newline, and stdout alone still
+// holds exactly the generated text.
+func TestStatsLineStartsItsOwnLine(t *testing.T) {
+	args := []string{"generate", "-p", "The Python interpreter", "-n", "6", "--temp", "0", "--device", "cpu"}
+	text, _, code := bitgpu(t, nil, args...)
+	require.Equal(t, 0, code)
+	require.NotEmpty(t, text)
+	require.False(t, strings.HasSuffix(text, "\n"), "the case under test: text without a final newline: %q", text)
+
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "BITGPU_TEST_MAIN=1")
+	var both bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &both, &both
+	require.NoError(t, cmd.Run())
+	lines := strings.Split(both.String(), "\n")
+	require.True(t, strings.HasPrefix(lines[len(lines)-2], "prompt: "), "the stats line stands alone: %q", both.String())
+	require.Contains(t, both.String(), text+"\nprompt: ")
 }

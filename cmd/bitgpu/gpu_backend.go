@@ -6,6 +6,7 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 	"github.com/bitgpu/bitgpu/runtime"
 )
@@ -16,7 +17,7 @@ var verbose bool
 func init() {
 	rootCmd.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print the device and the memory plan (weights, KV cache, scratch) on stderr")
 	newGPUBackend = func(m *model.Model, ctx int) (runtime.Backend, error) {
-		opts := runtime.GPUOptions{Ctx: ctx}
+		opts := runtime.GPUOptions{Ctx: ctx, OnDevice: func(d *gpu.Device) { watchValidation(d) }}
 		if isTerminal(os.Stderr) {
 			opts.Progress = os.Stderr
 		}

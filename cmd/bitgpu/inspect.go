@@ -41,8 +41,11 @@ func runInspect(w io.Writer, path string) error {
 			return err
 		}
 		defer m.Close()
-		fmt.Fprintf(w, "file:        %s\nformat:      Hugging Face safetensors (converted at load)\n", path)
+		fmt.Fprintf(w, "file:        %s\nformat:      Hugging Face safetensors (converted at load)\n", printable(path))
 		printConfig(w, &m.Config)
+		if m.PackedScaleRule != "" {
+			fmt.Fprintf(w, "packed:      %s\n", m.PackedScaleRule)
+		}
 		printTokenizer(w, m.Tokenizer, "", 0, &m.Config)
 		ts := make([]*model.Tensor, 0, len(m.Tensors))
 		for _, s := range m.Config.TensorSpecs() {
@@ -57,15 +60,15 @@ func runInspect(w io.Writer, path string) error {
 	}
 	defer g.Close()
 	fmt.Fprintf(w, "file:        %s\nformat:      GGUF v%d, %d metadata keys, %d tensors, alignment %d, data at byte %d\n",
-		path, g.Version, len(g.Keys), len(g.Tensors), g.Alignment, g.DataOffset)
+		printable(path), g.Version, len(g.Keys), len(g.Tensors), g.Alignment, g.DataOffset)
 	if name, ok := g.Meta["general.name"].(string); ok {
-		fmt.Fprintf(w, "name:        %s\n", name)
+		fmt.Fprintf(w, "name:        %s\n", printable(name))
 	}
 	cfg, cfgErr := model.ConfigFromGGUF(g.Meta, g.TensorMap())
 	if cfgErr == nil {
 		printConfig(w, &cfg)
 	} else if arch, ok := g.Meta["general.architecture"].(string); ok {
-		fmt.Fprintf(w, "arch:        %s\n", arch)
+		fmt.Fprintf(w, "arch:        %s\n", printable(arch))
 	}
 	tok, tokErr := model.NewTokenizerFromGGUF(g.Meta)
 	if tokErr == nil {
@@ -94,7 +97,7 @@ func printConfig(w io.Writer, c *model.Config) {
 	if c.RoPEMode == model.RoPENorm {
 		rope = "norm"
 	}
-	fmt.Fprintf(w, "arch:        %s\n", c.Arch)
+	fmt.Fprintf(w, "arch:        %s\n", printable(string(c.Arch)))
 	fmt.Fprintf(w, "vocab:       %d\n", c.VocabSize)
 	fmt.Fprintf(w, "dim:         %d\n", c.Dim)
 	fmt.Fprintf(w, "layers:      %d\n", c.Layers)
@@ -113,7 +116,7 @@ func printTokenizer(w io.Writer, tok model.Tokenizer, kind string, merges int, c
 	if kind == "" {
 		kind = fmt.Sprintf("%T", tok)
 	}
-	fmt.Fprintf(w, "tokenizer:   %s, %d tokens", kind, tok.VocabSize())
+	fmt.Fprintf(w, "tokenizer:   %s, %d tokens", printable(kind), tok.VocabSize())
 	if merges > 0 {
 		fmt.Fprintf(w, ", %d merges", merges)
 	}
@@ -147,7 +150,7 @@ func printTensors(w io.Writer, ts []*model.Tensor) error {
 		for i, d := range t.Shape {
 			dims[i] = fmt.Sprint(d)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t[%s]\t%d\n", t.Name, t.Type, strings.Join(dims, " "), len(t.Data))
+		fmt.Fprintf(tw, "%s\t%s\t[%s]\t%d\n", printable(t.Name), t.Type, strings.Join(dims, " "), len(t.Data))
 		total += uint64(len(t.Data))
 	}
 	if err := tw.Flush(); err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bitgpu/bitgpu/model"
 )
 
 // rootCmd is the `bitgpu` command; each subcommand file adds itself in an init function.
@@ -22,11 +24,21 @@ func main() {
 }
 
 // run executes the command line args and returns the process exit status: 0 on success, 1 with
-// one line "bitgpu: <error>" on stderr otherwise.
+// one line "bitgpu: <error>" on stderr otherwise. SIGINT and SIGTERM during the command exit the
+// process from handleSignals (130 or 143) instead.
 func run(args []string) int {
 	rootCmd.SetArgs(args)
-	if err := rootCmd.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "bitgpu: %v\n", err)
+	done := handleSignals() // SIGINT/SIGTERM: partial outputs removed, "bitgpu: interrupted", 130/143
+	// A fault on a memory-mapped model file (truncated in place while in use) becomes an error.
+	err := model.CatchFault(rootCmd.Execute)
+	done()
+	// With BITGPU_VALIDATE=1 every validation message is shown, and any makes the run fail.
+	if verr := reportValidation(os.Stderr); err == nil {
+		err = verr
+	}
+	if err != nil {
+		// Errors quote file contents (names, keys): escaped, so the report stays one line.
+		fmt.Fprintf(os.Stderr, "bitgpu: %s\n", printable(err.Error()))
 		return 1
 	}
 	return 0

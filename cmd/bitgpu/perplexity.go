@@ -14,7 +14,7 @@ import (
 // model's context length.
 const defaultPerplexityCtx = 512
 
-// perplexityCmd is `bitgpu perplexity -m FILE -f TEXT [--ctx N] [--chunks K] [--device gpu|cpu]`.
+// perplexityCmd is `bitgpu perplexity -m FILE -f TEXT [--ctx N] [--chunks K] [--device auto|gpu|cpu|cpuref]`.
 var perplexityCmd = &cobra.Command{
 	Use:   "perplexity -m FILE -f TEXT",
 	Short: "Measure the model's perplexity on a text file",
@@ -38,7 +38,7 @@ func init() {
 }
 
 // runPerplexity is the perplexity command.
-func runPerplexity(cmd *cobra.Command, _ []string) error {
+func runPerplexity(cmd *cobra.Command, _ []string) (err error) {
 	f := cmd.Flags()
 	ctxFlag, _ := f.GetInt("ctx")
 	if ctxFlag < 0 {
@@ -67,6 +67,9 @@ func runPerplexity(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if verbose {
+		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: context %d tokens (--ctx; the model's context length is %d)\n", n, m.Config.ContextLength)
+	}
 	tokens := m.Tokenizer.Encode(string(text), false)
 	fit := runtime.Windows(len(tokens), n)
 	if fit == 0 {
@@ -80,7 +83,7 @@ func runPerplexity(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	defer b.Close()
+	defer closeInto(&err, b)
 	k := fit
 	if chunks > 0 {
 		k = chunks

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,7 +21,11 @@ var synthCmd = &cobra.Command{
 F32 norms, a small byte-level BPE vocabulary), deterministic from --seed. --preset picks the
 shapes (tiny: vocab 300, dim 256, 2 layers, 4 heads, 2 kv heads, ffn 768, ctx 256; 2b4t: the
 shapes of BitNet b1.58 2B4T); the other flags override single values. --type encodes the
-projections: i2_s, tq2_0, tq1_0 (widths a multiple of 256), or f16 (full-precision baseline).`,
+projections: i2_s, tq2_0, tq1_0 (widths a multiple of 256), or f16 (full-precision baseline).
+--family picks the layout of a public ternary family: 2b4t (bitnet-b1.58: sub-norms, ReLU², NEOX
+RoPE, tied embedding), onebit (1bitLLM as upstream llama.cpp's bitnet: SiLU, separate output),
+llama158 (llama arch: Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E — no sub-norms, SiLU, NORM RoPE,
+separate output).`,
 	Args: cobra.NoArgs,
 	RunE: runSynth,
 }
@@ -28,6 +34,7 @@ func init() {
 	f := synthCmd.Flags()
 	f.StringP("output", "o", "", "output GGUF file (required)")
 	f.String("preset", "tiny", "shape preset: tiny or 2b4t")
+	f.String("family", "2b4t", "layout: "+strings.Join(model.SynthFamilies, ", ")+" (architecture, sub-norms, gate, RoPE, tied or separate output)")
 	f.String("type", "i2_s", "weight type: i2_s, tq2_0, tq1_0 or f16")
 	f.Int("vocab", 0, "vocabulary size (at least 259)")
 	f.Int("dim", 0, "hidden width")
@@ -45,10 +52,18 @@ func init() {
 // runSynth builds the options from the flags and writes the model.
 func runSynth(cmd *cobra.Command, _ []string) error {
 	f := cmd.Flags()
+	out, _ := f.GetString("output")
+	if err := checkOutputFile("--output", out); err != nil {
+		return err
+	}
 	preset, _ := f.GetString("preset")
 	opt, err := model.SynthPreset(preset)
 	if err != nil {
 		return fmt.Errorf("--preset: %w", err)
+	}
+	opt.Family, _ = f.GetString("family")
+	if !slices.Contains(model.SynthFamilies, opt.Family) {
+		return fmt.Errorf("--family %q: want one of %s", opt.Family, strings.Join(model.SynthFamilies, ", "))
 	}
 	typ, _ := f.GetString("type")
 	switch strings.ToLower(typ) {
@@ -81,7 +96,13 @@ func runSynth(cmd *cobra.Command, _ []string) error {
 	}
 	opt.Seed, _ = f.GetUint64("seed")
 	opt.BlockScales, _ = f.GetBool("block-scales")
-	out, _ := f.GetString("output")
+	if _, err := opt.Config(); err != nil { // before any work, naming the flag at fault
+		var se *model.SynthSizeError
+		if errors.As(err, &se) {
+			return fmt.Errorf("--%s %d: too large: %s", se.Option, se.Value, se.Reason)
+		}
+		return fmt.Errorf("%s: %w", out, err)
+	}
 	if err := model.WriteSynthetic(out, opt); err != nil {
 		return fmt.Errorf("%s: %w", out, err)
 	}

@@ -15,7 +15,9 @@ import (
 // Open opens the device chosen by the environment (BITGPU_DEVICE, VK_ICD_FILENAMES) with
 // validation on and features named in disable turned off. Without a Vulkan device the test is
 // skipped, unless BITGPU_REQUIRE_GPU=1 (set by `make test`), where it fails. The device is closed
-// in t.Cleanup, which fails the test if the validation layer reported anything.
+// in t.Cleanup, which fails the test if the validation layer (synchronization validation
+// included) reported anything, or if Close found objects still alive (gpu.ErrLeak): release
+// everything made on the device in an earlier t.Cleanup or defer.
 func Open(t testing.TB, disable ...string) *gpu.Device {
 	t.Helper()
 	o := gpu.OptionsFromEnv()

@@ -1,0 +1,49 @@
+//go:build unix
+
+package gpu
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestPipelineCacheIgnoresNonRegularPath points BITGPU_PIPELINE_CACHE at a FIFO: opening the
+// device must not block reading it, and closing it must not replace it with a regular file.
+func TestPipelineCacheIgnoresNonRegularPath(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "pipelines.bin")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	t.Setenv("BITGPU_PIPELINE_CACHE", fifo)
+	done := make(chan error, 1)
+	go func() {
+		d, err := Open(OptionsFromEnv())
+		if err == nil {
+			err = d.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
+			t.Skipf("no Vulkan device: %v", err)
+		}
+		require.NoError(t, err)
+	case <-time.After(60 * time.Second):
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = w.Close() // unblock the reader
+		}
+		t.Fatal("opening the device blocked on the FIFO pipeline cache")
+	}
+	st, err := os.Lstat(fifo)
+	require.NoError(t, err)
+	require.NotZero(t, st.Mode()&fs.ModeNamedPipe, "the FIFO was replaced: %v", st.Mode())
+	ents, err := os.ReadDir(filepath.Dir(fifo))
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "no temporary file left")
+}
