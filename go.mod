@@ -3,6 +3,8 @@ module github.com/bitgpu/bitgpu
 go 1.26
 
 require (
+	github.com/chzyer/readline v1.5.1
+	github.com/creack/pty v1.1.24
 	github.com/dlclark/regexp2 v1.12.0
 	github.com/goki/vulkan v1.0.8
 	github.com/schollz/progressbar/v3 v3.19.1

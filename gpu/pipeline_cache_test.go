@@ -34,7 +34,7 @@ func TestPipelineCacheIgnoresNonRegularPath(t *testing.T) {
 			t.Skipf("no Vulkan device: %v", err)
 		}
 		require.NoError(t, err)
-	case <-time.After(60 * time.Second):
+	case <-time.After(20 * time.Second):
 		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 			_ = w.Close() // unblock the reader
 		}

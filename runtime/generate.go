@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -23,6 +24,8 @@ const (
 	StopLength StopReason = "length"
 	// StopContext: the KV cache is full, so no further token can be fed back.
 	StopContext StopReason = "context"
+	// StopCanceled: GenerateOptions.Ctx was canceled (Generate then returns its error).
+	StopCanceled StopReason = "canceled"
 )
 
 // GenerateOptions controls Generate.
@@ -43,6 +46,11 @@ type GenerateOptions struct {
 	// control tokens give no text). An error from Emit stops generation and is returned. nil
 	// discards the text.
 	Emit func(text string) error
+	// Ctx, when not nil, is checked before the prefill and after each generated token is emitted:
+	// once it is canceled generation stops with StopCanceled and its error (context.Canceled or
+	// DeadlineExceeded, wrapped), the last token generated but not fed back, as at StopLength.
+	// A running Prefill or Decode call is not interrupted.
+	Ctx context.Context
 }
 
 // GenerateStats reports one Generate call. Times are wall-clock.
@@ -140,6 +148,16 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		return opts.Emit(text)
 	}
 
+	canceled := func() error {
+		if opts.Ctx == nil || opts.Ctx.Err() == nil {
+			return nil
+		}
+		st.Stop = StopCanceled
+		return fmt.Errorf("generate: %w", context.Cause(opts.Ctx))
+	}
+	if err := canceled(); err != nil {
+		return st, err
+	}
 	start := time.Now()
 	logits, err := b.Prefill(prompt, false)
 	st.PrefillTime = time.Since(start)
@@ -179,6 +197,10 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		if b.Pos() >= st.ContextCapacity {
 			st.Stop = StopContext
 			break
+		}
+		// Canceled: like StopLength, the last token is generated but not fed back.
+		if err := canceled(); err != nil {
+			return st, err
 		}
 		if decodeStart.IsZero() {
 			decodeStart = time.Now()

@@ -27,6 +27,7 @@ type Chat struct {
 	last     int   // the reply's last sampled token (not in the cache), -1 when none
 	lastStop bool  // last is a stop token (EOS/EOT), so it is not fed back
 	closing  string
+	dropped  int // messages the last Send dropped to fit the context
 
 	// ParseSpecial makes special-token text inside messages (system and user) the special token
 	// (chat --special). False, the default, keeps it plain text so typed "<|eot_id|>System: ..."
@@ -73,6 +74,34 @@ func NewChat(b Backend, tok model.Tokenizer, template, system string, opts Gener
 	return c, nil
 }
 
+// Options returns the generation options used for every reply.
+func (c *Chat) Options() GenerateOptions { return c.opts }
+
+// SetOptions replaces the generation options of the following replies (e.g. a new Emit or Ctx
+// per reply); a nil Sampler keeps the current one.
+func (c *Chat) SetOptions(o GenerateOptions) {
+	if o.Sampler == nil {
+		o.Sampler = c.opts.Sampler
+	}
+	c.opts = o
+}
+
+// Reset starts a new conversation: every message but the system message is forgotten and the
+// backend's cache emptied (the Sampler carries on).
+func (c *Chat) Reset() {
+	if len(c.msgs) > 0 && c.msgs[0].Role == "system" {
+		c.msgs = c.msgs[:1]
+	} else {
+		c.msgs = c.msgs[:0]
+	}
+	c.cache, c.last, c.lastStop, c.dropped = c.cache[:0], -1, false, 0
+	c.b.Reset()
+}
+
+// Dropped is how many of the oldest user and assistant messages the last Send dropped so that
+// the conversation fits the context (0 when nothing was dropped).
+func (c *Chat) Dropped() int { return c.dropped }
+
 // Messages returns the conversation so far (system, user and assistant messages).
 func (c *Chat) Messages() []model.ChatMessage { return slices.Clone(c.msgs) }
 
@@ -90,6 +119,7 @@ func (c *Chat) Send(user string) (GenerateStats, error) {
 		capacity = c.b.Config().ContextLength
 	}
 	userMsg := model.ChatMessage{Role: "user", Content: user}
+	c.dropped = 0
 	var prompt []int
 	if len(c.cache) > 0 {
 		text, spans, err := c.format.RenderSpans([]model.ChatMessage{userMsg}, true)
@@ -139,6 +169,7 @@ func (c *Chat) Send(user string) (GenerateStats, error) {
 				drop = 2
 			}
 			msgs = slices.Delete(msgs, first, first+drop)
+			c.dropped += drop
 		}
 		c.msgs = msgs[:len(msgs)-1]
 		c.b.Reset()

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"math"
 	"path/filepath"
@@ -355,6 +356,17 @@ func TestChatDropsOldTurnsWhenFull(t *testing.T) {
 	require.Equal(t, want, c.CachedTokens()[:len(want)], "the first exchange was dropped and the rest re-prefilled")
 	require.Equal(t, len(want), st.PromptTokens)
 	require.Equal(t, []string{"user", "assistant"}, roles(c.Messages()))
+	require.Equal(t, 2, c.Dropped(), "the first user message and its reply")
+
+	// Reset starts over: an empty cache and no messages.
+	c.Reset()
+	require.Empty(t, c.Messages())
+	require.Empty(t, c.CachedTokens())
+	require.Equal(t, 0, b.Pos())
+	st, err = c.Send("again")
+	require.NoError(t, err)
+	require.Equal(t, 0, c.Dropped())
+	require.Equal(t, want, c.CachedTokens()[:len(want)], "a fresh conversation renders from the start")
 
 	long := ""
 	for range 40 {
@@ -407,4 +419,36 @@ func TestChatUserTextCannotForgeTurns(t *testing.T) {
 		// Turn 2 prefills [last reply token] + "<|eot_id|>User: " + forged + "<|eot_id|>Assistant: ".
 		require.Equal(t, want+1, count(c.CachedTokens()[before:before+st.PromptTokens]), "special=%v", special)
 	}
+}
+
+// TestGenerateCanceled: a context canceled from Emit stops generation after that token, which is
+// generated but not fed back (the cache holds the prompt and the tokens before it), with
+// StopCanceled and the context's error; a context canceled before the call does nothing at all.
+func TestGenerateCanceled(t *testing.T) {
+	m := openSynth(t)
+	b := newCPU(t, m, 0)
+	prompt := []int{1, 2, 3}
+	ctx, cancel := context.WithCancel(context.Background())
+	emitted := 0
+	st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 20, IgnoreEOS: true, Ctx: ctx, Emit: func(string) error {
+		if emitted++; emitted == 3 {
+			cancel()
+		}
+		return nil
+	}})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, StopCanceled, st.Stop)
+	require.GreaterOrEqual(t, len(st.Tokens), 3)
+	require.Equal(t, len(prompt)+len(st.Tokens)-1, b.Pos())
+
+	// The same tokens as an uncanceled run of that length.
+	ref, err := Generate(newCPU(t, m, 0), m.Tokenizer, prompt, GenerateOptions{MaxTokens: len(st.Tokens), IgnoreEOS: true})
+	require.NoError(t, err)
+	require.Equal(t, ref.Tokens, st.Tokens)
+
+	b.Reset()
+	st, err = Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 5, Ctx: ctx})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, st.Tokens)
+	require.Equal(t, 0, b.Pos(), "nothing prefilled")
 }

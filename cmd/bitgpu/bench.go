@@ -49,7 +49,7 @@ func benchKernelsCmd() *cobra.Command {
 		Long: `Times each kernel with GPU timestamp queries (median of --repeats after --warmup runs) and
 reports bytes moved, GB/s, GOP/s and the ratio to the copy kernel's bandwidth measured in the
 same run (the device's achievable roofline). Shapes are ROWSxCOLS (outputs x inputs).`,
-		Example: "  bitgpu bench kernels\n  bitgpu bench kernels --shape 4096x4096 --repeats 50 --json k.json --plot plots/",
+		Example: "  bitgpu bench kernels\n  bitgpu bench kernels --shape 4096x4096 --repeats 50 --json k.json --plot .",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			shs := runtime.Shapes2B4T
@@ -99,7 +99,7 @@ same run (the device's achievable roofline). Shapes are ROWSxCOLS (outputs x inp
 	cmd.Flags().IntVar(&repeats, "repeats", 20, "timed runs per kernel")
 	cmd.Flags().IntVar(&warmup, "warmup", 3, "untimed runs before timing")
 	cmd.Flags().StringVar(&jsonPath, "json", "", "write the results as JSON to this file")
-	cmd.Flags().StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory")
+	cmd.Flags().StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory (which must exist)")
 	return cmd
 }
 

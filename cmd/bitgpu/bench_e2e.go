@@ -60,7 +60,7 @@ bandwidth efficiency: bytes read per token (every weight once plus the KV cache)
 copy kernel's GB/s measured in the same run. With --preset it writes synthetic models (random
 weights are fine for speed) and, with --baseline, runs the same shapes with F16 weights — the
 full-precision baseline — and reports the ternary speed-up and memory ratio.`,
-		Example: "  bitgpu bench e2e --preset tiny\n  bitgpu bench e2e --preset 2b4t --ctx 256 --steps 4 --json e2e.json --plot plots/\n  bitgpu bench e2e -m model.gguf --ctx 512",
+		Example: "  bitgpu bench e2e --preset tiny\n  bitgpu bench e2e --preset 2b4t --ctx 256 --steps 4 --json e2e.json --plot .\n  bitgpu bench e2e -m model.gguf --ctx 512",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if ctx < 1 || steps < 1 {
@@ -166,7 +166,7 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 	f.IntVar(&steps, "steps", 8, "decode steps timed at each context length")
 	f.BoolVar(&baseline, "baseline", true, "with --preset, also run the F16-weight baseline")
 	f.StringVar(&jsonPath, "json", "", "write the results as JSON to this file")
-	f.StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory")
+	f.StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory (which must exist)")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -62,52 +63,95 @@ func runChat(cmd *cobra.Command, _ []string) (err error) {
 	stdout := cmd.OutOrStdout()
 	c, err := runtime.NewChat(b, m.Tokenizer, m.Config.ChatTemplate, system, runtime.GenerateOptions{
 		MaxTokens: n, Context: ctx, Sampler: s,
-		Emit: func(text string) error {
-			_, err := io.WriteString(stdout, text)
-			return err
-		},
 	})
 	if err != nil {
 		return err
 	}
 	c.ParseSpecial, _ = f.GetBool("special")
 
-	interactive := isTerminal(os.Stdin)
-	in := bufio.NewReader(cmd.InOrStdin())
+	interactive := isTerminal(os.Stdin) && cmd.InOrStdin() == os.Stdin
+	var input chatInput = &pipeInput{r: bufio.NewReader(cmd.InOrStdin())}
+	if interactive {
+		ti, err := newTermInput(stderr)
+		if err != nil {
+			return fmt.Errorf("stdin: %w", err)
+		}
+		input = ti
+		defer ti.Close()
+		fmt.Fprintln(stderr, "bitgpu: chat — /help for commands; Ctrl-C stops a reply, Ctrl-C on an empty line or Ctrl-D ends")
+	}
 	var total runtime.GenerateStats // summed over the turns
 	for {
-		if interactive {
-			fmt.Fprint(stderr, "> ")
+		line, readErr := input.Next()
+		if readErr == io.EOF || errors.Is(readErr, errEndChat) {
+			break
 		}
-		line, readErr := in.ReadString('\n')
-		if readErr != nil && readErr != io.EOF {
+		if readErr != nil {
 			return fmt.Errorf("stdin: %w", readErr)
 		}
-		line = strings.TrimRight(line, "\r\n")
-		if strings.TrimSpace(line) == "/bye" {
-			break
+		switch strings.TrimSpace(line) {
+		case "":
+			continue
+		case "/bye", "/exit":
+			fmt.Fprintln(stderr, statsLine(total, ctx))
+			return nil
+		case "/clear":
+			c.Reset()
+			fmt.Fprintln(stderr, "bitgpu: new conversation")
+			continue
+		case "/help", "/?":
+			fmt.Fprint(stderr, chatHelp)
+			continue
 		}
-		if strings.TrimSpace(line) != "" {
-			st, err := c.Send(line)
-			if errors.Is(err, runtime.ErrContextFull) {
-				return fmt.Errorf("%w (--ctx %d; the model allows up to %d)", err, ctx, m.Config.ContextLength)
-			}
-			if err != nil {
-				return err
-			}
-			if _, err := io.WriteString(stdout, "\n"); err != nil {
-				return err
-			}
-			total.PromptTokens += st.PromptTokens
-			total.PrefillTime += st.PrefillTime
-			total.Tokens = append(total.Tokens, st.Tokens...)
-			total.DecodeCalls += st.DecodeCalls
-			total.DecodeTime += st.DecodeTime
+		st, err := sendInterruptible(c, line, !interactive, stdout)
+		if n := c.Dropped(); n > 0 {
+			fmt.Fprintf(stderr, "bitgpu: the conversation outgrew the context (--ctx %d): dropped the %d oldest messages\n", ctx, n)
 		}
-		if readErr == io.EOF {
-			break
+		if errors.Is(err, runtime.ErrContextFull) {
+			return fmt.Errorf("%w (--ctx %d; the model allows up to %d)", err, ctx, m.Config.ContextLength)
 		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if _, err := io.WriteString(stdout, "\n"); err != nil {
+			return err
+		}
+		total.PromptTokens += st.PromptTokens
+		total.PrefillTime += st.PrefillTime
+		total.Tokens = append(total.Tokens, st.Tokens...)
+		total.DecodeCalls += st.DecodeCalls
+		total.DecodeTime += st.DecodeTime
 	}
 	fmt.Fprintln(stderr, statsLine(total, ctx))
 	return nil
+}
+
+// chatHelp is what /help prints.
+const chatHelp = `  /help     this text
+  /clear    start a new conversation (the system message stays)
+  /exit     end the chat (also /bye, Ctrl-D, or Ctrl-C on an empty line)
+  """       start or end a message of several lines; a line ending in \ continues too
+  Ctrl-C    while a reply streams: stop it and return to the prompt
+`
+
+// sendInterruptible sends one user message and streams the reply to out. SIGINT (Ctrl-C) while
+// the reply runs stops it (the reply so far stays in the conversation) instead of ending the
+// process: the error is then context.Canceled. With escape, the reply is written as one line —
+// backslash as \\ and newline as \n — so piped replies map one to one onto input lines.
+func sendInterruptible(c *runtime.Chat, msg string, escape bool, out io.Writer) (runtime.GenerateStats, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := onInterrupt(cancel)
+	defer release()
+	opts := c.Options()
+	opts.Ctx = ctx
+	opts.Emit = func(text string) error {
+		if escape {
+			text = strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(text)
+		}
+		_, err := io.WriteString(out, text)
+		return err
+	}
+	c.SetOptions(opts)
+	return c.Send(msg)
 }

@@ -24,7 +24,8 @@ func TestChatTurnsOverStdin(t *testing.T) {
 	for _, msg := range []string{"hello", "what now?"} {
 		st, err := c.Send(msg)
 		require.NoError(t, err)
-		want.WriteString(st.Text + "\n")
+		// Piped replies are one line each: backslash and newline escaped.
+		want.WriteString(strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(st.Text) + "\n")
 	}
 
 	for _, stdin := range []string{
@@ -34,8 +35,11 @@ func TestChatTurnsOverStdin(t *testing.T) {
 		out, errOut, code := bitgpuStdin(t, stdin, "chat", "-m", path, "--system", "Be brief.", "--device", "cpu", "-n", "6", "--temp", "0")
 		require.Equal(t, 0, code, errOut)
 		require.Equal(t, want.String(), out)
-		require.Equal(t, 1, strings.Count(errOut, "\n"), "one stats line: %q", errOut)
-		require.True(t, strings.HasPrefix(errOut, "prompt: "), errOut)
+		// The second turn no longer fits the 64-token context with the first: one notice, then
+		// the stats line.
+		require.Equal(t, "bitgpu: the conversation outgrew the context (--ctx 64): dropped the 2 oldest messages\n", errOut[:strings.Index(errOut, "\n")+1])
+		require.Equal(t, 2, strings.Count(errOut, "\n"), "the notice and the stats line: %q", errOut)
+		require.Contains(t, errOut, "\nprompt: ")
 	}
 }
 

@@ -26,10 +26,16 @@ func handleSignals() (done func()) {
 	stop := make(chan struct{})
 	go func() {
 		var sig os.Signal
-		select {
-		case sig = <-ch:
-		case <-stop:
-			return
+		for {
+			select {
+			case sig = <-ch:
+			case <-stop:
+				return
+			}
+			if sig == syscall.SIGINT && interrupted() {
+				continue // a command took Ctrl-C for itself (chat stops the reply)
+			}
+			break
 		}
 		mu.Lock()
 		if finished {
@@ -52,4 +58,35 @@ func handleSignals() (done func()) {
 		signal.Stop(ch)
 		close(stop)
 	}
+}
+
+// interruptHook is the function onInterrupt installed, or nil.
+var interruptHook struct {
+	sync.Mutex
+	fn func()
+}
+
+// onInterrupt makes SIGINT call fn instead of ending the process, until the returned release is
+// called: chat uses it so Ctrl-C stops the reply being generated. SIGTERM still ends the process.
+func onInterrupt(fn func()) (release func()) {
+	interruptHook.Lock()
+	interruptHook.fn = fn
+	interruptHook.Unlock()
+	return func() {
+		interruptHook.Lock()
+		interruptHook.fn = nil
+		interruptHook.Unlock()
+	}
+}
+
+// interrupted runs the onInterrupt hook and reports whether there was one.
+func interrupted() bool {
+	interruptHook.Lock()
+	fn := interruptHook.fn
+	interruptHook.Unlock()
+	if fn == nil {
+		return false
+	}
+	fn()
+	return true
 }
