@@ -116,17 +116,50 @@ var temps struct {
 // nothing). Once RemoveTemps has run, RegisterTemp removes path itself and returns an error
 // wrapping ErrInterrupted.
 func RegisterTemp(path string) (forget func(), err error) {
+	_, forget, err = createRegistered(path, func() (string, error) { return path, nil })
+	if errors.Is(err, ErrInterrupted) {
+		_ = os.RemoveAll(path)
+	}
+	return forget, err
+}
+
+// CreateTemp is os.CreateTemp(dir, pattern) with the new file registered (RegisterTemp) under the
+// same lock RemoveTemps takes, so an interrupt can never fall between the file's creation and its
+// registration and leave it behind. Call forget once the file is renamed into place or removed.
+// After RemoveTemps it creates nothing and returns an error wrapping ErrInterrupted.
+func CreateTemp(dir, pattern string) (f *os.File, forget func(), err error) {
+	_, forget, err = createRegistered(dir, func() (string, error) {
+		f, err = os.CreateTemp(dir, pattern)
+		if err != nil {
+			return "", err
+		}
+		return f.Name(), nil
+	})
+	return f, forget, err
+}
+
+// MkdirTemp is os.MkdirTemp(dir, pattern) registered as CreateTemp registers a file: the whole
+// directory goes on an interrupt.
+func MkdirTemp(dir, pattern string) (path string, forget func(), err error) {
+	return createRegistered(dir, func() (string, error) { return os.MkdirTemp(dir, pattern) })
+}
+
+// createRegistered runs create and registers the path it made, both under the registry's lock.
+func createRegistered(dir string, create func() (string, error)) (string, func(), error) {
 	temps.Lock()
 	defer temps.Unlock()
 	if temps.closed {
-		_ = os.RemoveAll(path)
-		return nil, fmt.Errorf("%s: %w", path, ErrInterrupted)
+		return "", nil, fmt.Errorf("%s: %w", dir, ErrInterrupted)
+	}
+	path, err := create()
+	if err != nil {
+		return "", nil, err
 	}
 	if temps.paths == nil {
 		temps.paths = map[string]bool{}
 	}
 	temps.paths[path] = true
-	return func() {
+	return path, func() {
 		temps.Lock()
 		defer temps.Unlock()
 		delete(temps.paths, path)
@@ -179,16 +212,11 @@ func WriteAtomic(path string, fill func(w io.Writer) error) (err error) {
 	if err := CheckWriteTarget(path); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, forget, err := CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	forget, err := RegisterTemp(tmp)
-	if err != nil {
-		_ = f.Close()
-		return err
-	}
 	defer func() {
 		if err != nil {
 			_ = f.Close()
