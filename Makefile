@@ -21,7 +21,7 @@ TEST_FLAGS ?= -timeout 40m
 all: build
 
 build:
-	$(GO) build -o bin/bitgpu ./cmd/bitgpu
+	$(GO) build -buildvcs=auto -o bin/bitgpu ./cmd/bitgpu
 
 ## deps: install what a fresh Debian 12 machine lacks (only what is missing), SwiftShader, Go modules.
 deps: $(SWIFTSHADER_ICD)

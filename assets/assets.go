@@ -24,6 +24,10 @@ var tinyGGUF []byte
 // Size is the size in bytes of the built-in model's GGUF file as embedded.
 func Size() int { return len(tinyGGUF) }
 
+// GGUF returns the built-in model's GGUF file as embedded in the binary (read-only: the slice
+// aliases the binary's data, so it must not be modified).
+func GGUF() []byte { return tinyGGUF }
+
 // Open returns the built-in model, parsed from the embedded GGUF (model.OpenGGUFBytes; its Path is
 // Name + ".gguf"). The tensors alias the embedded bytes, so nothing is copied; every call returns
 // a fresh Model, and Close is not needed (it is harmless).

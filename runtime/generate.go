@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/bitgpu/bitgpu/model"
@@ -26,6 +28,8 @@ const (
 	StopContext StopReason = "context"
 	// StopCanceled: GenerateOptions.Ctx was canceled (Generate then returns its error).
 	StopCanceled StopReason = "canceled"
+	// StopString: the text reached one of GenerateOptions.Stop.
+	StopString StopReason = "stop"
 )
 
 // GenerateOptions controls Generate.
@@ -46,6 +50,10 @@ type GenerateOptions struct {
 	// control tokens give no text). An error from Emit stops generation and is returned. nil
 	// discards the text.
 	Emit func(text string) error
+	// Stop lists stop strings: generation ends as soon as the text contains one (StopString);
+	// the text up to it is emitted, the stop string and anything after it is not. Text that may
+	// be the start of a stop string is held back until it is not. Empty strings are ignored.
+	Stop []string
 	// Ctx, when not nil, is checked before the prefill and after each generated token is emitted:
 	// once it is canceled generation stops with StopCanceled and its error (context.Canceled or
 	// DeadlineExceeded, wrapped), the last token generated but not fed back, as at StopLength.
@@ -107,7 +115,9 @@ type GreedyDecoder interface {
 //   - the sampler picks tok's EOS or EOT id (unless opts.IgnoreEOS): StopEOS; that token is
 //     returned in Tokens but neither emitted nor fed back;
 //   - MaxTokens tokens were generated: StopLength; the last one is not fed back;
-//   - the cache is full, so the last generated token cannot be fed back: StopContext.
+//   - the cache is full, so the last generated token cannot be fed back: StopContext;
+//   - the text reached one of opts.Stop: StopString; the token that completed it is the last
+//     one and is not fed back, and the text stops before the stop string.
 //
 // The cache therefore holds the prompt and every generated token but the last. Errors: an empty
 // prompt, a prompt that does not fit the cache (wraps ErrContextFull, before any work), and errors
@@ -137,7 +147,7 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		s.Accept(t)
 	}
 	dec := model.NewStreamDecoder(tok)
-	emit := func(text string) error {
+	out := func(text string) error {
 		if text == "" {
 			return nil
 		}
@@ -146,6 +156,36 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 			return nil
 		}
 		return opts.Emit(text)
+	}
+	stops := slices.DeleteFunc(slices.Clone(opts.Stop), func(s string) bool { return s == "" })
+	held := "" // text that may begin a stop string
+	stopped := false
+	emit := func(text string) error {
+		if len(stops) == 0 {
+			return out(text)
+		}
+		buf := held + text
+		cut := -1
+		for _, s := range stops {
+			if i := strings.Index(buf, s); i >= 0 && (cut < 0 || i < cut) {
+				cut = i
+			}
+		}
+		if cut >= 0 {
+			stopped, held = true, ""
+			return out(buf[:cut])
+		}
+		keep := 0 // the longest suffix of buf that is a proper prefix of a stop string
+		for _, s := range stops {
+			for k := min(len(s)-1, len(buf)); k > keep; k-- {
+				if strings.HasSuffix(buf, s[:k]) {
+					keep = k
+					break
+				}
+			}
+		}
+		held = buf[len(buf)-keep:]
+		return out(buf[:len(buf)-keep])
 	}
 
 	canceled := func() error {
@@ -191,6 +231,10 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		if err := emit(dec.Push(id)); err != nil {
 			return st, err
 		}
+		if stopped {
+			st.Stop = StopString
+			break
+		}
 		if opts.MaxTokens >= 0 && len(st.Tokens) == opts.MaxTokens {
 			break
 		}
@@ -218,8 +262,15 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 	if st.Stop == "" {
 		st.Stop = StopLength
 	}
+	if stopped {
+		return st, nil
+	}
 	if err := emit(dec.Flush()); err != nil {
 		return st, err
 	}
-	return st, nil
+	if stopped {
+		st.Stop = StopString
+		return st, nil
+	}
+	return st, out(held)
 }

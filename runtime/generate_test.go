@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -451,4 +452,38 @@ func TestGenerateCanceled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.Empty(t, st.Tokens)
 	require.Equal(t, 0, b.Pos(), "nothing prefilled")
+}
+
+// TestGenerateStopStrings: the text ends just before the first stop string, even one that spans
+// several tokens; what is emitted piece by piece is exactly the final text; a stop string that
+// never completes holds nothing back at the end.
+func TestGenerateStopStrings(t *testing.T) {
+	m := openSynth(t)
+	prompt := []int{1, 2, 3}
+	ref, err := Generate(newCPU(t, m, 0), m.Tokenizer, prompt, GenerateOptions{MaxTokens: 40, IgnoreEOS: true})
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(ref.Text), 20, "a long enough reference text: %q", ref.Text)
+	stop := ref.Text[10:14] // likely spans a token boundary
+	want := ref.Text[:strings.Index(ref.Text, stop)]
+	for _, stops := range [][]string{{stop}, {"", "\x00never", stop}, {ref.Text[len(want)+1 : len(want)+5], stop}} {
+		var pieces strings.Builder
+		b := newCPU(t, m, 0)
+		st, err := Generate(b, m.Tokenizer, prompt, GenerateOptions{MaxTokens: 40, IgnoreEOS: true, Stop: stops,
+			Emit: func(s string) error { pieces.WriteString(s); return nil }})
+		require.NoError(t, err)
+		require.Equal(t, StopString, st.Stop)
+		require.Equal(t, want, st.Text, "%q", stops)
+		require.Equal(t, want, pieces.String())
+		require.Equal(t, ref.Tokens[:len(st.Tokens)], st.Tokens)
+		// The token that completed the stop string is the last one and was not fed back.
+		require.Equal(t, len(prompt)+len(st.Tokens)-1, b.Pos())
+		require.True(t, strings.Contains(m.Tokenizer.Decode(st.Tokens), stop))
+		require.False(t, strings.Contains(m.Tokenizer.Decode(st.Tokens[:len(st.Tokens)-1]), stop))
+	}
+	// A stop string whose beginning ends the text but which never completes: all text comes out.
+	tail := ref.Text[len(ref.Text)-2:] + "\x00"
+	st, err := Generate(newCPU(t, m, 0), m.Tokenizer, prompt, GenerateOptions{MaxTokens: 40, IgnoreEOS: true, Stop: []string{tail}})
+	require.NoError(t, err)
+	require.Equal(t, StopLength, st.Stop)
+	require.Equal(t, ref.Text, st.Text)
 }

@@ -22,6 +22,9 @@ type SamplerOptions struct {
 	// reaches TopP (the token that crosses TopP is kept). 1 keeps all; must be in (0, 1]. The
 	// zero value is treated as 1.
 	TopP float64
+	// MinP keeps only the candidates whose probability is at least MinP times the most likely
+	// one's (llama.cpp's min_p), applied after top-p; 0 keeps all. Must be in [0, 1].
+	MinP float64
 	// Seed seeds the random generator (see Sampler).
 	Seed uint64
 	// RepeatPenalty > 0 penalises the tokens among the last RepeatLastN accepted ones: a positive
@@ -42,6 +45,8 @@ func (o SamplerOptions) Validate() error {
 		return fmt.Errorf("top-k %d: must be >= 0 (0 keeps every token)", o.TopK)
 	case o.TopP != 0 && !(o.TopP > 0 && o.TopP <= 1):
 		return fmt.Errorf("top-p %v: must be in (0, 1]", o.TopP)
+	case !(o.MinP >= 0 && o.MinP <= 1):
+		return fmt.Errorf("min-p %v: must be in [0, 1]", o.MinP)
 	case o.RepeatPenalty != 0 && !(o.RepeatPenalty > 0 && !math.IsInf(o.RepeatPenalty, 0)):
 		return fmt.Errorf("repeat penalty %v: must be finite and > 0", o.RepeatPenalty)
 	}
@@ -63,7 +68,9 @@ func (o SamplerOptions) Validate() error {
 //     the sum taken in sorted order.
 //  7. Top-p (when TopP < 1): walking in sorted order with a running sum c of p_i, keep candidates
 //     up to and including the first one where c >= TopP; at least one is kept.
-//  8. One uniform draw u = (x >> 11) * 2^-53 in [0, 1), x the next uint64 of a PCG-DXSM
+//  8. Min-p (when MinP > 0): of those, keep the leading candidates with p_i >= MinP * p_0 (p_0 is
+//     the most likely one's; the rest, sorted, have smaller p_i); at least one is kept.
+//  9. One uniform draw u = (x >> 11) * 2^-53 in [0, 1), x the next uint64 of a PCG-DXSM
 //     generator (math/rand/v2 NewPCG(Seed, 0); its output sequence is fixed by its
 //     specification). With S the sum of the kept p_i, the result is the first kept candidate
 //     whose running sum exceeds u*S (the last one if rounding leaves none).
@@ -192,6 +199,14 @@ func (s *Sampler) Sample(logits []float32) (int, error) {
 		cum += p[i]
 		if s.opts.TopP < 1 && cum >= s.opts.TopP && keep == len(p) {
 			keep = i + 1
+		}
+	}
+	if mp := s.opts.MinP; mp > 0 {
+		for i := 1; i < keep; i++ {
+			if p[i] < mp*p[0] {
+				keep = i
+				break
+			}
 		}
 	}
 	p = p[:keep]

@@ -217,3 +217,26 @@ func TestSamplerErrors(t *testing.T) {
 		require.Equal(t, 1, sample(t, SamplerOptions{Temperature: 1, Seed: seed}, []float32{inf, 0}))
 	}
 }
+
+// TestMinP: with logits ln(8), ln(4), ln(2), ln(1) at temperature 1 the probabilities are 8/15,
+// 4/15, 2/15, 1/15; min-p 0.3 keeps p >= 0.3·8/15 (the first two), min-p 0.2 the first three, and
+// the draw then picks among the kept ones as the Sampler documents.
+func TestMinP(t *testing.T) {
+	logits := []float32{float32(math.Log(2)), float32(math.Log(8)), float32(math.Log(1)), float32(math.Log(4))}
+	ids := []int{1, 3, 0, 2} // most likely first
+	probs := []float64{8, 4, 2, 1}
+	for _, c := range []struct {
+		minP float64
+		keep int
+	}{{0, 4}, {0.2, 3}, {0.3, 2}, {0.6, 1}, {1, 1}} {
+		for seed := uint64(0); seed < 40; seed++ {
+			want := ids[pick(firstDraw(seed), probs[:c.keep])]
+			got := sample(t, SamplerOptions{Temperature: 1, MinP: c.minP, Seed: seed}, logits)
+			require.Equal(t, want, got, "min-p %v seed %d", c.minP, seed)
+		}
+	}
+	_, err := NewSampler(SamplerOptions{Temperature: 1, MinP: 1.5})
+	require.ErrorContains(t, err, "min-p 1.5")
+	_, err = NewSampler(SamplerOptions{Temperature: 1, MinP: math.NaN()})
+	require.ErrorContains(t, err, "min-p")
+}

@@ -102,8 +102,7 @@ func newCPUBackend(m *model.Model, ctx int) (runtime.Backend, error) {
 // file.
 func openModel(path string) (*model.Model, error) {
 	if path == "" {
-		fmt.Fprintf(os.Stderr, "bitgpu: no -m given; using the built-in model %s (%.1f MB; pass -m FILE for another)\n",
-			assets.Name, float64(assets.Size())/1e6)
+		noteBuiltin()
 		return assets.Open()
 	}
 	m, err := model.Open(path)
@@ -238,4 +237,12 @@ func (s *session) Close() error {
 		err = merr
 	}
 	return err
+}
+
+// noteBuiltin says, with -v, that no -m was given and the built-in model is used.
+func noteBuiltin() {
+	if verbose {
+		fmt.Fprintf(os.Stderr, "bitgpu: no -m given; using the built-in model %s (%.1f MB; pass -m FILE for another)\n",
+			assets.Name, float64(assets.Size())/1e6)
+	}
 }

@@ -14,7 +14,6 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 
-	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/model"
@@ -49,7 +48,6 @@ type e2eReport struct {
 func benchE2ECmd() *cobra.Command {
 	var (
 		modelPath, preset, jsonPath, plotDir string
-		head                                 string
 		ctx, steps                           int
 		baseline                             bool
 	)
@@ -69,10 +67,6 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 				return fmt.Errorf("--ctx %d and --steps %d must be positive", ctx, steps)
 			}
 			if err := checkBenchOutputs(jsonPath, plotDir); err != nil {
-				return err
-			}
-			lm, err := cpuref.ParseLMHead(head)
-			if err != nil {
 				return err
 			}
 			var lengths []int // 64, 128, ... below --ctx, then --ctx itself
@@ -128,7 +122,7 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: running %s\n", filepath.Base(p))
-				r, err := runtime.BenchE2E(dev, m, lengths, steps, kr[0].GBps, lm)
+				r, err := runtime.BenchE2E(dev, m, lengths, steps, kr[0].GBps)
 				m.Close()
 				if err != nil {
 					if len(rep.Runs) > 0 && !errors.Is(err, gpu.ErrNoDevice) {
@@ -166,7 +160,6 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 	f.StringVar(&preset, "preset", "tiny", "synthetic model shape when -m is absent: tiny or 2b4t")
 	f.IntVar(&ctx, "ctx", 256, "largest context length measured")
 	f.IntVar(&steps, "steps", 8, "decode steps timed at each context length")
-	f.StringVar(&head, "lm-head", string(cpuref.DefaultLMHead), "logits head of every run: f16 or q8_0 (as for generate)")
 	f.BoolVar(&baseline, "baseline", true, "with --preset, also run the F16-weight baseline")
 	f.StringVar(&jsonPath, "json", "", "write the results as JSON to this file")
 	f.StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory (which must exist)")

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
@@ -37,11 +38,13 @@ text on every backend.`,
 func init() {
 	f := generateCmd.Flags()
 	addModelFlags(generateCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", defaultCtx))
-	f.StringP("prompt", "p", "", "prompt text (required)")
+	f.StringP("prompt", "p", "", "prompt text; - reads it from stdin (this or -f is required)")
+	f.StringP("file", "f", "", "read the prompt from this file")
 	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
 	f.Bool("profile", false, "GPU: print the GPU time per decode step of each kernel, largest first, on stderr")
+	f.StringArray("stop", nil, "stop when the text reaches this string, which is not printed (repeatable)")
+	f.Bool("ignore-eos", false, "keep generating after the end-of-text and end-of-turn tokens")
 	addSamplingFlags(generateCmd)
-	_ = generateCmd.MarkFlagRequired("prompt")
 	rootCmd.AddCommand(generateCmd)
 }
 
@@ -51,7 +54,8 @@ func addSamplingFlags(cmd *cobra.Command) {
 	f.Float64("temp", 0.8, "temperature; 0 is greedy")
 	f.Int("top-k", 40, "keep the K most likely tokens; 0 keeps all")
 	f.Float64("top-p", 0.95, "keep the most likely tokens up to this probability mass, in (0, 1]")
-	f.Uint64("seed", 0, "random seed (default: random, printed in the stats)")
+	f.Float64("min-p", 0, "keep only tokens at least this fraction as likely as the most likely one, in [0, 1]; 0 is off")
+	f.Int64("seed", -1, "random seed; -1 picks one at random (printed by -v and in the stats)")
 	f.Float64("repeat-penalty", 1.0, "divide positive / multiply negative logits of recent tokens; 1 is off")
 	f.Int("repeat-last-n", runtime.DefaultRepeatLastN, "tokens the repeat penalty looks back over; 0 off, -1 all")
 }
@@ -74,7 +78,8 @@ func samplerOptions(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, 
 	o.Temperature, _ = f.GetFloat64("temp")
 	o.TopK, _ = f.GetInt("top-k")
 	o.TopP, _ = f.GetFloat64("top-p")
-	o.Seed, _ = f.GetUint64("seed")
+	o.MinP, _ = f.GetFloat64("min-p")
+	seed, _ := f.GetInt64("seed")
 	o.RepeatPenalty, _ = f.GetFloat64("repeat-penalty")
 	o.RepeatLastN, _ = f.GetInt("repeat-last-n")
 	switch {
@@ -88,13 +93,21 @@ func samplerOptions(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, 
 		return o, false, fmt.Errorf("--repeat-penalty %v: must be finite and > 0", o.RepeatPenalty)
 	case o.RepeatLastN < -1:
 		return o, false, fmt.Errorf("--repeat-last-n %d: must be >= -1", o.RepeatLastN)
+	case !(o.MinP >= 0 && o.MinP <= 1):
+		return o, false, fmt.Errorf("--min-p %v: must be in [0, 1]", o.MinP)
+	case seed < -1:
+		return o, false, fmt.Errorf("--seed %d: must be >= 0, or -1 for a random seed", seed)
 	}
 	if o.RepeatLastN == 0 {
 		o.RepeatPenalty = 1 // an empty window penalises nothing
 	}
-	seeded = f.Changed("seed")
+	seeded = seed >= 0
+	o.Seed = uint64(seed)
 	if !seeded {
-		o.Seed = rand.Uint64()
+		o.Seed = rand.Uint64() >> 1 // a seed --seed can give back
+		if verbose && o.Temperature > 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: --seed %d (random)\n", o.Seed)
+		}
 	}
 	return o, seeded, nil
 }
@@ -119,7 +132,12 @@ func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	if n < -1 {
 		return fmt.Errorf("-n %d: must be >= 0, or -1 for no limit", n)
 	}
-	prompt, _ := f.GetString("prompt")
+	prompt, err := promptFromFlags(cmd)
+	if err != nil {
+		return err
+	}
+	stops, _ := f.GetStringArray("stop")
+	ignoreEOS, _ := f.GetBool("ignore-eos")
 	sess, err := openSession(cmd)
 	if err != nil {
 		return err
@@ -142,7 +160,7 @@ func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	}
 	stdout := cmd.OutOrStdout()
 	st, err := runtime.Generate(b, m.Tokenizer, ids, runtime.GenerateOptions{
-		MaxTokens: n, Context: ctx, Sampler: s,
+		MaxTokens: n, Context: ctx, Sampler: s, Stop: stops, IgnoreEOS: ignoreEOS,
 		Emit: func(text string) error {
 			_, err := io.WriteString(stdout, text)
 			return err
@@ -182,4 +200,31 @@ func statsLine(st runtime.GenerateStats, ctx int) string {
 		line += fmt.Sprintf("; stopped at the end of the context (%d tokens)", ctx)
 	}
 	return line
+}
+
+// promptFromFlags returns the prompt: -p TEXT, -p - (standard input, whole), or -f FILE. Exactly
+// one of -p and -f must be given; errors name the flag or the file.
+func promptFromFlags(cmd *cobra.Command) (string, error) {
+	f := cmd.Flags()
+	p, _ := f.GetString("prompt")
+	file, _ := f.GetString("file")
+	switch {
+	case f.Changed("prompt") && f.Changed("file"):
+		return "", errors.New("-p and -f: give the prompt one way")
+	case f.Changed("file"):
+		b, err := fsutil.ReadRegular(file)
+		if err != nil {
+			return "", fmt.Errorf("-f: %w", err)
+		}
+		return string(b), nil
+	case !f.Changed("prompt"):
+		return "", errors.New(`-p TEXT or -f FILE is required (-p - reads standard input)`)
+	case p == "-":
+		b, err := io.ReadAll(cmd.InOrStdin())
+		if err != nil {
+			return "", fmt.Errorf("-p -: standard input: %w", err)
+		}
+		return string(b), nil
+	}
+	return p, nil
 }

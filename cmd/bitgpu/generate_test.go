@@ -151,7 +151,7 @@ func TestGenerateErrors(t *testing.T) {
 		want []string
 	}{
 		{[]string{"-m", filepath.Join(t.TempDir(), "missing.gguf"), "-p", "x"}, []string{"missing.gguf", "no such file"}},
-		{[]string{"-m", path}, []string{`"prompt"`}},
+		{[]string{"-m", path}, []string{`-p TEXT or -f FILE is required`}},
 		{[]string{"-m", path, "-p", "x", "--top-p", "1.5"}, []string{"--top-p 1.5: must be in (0, 1]"}},
 		{[]string{"-m", path, "-p", "x", "--top-p", "0"}, []string{"--top-p 0:"}},
 		{[]string{"-m", path, "-p", "x", "--temp", "-1"}, []string{"--temp -1:"}},
@@ -194,7 +194,7 @@ func TestGenerateStopsAtContextEnd(t *testing.T) {
 func TestGenerateBuiltInModel(t *testing.T) {
 	var outs []string
 	for i := 0; i < 2; i++ {
-		out, errOut, code := bitgpu(t, nil, "generate", "-p", "The", "-n", "6", "--temp", "0", "--device", "cpu")
+		out, errOut, code := bitgpu(t, nil, "generate", "-p", "The", "-n", "6", "--temp", "0", "--device", "cpu", "-v")
 		require.Equal(t, 0, code, errOut)
 		require.Contains(t, errOut, "using the built-in model bitgpu-tiny")
 		require.NotEmpty(t, out)

@@ -9,20 +9,29 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu/assets"
 	"github.com/bitgpu/bitgpu/model"
 )
 
 // inspectCmd is `bitgpu inspect FILE`: the architecture, hyper-parameters, tokenizer summary and
 // tensor table (name, type, GGUF shape, bytes) of a GGUF file or Hugging Face checkpoint directory.
 var inspectCmd = &cobra.Command{
-	Use:   "inspect FILE",
+	Use:   "inspect [FILE]",
 	Short: "Show a model's architecture, hyper-parameters, tokenizer and tensors",
 	Long: `Show a model's architecture, hyper-parameters, tokenizer summary and tensor table
 (type, shape in GGUF order with the innermost dimension first, bytes). FILE is a GGUF file or a
-Hugging Face checkpoint directory. A GGUF file whose tensors do not match its hyper-parameters is
-still listed, then reported as an error.`,
-	Args: cobra.ExactArgs(1),
+Hugging Face checkpoint directory; without FILE, the built-in model. A GGUF file whose tensors do
+not match its hyper-parameters is still listed, then reported as an error.`,
+	Args: cobra.MaximumNArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			noteBuiltin()
+			g, err := model.ParseGGUF(assets.Name+".gguf", assets.GGUF())
+			if err != nil {
+				return err
+			}
+			return inspectGGUF(cmd.OutOrStdout(), g)
+		}
 		return runInspect(cmd.OutOrStdout(), args[0])
 	},
 }
@@ -59,6 +68,12 @@ func runInspect(w io.Writer, path string) error {
 		return err
 	}
 	defer g.Close()
+	return inspectGGUF(w, g)
+}
+
+// inspectGGUF prints the report for a parsed GGUF file (g.Path names it).
+func inspectGGUF(w io.Writer, g *model.GGUF) error {
+	path := g.Path
 	fmt.Fprintf(w, "file:        %s\nformat:      GGUF v%d, %d metadata keys, %d tensors, alignment %d, data at byte %d\n",
 		printable(path), g.Version, len(g.Keys), len(g.Tensors), g.Alignment, g.DataOffset)
 	if name, ok := g.Meta["general.name"].(string); ok {

@@ -28,6 +28,9 @@ func main() {
 // process from handleSignals (130 or 143) instead.
 func run(args []string) int {
 	rootCmd.SetArgs(args)
+	if cobraInitVersion != nil {
+		cobraInitVersion()
+	}
 	done := handleSignals() // SIGINT/SIGTERM: partial outputs removed, "bitgpu: interrupted", 130/143
 	// A fault on a memory-mapped model file (truncated in place while in use) becomes an error.
 	err := model.CatchFault(rootCmd.Execute)

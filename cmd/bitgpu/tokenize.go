@@ -13,10 +13,11 @@ import (
 
 // tokenizeCmd is `bitgpu tokenize -m FILE TEXT`: the token ids of TEXT, space-separated, no BOS.
 var tokenizeCmd = &cobra.Command{
-	Use:   "tokenize -m FILE TEXT",
+	Use:   "tokenize [-m FILE] TEXT",
 	Short: "Print the token ids of TEXT, space-separated, without BOS",
 	Long: `Print the token ids of TEXT on one line, space-separated, without BOS. FILE is a GGUF
-file (its tokenizer.ggml.* metadata) or a Hugging Face checkpoint directory (tokenizer.json).
+file (its tokenizer.ggml.* metadata) or a Hugging Face checkpoint directory (tokenizer.json);
+without -m, the built-in model's tokenizer.
 Special tokens written in TEXT, such as <|eot_id|>, become their ids unless --no-parse-special.`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,14 +39,20 @@ Special tokens written in TEXT, such as <|eot_id|>, become their ids unless --no
 }
 
 func init() {
-	tokenizeCmd.Flags().StringP("model", "m", "", "model: GGUF file or Hugging Face directory (required)")
+	tokenizeCmd.Flags().StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
 	tokenizeCmd.Flags().Bool("no-parse-special", false, "treat special-token text as plain text")
-	_ = tokenizeCmd.MarkFlagRequired("model")
 	rootCmd.AddCommand(tokenizeCmd)
 }
 
 // loadTokenizer reads only the tokenizer of a model file or directory (no tensor checks).
 func loadTokenizer(path string) (model.Tokenizer, func(), error) {
+	if path == "" {
+		m, err := openModel("")
+		if err != nil {
+			return nil, nil, err
+		}
+		return m.Tokenizer, func() { m.Close() }, nil
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, nil, err
