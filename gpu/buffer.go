@@ -28,8 +28,9 @@ type Buffer struct {
 const bufferUsage = vk.BufferUsageStorageBufferBit | vk.BufferUsageUniformBufferBit |
 	vk.BufferUsageTransferSrcBit | vk.BufferUsageTransferDstBit
 
-// NewBuffer allocates a device-local storage buffer of size bytes (contents undefined). It returns
-// an error naming the size and the free memory when the device cannot hold it.
+// NewBuffer allocates a device-local storage buffer of size bytes (contents undefined), in the
+// memory types deviceLocalOrder ranks, moving on to the next when one is full. It returns an error
+// naming the size and the free memory when the device cannot hold it.
 func (d *Device) NewBuffer(size uint64) (*Buffer, error) {
 	return d.newBuffer(size, vk.MemoryPropertyDeviceLocalBit, 0, vk.MemoryPropertyDeviceLocalBit|vk.MemoryPropertyHostVisibleBit|vk.MemoryPropertyHostCoherentBit)
 }
@@ -57,19 +58,37 @@ func (d *Device) newBuffer(size uint64, prefer, need, want vk.MemoryPropertyFlag
 	var req vk.MemoryRequirements
 	vk.GetBufferMemoryRequirements(d.dev, buf, &req)
 	req.Deref()
-	ti, ok := d.alloc.findType(req.MemoryTypeBits, need|prefer, want)
-	if !ok {
-		ti, ok = d.alloc.findType(req.MemoryTypeBits, need, want)
+	var order []uint32
+	deviceLocal := need == 0
+	if deviceLocal {
+		types, heaps := d.memTypes()
+		order = deviceLocalOrder(types, heaps, req.MemoryTypeBits, d.hideHostVisibleVRAM)
 	}
-	if !ok {
-		vk.DestroyBuffer(d.dev, buf, nil)
-		return nil, fmt.Errorf("buffer of %s: no suitable memory type", FormatBytes(size))
+	if len(order) == 0 { // host buffers, or a device without device-local memory
+		ti, ok := d.alloc.findType(req.MemoryTypeBits, need|prefer, want)
+		if !ok {
+			ti, ok = d.alloc.findType(req.MemoryTypeBits, need, want)
+		}
+		if !ok {
+			vk.DestroyBuffer(d.dev, buf, nil)
+			return nil, fmt.Errorf("buffer of %s: no suitable memory type", FormatBytes(size))
+		}
+		order = []uint32{ti}
 	}
 	align := uint64(req.Alignment)
 	if a := d.info.StorageBufferAlignment; a > align {
 		align = a
 	}
-	mem, err := d.alloc.alloc(ti, uint64(req.Size), align)
+	var (
+		mem allocation
+		ti  uint32
+		err error
+	)
+	for _, ti = range order {
+		if mem, err = d.alloc.alloc(ti, uint64(req.Size), align); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		vk.DestroyBuffer(d.dev, buf, nil)
 		return nil, err
@@ -82,7 +101,7 @@ func (d *Device) newBuffer(size uint64, prefer, need, want vk.MemoryPropertyFlag
 	b := &Buffer{d: d, buf: buf, mem: mem, size: size}
 	flags := d.memProps.MemoryTypes[ti].PropertyFlags
 	coherent := vk.MemoryPropertyFlags(vk.MemoryPropertyHostVisibleBit | vk.MemoryPropertyHostCoherentBit)
-	if mem.blk.mapped != nil && flags&coherent == coherent && !(d.forceStaging && need == 0) {
+	if mem.blk.mapped != nil && flags&coherent == coherent && !((d.forceStaging || d.hideHostVisibleVRAM) && deviceLocal) {
 		b.ptr = unsafe.Add(mem.blk.mapped, mem.off)
 	}
 	d.track(b, b.Release)

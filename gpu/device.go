@@ -37,7 +37,9 @@ type Options struct {
 	// virtual > CPU.
 	Select string
 	// Disable turns off optional features by name ("int8", "fp16", "storage8", "storage16",
-	// "dot", "subgroup-size-control", "subgroup-arithmetic", "subgroup-shuffle") so their 32-bit fallbacks can be
+	// "dot", "subgroup-size-control", "subgroup-arithmetic", "subgroup-shuffle", and
+	// "host-visible-vram": device-local memory treated as not host-visible, as on a discrete GPU
+	// without resizable BAR, so every upload goes through staging) so their 32-bit fallbacks can be
 	// exercised on any device.
 	Disable []string
 }
@@ -139,6 +141,10 @@ type Device struct {
 	closed     bool
 
 	forceStaging bool // tests: route device-local transfers through the staging buffer
+	// hideHostVisibleVRAM (BITGPU_DISABLE=host-visible-vram) treats device-local memory as not
+	// host-visible, as on a discrete GPU without resizable BAR: every device-local buffer is
+	// filled and read through the staging buffer.
+	hideHostVisibleVRAM bool
 
 	objMu   sync.Mutex
 	objects map[any]func() // live kernels, sequences, timers and buffers, released by Close
@@ -464,6 +470,10 @@ func Open(opts Options) (*Device, error) {
 	}
 	caps := capsAll[idx]
 	for _, name := range opts.Disable {
+		if strings.TrimSpace(name) == "host-visible-vram" {
+			d.hideHostVisibleVRAM = true
+			continue
+		}
 		if err := disableFeature(&d.info.Features, &caps, strings.TrimSpace(name)); err != nil {
 			return fail(err)
 		}
@@ -528,7 +538,7 @@ func disableFeature(f *Features, caps *C.bitgpu_caps, name string) error {
 		f.SubgroupShuffle = false
 	case "":
 	default:
-		return fmt.Errorf("BITGPU_DISABLE: unknown feature %q (int8, fp16, storage8, storage16, dot, subgroup-size-control, subgroup-arithmetic, subgroup-shuffle)", name)
+		return fmt.Errorf("BITGPU_DISABLE: unknown feature %q (int8, fp16, storage8, storage16, dot, subgroup-size-control, subgroup-arithmetic, subgroup-shuffle, host-visible-vram)", name)
 	}
 	return nil
 }

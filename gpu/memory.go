@@ -65,6 +65,73 @@ func (a *allocator) findType(bits uint32, need, want vk.MemoryPropertyFlagBits) 
 	return best, found
 }
 
+// memType is what deviceLocalOrder needs to know of one Vulkan memory type.
+type memType struct {
+	flags vk.MemoryPropertyFlags
+	heap  uint32
+}
+
+// deviceLocalOrder lists, best first, the memory types (indices into types, allowed by bits) a
+// device-local buffer may live in, given the heaps' sizes in bytes:
+//
+//  1. DEVICE_LOCAL types on the largest device-local heap that are also HOST_VISIBLE and
+//     HOST_COHERENT — unified memory (integrated GPUs, lavapipe, SwiftShader) or a discrete GPU
+//     with resizable BAR: the host writes them directly, no staging copy;
+//  2. the other DEVICE_LOCAL types on that heap — a discrete GPU's VRAM, filled through the
+//     staging buffer;
+//  3. DEVICE_LOCAL types on other heaps, those without HOST_VISIBLE first — a discrete GPU's
+//     256 MiB host-visible BAR window comes last, so weights never land there first and fail once
+//     it is full (the allocator moves on to the next type when one runs out).
+//
+// With hideHostVisible (BITGPU_DISABLE=host-visible-vram) HOST_VISIBLE is ignored when ranking,
+// as on a discrete GPU without resizable BAR. Types that are not DEVICE_LOCAL are never listed:
+// bitgpu does not spill to system memory behind the user's back.
+func deviceLocalOrder(types []memType, heapSizes []uint64, bits uint32, hideHostVisible bool) []uint32 {
+	dl := vk.MemoryPropertyFlags(vk.MemoryPropertyDeviceLocalBit)
+	hv := vk.MemoryPropertyFlags(vk.MemoryPropertyHostVisibleBit | vk.MemoryPropertyHostCoherentBit)
+	var big uint32
+	found := false
+	for _, t := range types {
+		if t.flags&dl != 0 && (!found || heapSizes[t.heap] > heapSizes[big]) {
+			big, found = t.heap, true
+		}
+	}
+	rank := func(t memType) int {
+		visible := t.flags&hv == hv && !hideHostVisible
+		switch {
+		case t.heap == big && visible:
+			return 0
+		case t.heap == big:
+			return 1
+		case t.flags&vk.MemoryPropertyFlags(vk.MemoryPropertyHostVisibleBit) == 0 || hideHostVisible:
+			return 2
+		}
+		return 3
+	}
+	var order []uint32
+	for r := 0; r <= 3; r++ {
+		for i, t := range types {
+			if bits&(1<<uint(i)) != 0 && t.flags&dl != 0 && rank(t) == r {
+				order = append(order, uint32(i))
+			}
+		}
+	}
+	return order
+}
+
+// memTypes returns the device's memory types and heap sizes for deviceLocalOrder.
+func (d *Device) memTypes() ([]memType, []uint64) {
+	types := make([]memType, d.memProps.MemoryTypeCount)
+	for i := range types {
+		types[i] = memType{flags: d.memProps.MemoryTypes[i].PropertyFlags, heap: d.memProps.MemoryTypes[i].HeapIndex}
+	}
+	heaps := make([]uint64, d.memProps.MemoryHeapCount)
+	for i := range heaps {
+		heaps[i] = uint64(d.memProps.MemoryHeaps[i].Size)
+	}
+	return types, heaps
+}
+
 func alignUp(x, a uint64) uint64 {
 	if a <= 1 {
 		return x

@@ -395,3 +395,28 @@ func TestGPUMatchesCPUFamilies(t *testing.T) {
 		})
 	}
 }
+
+// TestGPUWithoutHostVisibleVRAM: with device-local memory treated as not host-visible (a discrete
+// GPU without resizable BAR: weights, KV cache and scratch uploaded and read through staging) the
+// whole model still gives the CPU's logits bit for bit.
+func TestGPUWithoutHostVisibleVRAM(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
+	g, err := NewGPU(gputest.Open(t, "host-visible-vram"), m, GPUOptions{Ctx: 64})
+	require.NoError(t, err)
+	defer g.Close()
+	c, err := cpuref.New(m, 64)
+	require.NoError(t, err)
+	prompt := []int{1, 40, 41, 72, 101}
+	lc, err := c.Prefill(prompt, true)
+	require.NoError(t, err)
+	lg, err := g.Prefill(prompt, true)
+	require.NoError(t, err)
+	requireLogitsEqual(t, lc, lg, m.Config.VocabSize, "prefill")
+	for step, tok := range []int{7, 9, 11} {
+		lc, err = c.Decode(tok)
+		require.NoError(t, err)
+		lg, err = g.Decode(tok)
+		require.NoError(t, err)
+		requireLogitsEqual(t, lc, lg, m.Config.VocabSize, fmt.Sprintf("decode %d", step))
+	}
+}
