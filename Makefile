@@ -16,7 +16,7 @@ GPU_PKGS := ./gpu/... ./runtime/... ./cmd/... ./assets/...
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_FLAGS ?= -timeout 40m
 
-.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader shaders run bench fuzz clean
+.PHONY: all build deps test vet fmt-check test-lavapipe test-swiftshader test-nocgo shaders run bench fuzz clean
 
 all: build
 
@@ -50,8 +50,9 @@ fmt-check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 
-## test: deps, vet, gofmt, all tests on lavapipe, then the GPU tests again on SwiftShader.
-test: deps vet fmt-check test-lavapipe test-swiftshader
+## test: deps, vet, gofmt, all tests on lavapipe, then the GPU tests again on SwiftShader, then the
+## CPU-only build (CGO_ENABLED=0: no Vulkan backend) vetted and tested.
+test: deps vet fmt-check test-lavapipe test-swiftshader test-nocgo
 
 test-lavapipe:
 	VK_ICD_FILENAMES=$(LAVAPIPE_ICD) VK_DRIVER_FILES=$(LAVAPIPE_ICD) BITGPU_REQUIRE_GPU=1 BITGPU_VALIDATE=1 \
@@ -60,6 +61,10 @@ test-lavapipe:
 test-swiftshader: $(SWIFTSHADER_ICD)
 	VK_ICD_FILENAMES=$(SWIFTSHADER_ICD) VK_DRIVER_FILES=$(SWIFTSHADER_ICD) BITGPU_REQUIRE_GPU=1 BITGPU_VALIDATE=1 \
 		$(GO) test $(TEST_FLAGS) $(GPU_PKGS)
+
+test-nocgo:
+	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) test $(TEST_FLAGS) ./...
 
 ## shaders: recompile every GLSL variant to SPIR-V (glslc, target vulkan1.1) and validate it.
 shaders:

@@ -14,7 +14,7 @@ type Backend struct {
 	cfg    model.Config
 	ctx    int // KV cache capacity in tokens
 	embd   *model.Tensor
-	out    *model.Tensor // output projection: output.weight, or token_embd when tied
+	out    *model.Tensor // output projection: output.weight, or token_embd when tied; Q8_0 for the q8_0 head (OutputMatrix)
 	norm   []float32     // output_norm, [Dim]
 	layers []layer
 	kCache [][]uint16 // per layer, f16 bits [ctx][KVHeads*HeadDim]
@@ -47,8 +47,13 @@ type bitLinear struct {
 // expected versus found shape or type. The cache takes Layers*ctx*KVHeads*HeadDim*4 bytes
 // (KVCacheBytes); before anything is allocated that is checked against the system's available
 // memory (/proc/meminfo MemAvailable), and a cache that does not fit is an error naming both
-// sizes and the largest --ctx that would.
-func New(m *model.Model, ctx int) (*Backend, error) {
+// sizes and the largest --ctx that would. Options: WithLMHead (default DefaultLMHead; the q8_0
+// head re-quantizes the output matrix in memory, OutputMatrix, and computes LogitsQ8).
+func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if m == nil {
 		return nil, fmt.Errorf("cpuref: nil model")
 	}
@@ -85,6 +90,9 @@ func New(m *model.Model, ctx int) (*Backend, error) {
 		b.out = o
 	}
 	if err := checkFloat(b.out); err != nil {
+		return nil, err
+	}
+	if b.out, err = OutputMatrix(b.out, o.head); err != nil {
 		return nil, err
 	}
 	if b.norm, err = normWeights(m, "output_norm.weight", cfg.Dim); err != nil {
@@ -403,6 +411,16 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 		xn := normed[:dim]
 		if err := RMSNorm(xn, x[t*dim:(t+1)*dim], b.norm, c.RMSEps); err != nil {
 			return nil, err
+		}
+		if b.out.Type == model.TypeQ8_0 { // the q8_0 head: int8 activations as for a BitLinear
+			s, err := QuantizeActivations(qa[:dim], xn)
+			if err != nil {
+				return nil, err
+			}
+			if err := LogitsQ8(logits[(t-first)*vocab:(t-first+1)*vocab], qa[:dim], s, b.out); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if err := Logits(logits[(t-first)*vocab:(t-first+1)*vocab], xn, b.out); err != nil {
 			return nil, err

@@ -76,10 +76,10 @@ func synthModel(t *testing.T, o synthOptions) *model.Model {
 
 var prompt = []int{1, 7, 42, 3, 49, 0, 12}
 
-// runAll prefills prompt with all logits on a fresh backend.
-func runAll(t *testing.T, m *model.Model) []float32 {
+// runAll prefills prompt with all logits on a fresh backend (New with opts).
+func runAll(t *testing.T, m *model.Model, opts ...Option) []float32 {
 	t.Helper()
-	b, err := New(m, 0)
+	b, err := New(m, 0, opts...)
 	require.NoError(t, err)
 	defer b.Close()
 	logits, err := b.Prefill(prompt, true)
@@ -154,10 +154,14 @@ func TestForwardExtraScaleTensor(t *testing.T) {
 
 func TestForwardZeroWeightsIsResidualPath(t *testing.T) {
 	// With every trit 0 each block adds exactly 0, so x_L is the embedding row and the logits
-	// are output_norm(embedding) · E^T computed with the public ops.
+	// are output_norm(embedding) · E^T computed with the public ops: Logits for the f16 head,
+	// QuantizeActivations and LogitsQ8 on the re-quantized matrix for the q8_0 head.
 	m := synthModel(t, synthOptions{typ: model.TypeTQ1_0, wScale: 1, zeroTrits: true, seed: 5})
-	got := runAll(t, m)
+	got := runAll(t, m, WithLMHead(LMHeadF16))
+	gotQ8 := runAll(t, m, WithLMHead(LMHeadQ8_0))
 	e := m.Tensors["token_embd.weight"]
+	e8, err := OutputMatrix(e, LMHeadQ8_0)
+	require.NoError(t, err)
 	w := make([]float32, 256)
 	require.NoError(t, model.FloatRow(m.Tensors["output_norm.weight"], 0, w))
 	for i, tok := range prompt {
@@ -167,6 +171,11 @@ func TestForwardZeroWeightsIsResidualPath(t *testing.T) {
 		want := make([]float32, 50)
 		require.NoError(t, Logits(want, x, e))
 		require.Equal(t, want, got[i*50:(i+1)*50], "token %d", i)
+		q := make([]int8, 256)
+		s, err := QuantizeActivations(q, x)
+		require.NoError(t, err)
+		require.NoError(t, LogitsQ8(want, q, s, e8))
+		require.Equal(t, want, gotQ8[i*50:(i+1)*50], "q8_0 head, token %d", i)
 	}
 }
 

@@ -102,7 +102,8 @@ func TestGoldenLogits(t *testing.T) {
 	m, err := model.Open(path)
 	require.NoError(t, err)
 	defer m.Close()
-	b, err := cpuref.New(m, 0)
+	// The goldens are PyTorch's F16-embedding logits: the f16 head is the one they check.
+	b, err := cpuref.New(m, 0, cpuref.WithLMHead(cpuref.LMHeadF16))
 	require.NoError(t, err)
 	defer b.Close()
 	logits, err := b.Prefill(g.Prompt, true)

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package gpu is bitgpu's Vulkan compute layer and the only package that touches Vulkan. It offers
 // a Device (instance, physical-device choice, one compute queue, optional features), Buffers
 // sub-allocated from large memory blocks, Kernels (compute pipelines built from embedded SPIR-V),

@@ -1,19 +1,12 @@
+//go:build cgo
+
 package gpu
 
 import (
-	"errors"
 	"fmt"
 
 	vk "github.com/goki/vulkan"
 )
-
-// ErrNoDevice is returned (wrapped) by Open and Enumerate when no Vulkan loader or no Vulkan
-// device is available. Callers that can fall back to the CPU test for it with errors.Is.
-var ErrNoDevice = errors.New("no Vulkan device")
-
-// ErrLeak is returned (wrapped) by Device.Close when buffers, kernels, sequences or timers were
-// still alive: Close frees them, but their owner forgot to, so tests fail on it.
-var ErrLeak = errors.New("objects still alive at Close")
 
 var errNoLoader = fmt.Errorf("%w: the Vulkan loader libvulkan.so.1 was not found (install libvulkan1 and a driver such as mesa-vulkan-drivers)", ErrNoDevice)
 

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package gpu
 
 import (
@@ -268,17 +270,4 @@ func (d *Device) MemoryInUse() (inUse, reserved uint64) {
 		reserved += h
 	}
 	return d.alloc.inUse, reserved
-}
-
-// FormatBytes formats n bytes with a binary unit: "512 B", "1.5 KiB", "128.0 MiB", "2.00 GiB".
-func FormatBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -46,7 +47,11 @@ var tokenizerKeyOrder = []string{
 // F16 (the embedding, TQ block scales), is an error naming the tensor and the element or block
 // (OpenHF, CheckFinite). A max_position_embeddings above MaxContextLength is refused rather than
 // clamped, so the GGUF never claims a context the checkpoint did not declare.
-func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
+func HFToGGUF(dir string, typ TensorType) (*GGUF, error) { return hfToGGUF(dir, typ, nil) }
+
+// hfToGGUF is HFToGGUF reporting the tensors converted ("converting") and, for TQ types,
+// re-encoded ("encoding") through progress (nil: no reports).
+func hfToGGUF(dir string, typ TensorType, progress ProgressFunc) (*GGUF, error) {
 	if typ != TypeI2_S && typ != TypeTQ2_0 && typ != TypeTQ1_0 {
 		return nil, fmt.Errorf("convert: tensor type %v is not a ternary type (want I2_S, TQ2_0 or TQ1_0)", typ)
 	}
@@ -58,7 +63,7 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 		return nil, fmt.Errorf("%s: config.json: max_position_embeddings = %d: above the %d tokens convert writes as context_length (no backend could hold such a KV cache); fix config.json",
 			dir, hc.MaxPositionEmbeddings, MaxContextLength)
 	}
-	m, err := OpenHF(dir)
+	m, err := openHF(dir, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +83,12 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 	}
 	tokKeys := orderedKeys(tokMeta, tokenizerKeyOrder)
 	if typ != TypeI2_S {
+		done := &tensorProgress{fn: progress, stage: "encoding"}
+		for _, s := range m.Config.TensorSpecs() {
+			if s.Kind == KindWeight {
+				done.total++
+			}
+		}
 		for _, s := range m.Config.TensorSpecs() {
 			if s.Kind != KindWeight {
 				continue
@@ -90,6 +101,7 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 				return nil, fmt.Errorf("%s: %w", dir, err)
 			}
 			m.Tensors[s.Name] = t
+			done.add()
 		}
 	}
 	g, err := ModelToGGUF(m, tokKeys, tokMeta)
@@ -107,12 +119,19 @@ func HFToGGUF(dir string, typ TensorType) (*GGUF, error) {
 // projections encoded as typ (HFToGGUF). The file is written through a temporary file in out's
 // directory that is renamed into place only when complete, so a failed conversion leaves no
 // partial file and never clobbers an existing out.
-func ConvertHF(dir, out string, typ TensorType) error {
-	g, err := HFToGGUF(dir, typ)
+func ConvertHF(dir, out string, typ TensorType) error { return ConvertHFProgress(dir, out, typ, nil) }
+
+// ConvertHFProgress is ConvertHF reporting its progress through progress (nil: none): the
+// tensors converted from the checkpoint (stage "converting"), for TQ types the projections
+// re-encoded ("encoding"), then the bytes of out written ("writing"). The file is the same.
+func ConvertHFProgress(dir, out string, typ TensorType, progress ProgressFunc) error {
+	g, err := hfToGGUF(dir, typ, progress)
 	if err != nil {
 		return err
 	}
-	if err := WriteGGUFFile(out, g); err != nil {
+	if err := WriteFileAtomic(out, withProgress(progress, func(w io.Writer, setTotal func(int64)) error {
+		return writeGGUF(w, g, setTotal)
+	})); err != nil {
 		return fmt.Errorf("%s: %w", out, err)
 	}
 	return nil

@@ -30,6 +30,7 @@ type GGUFEncoder struct {
 	alignment uint64
 	cur       int    // index of the tensor being written
 	curLeft   uint64 // bytes of it still to come
+	size      uint64 // bytes of the whole file
 	err       error
 }
 
@@ -105,6 +106,7 @@ func NewGGUFEncoder(w io.Writer, version uint32, keys []string, meta map[string]
 		off += alignUp(e.sizes[i], e.alignment)
 	}
 	hdr = append(hdr, make([]byte, alignUp(uint64(len(hdr)), e.alignment)-uint64(len(hdr)))...)
+	e.size = uint64(len(hdr)) + off
 	if _, err := e.w.Write(hdr); err != nil {
 		return nil, err
 	}
@@ -112,6 +114,10 @@ func NewGGUFEncoder(w io.Writer, version uint32, keys []string, meta map[string]
 	e.next()
 	return e, nil
 }
+
+// Size is the number of bytes the whole file has once Close returns: header, metadata, tensor
+// infos, tensor data and padding.
+func (e *GGUFEncoder) Size() uint64 { return e.size }
 
 // next advances to the next tensor with data to write, padding the finished one.
 func (e *GGUFEncoder) next() {
@@ -193,7 +199,11 @@ func (e *GGUFEncoder) Close() error {
 // are ignored: offsets follow from the layout). A file that OpenGGUF read and that was written in
 // that layout (llama.cpp, gguf-py and this writer all do) comes back byte for byte. Errors are
 // those of NewGGUFEncoder, or name a tensor whose Data has the wrong length.
-func WriteGGUF(w io.Writer, g *GGUF) error {
+func WriteGGUF(w io.Writer, g *GGUF) error { return writeGGUF(w, g, func(int64) {}) }
+
+// writeGGUF is WriteGGUF calling setTotal with the file's size (GGUFEncoder.Size) before any
+// tensor data is written.
+func writeGGUF(w io.Writer, g *GGUF, setTotal func(int64)) error {
 	version := g.Version
 	if version == 0 {
 		version = 3
@@ -206,6 +216,7 @@ func WriteGGUF(w io.Writer, g *GGUF) error {
 	if err != nil {
 		return err
 	}
+	setTotal(int64(e.Size()))
 	for _, t := range g.Tensors {
 		if err := e.WriteTensor(t.Name, t.Data); err != nil {
 			return err

@@ -160,15 +160,23 @@ func EncodeBF16(x []float32) []byte {
 	return out
 }
 
-// EncodeQ8_0 quantizes x to Q8_0 as ggml's reference quantizer does: per 32-element block,
-// d = max|x| / 127, q = round(x / d) (0 when d is 0), d stored as f16. len(x) must be a multiple
-// of 32; otherwise it returns an error.
+// EncodeQ8_0 quantizes x to Q8_0 exactly as ggml's reference quantizer quantize_row_q8_0_ref
+// (ggml/src/ggml-quants.c) does: per 32-element block, amax = max|x|, d = amax/127 and id = 1/d
+// (0 when d is 0) in f32, q = roundf(x*id) with the product rounded to f32 and ties away from zero
+// (math.Round), d stored as f16 (round to nearest even, GGML_FP32_TO_FP16). len(x) must be a
+// multiple of 32; otherwise it returns an error.
 func EncodeQ8_0(x []float32) ([]byte, error) {
 	if len(x)%Q8_0BlockElems != 0 {
 		return nil, fmt.Errorf("model: Q8_0 needs a multiple of %d elements, got %d", Q8_0BlockElems, len(x))
 	}
+	out := make([]byte, len(x)/Q8_0BlockElems*Q8_0BlockBytes)
+	encodeQ8_0Into(out, x)
+	return out, nil
+}
+
+// encodeQ8_0Into is EncodeQ8_0 writing into out (len(x)/32*34 bytes; len(x) a multiple of 32).
+func encodeQ8_0Into(out []byte, x []float32) {
 	nb := len(x) / Q8_0BlockElems
-	out := make([]byte, nb*Q8_0BlockBytes)
 	for b := 0; b < nb; b++ {
 		blk := x[b*Q8_0BlockElems : (b+1)*Q8_0BlockElems]
 		var amax float32
@@ -187,7 +195,6 @@ func EncodeQ8_0(x []float32) ([]byte, error) {
 			o[2+i] = byte(int8(max(-127, min(127, q))))
 		}
 	}
-	return out, nil
 }
 
 // FloatRow decodes row r of a float tensor t into dst. t.Type must be F32, F16, BF16 or Q8_0;

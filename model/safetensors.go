@@ -481,7 +481,11 @@ type hfSource struct {
 //
 // Nothing aliases the files (they are unmapped before return). Errors name the file and tensor
 // with the expected versus found shape or dtype; an unexpected tensor is an error too.
-func OpenHF(dir string) (*Model, error) {
+func OpenHF(dir string) (*Model, error) { return openHF(dir, nil) }
+
+// openHF is OpenHF reporting the tensors converted so far through progress (stage "converting";
+// nil: no reports).
+func openHF(dir string, progress ProgressFunc) (*Model, error) {
 	hc, err := ReadHFConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
@@ -530,7 +534,7 @@ func OpenHF(dir string) (*Model, error) {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	tensors, err := convertHF(&cfg, src, rule)
+	tensors, err := convertHF(&cfg, src, rule, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -562,8 +566,9 @@ func OpenHF(dir string) (*Model, error) {
 	return &Model{Path: dir, Config: cfg, Tensors: tensors, Tokenizer: tok, PackedScaleRule: rule.desc}, nil
 }
 
-// convertHF converts the checkpoint's tensors to GGUF names and encodings, in parallel.
-func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule) (map[string]*Tensor, error) {
+// convertHF converts the checkpoint's tensors to GGUF names and encodings, in parallel, reporting
+// each tensor done through progress (nil: no reports).
+func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule, progress ProgressFunc) (map[string]*Tensor, error) {
 	specs := cfg.TensorSpecs()
 	used := map[string]bool{}
 	for _, s := range specs {
@@ -586,6 +591,7 @@ func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule) (map[str
 
 	out := make([]*Tensor, len(specs))
 	errs := make([]error, len(specs))
+	done := &tensorProgress{fn: progress, stage: "converting", total: int64(len(specs))}
 	workers := min(runtime.GOMAXPROCS(0), 8)
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -595,6 +601,7 @@ func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule) (map[str
 			defer wg.Done()
 			for i := range next {
 				out[i], errs[i] = convertHFTensor(specs[i], src, rule.multiply)
+				done.add()
 			}
 		}()
 	}

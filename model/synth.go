@@ -37,6 +37,9 @@ type SynthOptions struct {
 	// TQ quantizer working from float weights produces). Without it every block of a tensor
 	// shares one scale, as in a BitNet b1.58 checkpoint, whose weight scale is per tensor.
 	BlockScales bool
+	// Progress, when not nil, receives the bytes of the file written so far (stage "writing").
+	// It does not change the bytes written.
+	Progress ProgressFunc
 }
 
 // SynthPreset returns the options of a named preset:
@@ -442,11 +445,12 @@ func WriteSynthetic(path string, opt SynthOptions) error {
 	for i, s := range specs {
 		infos[i] = TensorInfo{Name: s.Name, Type: opt.weightType(s.Kind), Shape: s.Shape}
 	}
-	return WriteFileAtomic(path, func(w io.Writer) error {
+	return WriteFileAtomic(path, withProgress(opt.Progress, func(w io.Writer, setTotal func(int64)) error {
 		e, err := NewGGUFEncoder(w, 3, keys, meta, infos)
 		if err != nil {
 			return err
 		}
+		setTotal(int64(e.Size()))
 		for i, s := range specs {
 			if s.Kind == KindEmbedding {
 				if err := writeSynthEmbedding(e, opt.Seed, i, int(s.Shape[0]*s.Shape[1]), cfg.Dim); err != nil {
@@ -463,5 +467,5 @@ func WriteSynthetic(path string, opt SynthOptions) error {
 			}
 		}
 		return e.Close()
-	})
+	}))
 }

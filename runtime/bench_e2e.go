@@ -1,9 +1,13 @@
+//go:build cgo
+
 package runtime
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 )
@@ -22,12 +26,28 @@ type E2EPoint struct {
 	DeviceBytes         uint64  `json:"device_bytes"`
 	DecodeBytesPerToken uint64  `json:"decode_bytes_per_token"`
 	BandwidthEfficiency float64 `json:"decode_bandwidth_efficiency"`
+	// The spread behind PrefillMSPerToken (the median of PrefillRuns timed prefills) and
+	// DecodeMSPerToken (the mean of the decode steps): the fastest and slowest prefill run and
+	// decode step, in ms per token.
+	PrefillRuns          int     `json:"prefill_runs"`
+	PrefillMSPerTokenMin float64 `json:"prefill_ms_per_token_min"`
+	PrefillMSPerTokenMax float64 `json:"prefill_ms_per_token_max"`
+	DecodeMSPerTokenMin  float64 `json:"decode_ms_per_token_min"`
+	DecodeMSPerTokenMax  float64 `json:"decode_ms_per_token_max"`
 }
+
+// e2ePrefillRuns and e2ePrefillBudget: BenchE2E times a context length's prefill up to
+// e2ePrefillRuns times, fewer when the runs so far took e2ePrefillBudget.
+const (
+	e2ePrefillRuns   = 3
+	e2ePrefillBudget = 2 * time.Second
+)
 
 // E2EResult is an end-to-end run of one model.
 type E2EResult struct {
 	Model    string     `json:"model"`
 	Weights  string     `json:"weights"` // "ternary" or "f16"
+	LMHead   string     `json:"lm_head"` // "f16" or "q8_0" (GPU.LMHead)
 	Plan     MemoryPlan `json:"plan"`
 	CopyGBps float64    `json:"copy_gb_per_s"`
 	Points   []E2EPoint `json:"points"`
@@ -36,8 +56,8 @@ type E2EResult struct {
 // BenchE2E loads m on dev with a cache of max(contexts)+steps tokens and, for each context length
 // L, times a prefill of L tokens from an empty cache and then steps decode steps. copyGBps (the
 // copy kernel's bandwidth from the same run, BenchKernels) turns bytes per token into a bandwidth
-// efficiency. Token ids are a fixed pseudo-random sequence.
-func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGBps float64) (E2EResult, error) {
+// efficiency. head is the LM head (GPUOptions.LMHead). Token ids are a fixed pseudo-random sequence.
+func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGBps float64, head cpuref.LMHead) (E2EResult, error) {
 	if len(contexts) == 0 || steps < 1 {
 		return E2EResult{}, fmt.Errorf("bench e2e: need context lengths and at least one decode step")
 	}
@@ -51,12 +71,12 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 	if maxL+steps > m.Config.ContextLength {
 		return E2EResult{}, fmt.Errorf("bench e2e: context %d + %d decode steps exceeds the model's %d", maxL, steps, m.Config.ContextLength)
 	}
-	g, err := NewGPU(dev, m, GPUOptions{Ctx: maxL + steps})
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: maxL + steps, LMHead: head})
 	if err != nil {
 		return E2EResult{}, err
 	}
 	defer g.Close()
-	res := E2EResult{Model: m.Path, Weights: "ternary", Plan: g.Plan(), CopyGBps: copyGBps}
+	res := E2EResult{Model: m.Path, Weights: "ternary", LMHead: string(g.head), Plan: g.Plan(), CopyGBps: copyGBps}
 	if g.f16 {
 		res.Weights = "f16"
 	}
@@ -74,17 +94,31 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 		return res, err
 	}
 	for _, L := range contexts {
-		g.Reset()
-		t0 := time.Now()
-		if _, err := g.Prefill(tokens[:L], false); err != nil {
-			return res, err
+		// The prefill is timed e2ePrefillRuns times unless that would take more than
+		// e2ePrefillBudget (a slow device times it once); the decode steps follow the last one.
+		var pres []float64 // ms per prompt token of each run
+		var spent time.Duration
+		for len(pres) == 0 || (len(pres) < e2ePrefillRuns && spent < e2ePrefillBudget) {
+			g.Reset()
+			t0 := time.Now()
+			if _, err := g.Prefill(tokens[:L], false); err != nil {
+				return res, err
+			}
+			d := time.Since(t0)
+			spent += d
+			pres = append(pres, d.Seconds()*1e3/float64(L))
 		}
-		pre := time.Since(t0)
-		t0 = time.Now()
+		slices.Sort(pres)
+		preMS := (pres[(len(pres)-1)/2] + pres[len(pres)/2]) / 2 // the median
+		pre := time.Duration(preMS * float64(L) * 1e6)
+		stepMS := make([]float64, steps)
+		t0 := time.Now()
 		for i := 0; i < steps; i++ {
+			t1 := time.Now()
 			if _, err := g.Decode(tokens[L+i]); err != nil {
 				return res, err
 			}
+			stepMS[i] = time.Since(t1).Seconds() * 1e3
 		}
 		dec := time.Since(t0)
 		p := E2EPoint{
@@ -93,9 +127,11 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 			PrefillMSPerToken:   pre.Seconds() * 1e3 / float64(L),
 			DecodeTokS:          float64(steps) / dec.Seconds(),
 			DecodeMSPerToken:    dec.Seconds() * 1e3 / float64(steps),
-			DeviceBytes:         PlanMemory(c, L+steps, g.f16).Total(),
+			DeviceBytes:         PlanMemoryHead(c, L+steps, g.f16, g.head).Total(),
 			DecodeBytesPerToken: g.plan.Weights + kvPerToken*uint64(L+steps/2),
 		}
+		p.PrefillRuns, p.PrefillMSPerTokenMin, p.PrefillMSPerTokenMax = len(pres), pres[0], pres[len(pres)-1]
+		p.DecodeMSPerTokenMin, p.DecodeMSPerTokenMax = slices.Min(stepMS), slices.Max(stepMS)
 		if copyGBps > 0 {
 			p.BandwidthEfficiency = float64(p.DecodeBytesPerToken) * p.DecodeTokS / (copyGBps * 1e9)
 		}

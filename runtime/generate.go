@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +60,12 @@ type GenerateOptions struct {
 	// DeadlineExceeded, wrapped), the last token generated but not fed back, as at StopLength.
 	// A running Prefill or Decode call is not interrupted.
 	Ctx context.Context
+	// Progress, when not nil, receives a progress bar of the prompt tokens prefilled once the
+	// prefill has taken, or is projected to take, ProgressAfter (the command line passes a
+	// terminal's stderr and DefaultProgressAfter). The prompt is then prefilled in chunks, which
+	// gives the same logits and KV cache bit for bit as one Prefill call.
+	Progress      io.Writer
+	ProgressAfter time.Duration
 }
 
 // GenerateStats reports one Generate call. Times are wall-clock.
@@ -199,7 +206,9 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		return st, err
 	}
 	start := time.Now()
-	logits, err := b.Prefill(prompt, false)
+	bar := newTokenProgress(opts.Progress, opts.ProgressAfter, "prefill", len(prompt))
+	logits, err := prefillReporting(b, prompt, false, bar)
+	bar.finish()
 	st.PrefillTime = time.Since(start)
 	if err != nil {
 		return st, fmt.Errorf("generate: prefill: %w", err)

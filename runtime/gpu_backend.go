@@ -1,3 +1,5 @@
+//go:build cgo
+
 package runtime
 
 import (
@@ -8,6 +10,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 )
@@ -25,11 +28,15 @@ type GPUOptions struct {
 	// loads, so the caller can read the device's validation log (gpu.Device.ValidationMessages,
 	// which outlives Close) even when loading fails and the device is closed again.
 	OnDevice func(*gpu.Device)
+	// LMHead is the logits head (`--lm-head`): cpuref.LMHeadF16 (the F16 matrix, f16_matvec) or
+	// cpuref.LMHeadQ8_0 (re-quantized to Q8_0 at load, q8_matvec on the int8 output norm); ""
+	// means cpuref.DefaultLMHead. A file whose logits matrix is already Q8_0 always runs q8_0.
+	LMHead cpuref.LMHead
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
 // to 2 bits a weight, norms f32, the logits matrix — output.weight, or the tied token embedding —
-// F16 in row chunks), an f16 KV cache, and a
+// F16 or, with the q8_0 LM head, Q8_0, in row chunks), an f16 KV cache, and a
 // decode step recorded once and replayed for every token. It implements Backend and is not safe
 // for concurrent use.
 type GPU struct {
@@ -44,6 +51,8 @@ type GPU struct {
 
 	embdHost *model.Tensor // host copy of token_embd for the input gather
 	out      *F16Matrix    // logits matrix on the device: output.weight, or token_embd when tied
+	outQ8    *Q8Matrix     // the same as Q8_0, instead of out, for the q8_0 head
+	head     cpuref.LMHead // the head in effect (effectiveHead)
 	outNorm  *gpu.Buffer
 	layers   []gpuLayer
 	rope     *gpu.Buffer
@@ -115,9 +124,20 @@ func (p MemoryPlan) String() string {
 		mib(p.Weights), mib(p.KVCache), mib(p.Scratch), mib(p.Total()))
 }
 
-// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache;
-// f16 means F16 projections (2 bytes a weight instead of 2 bits).
+// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache and
+// the default LM head (cpuref.DefaultLMHead); f16 means F16 projections (2 bytes a weight instead
+// of 2 bits).
 func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
+	return PlanMemoryHead(cfg, ctx, f16, "")
+}
+
+// PlanMemoryHead is PlanMemory for the LM head in effect head (cpuref.LMHeadF16: the F16 matrix,
+// 2 bytes a logit weight; cpuref.LMHeadQ8_0: Q8HeadBytes, 1.0625; "": the default).
+func PlanMemoryHead(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead) MemoryPlan {
+	headBytes := uint64(cfg.VocabSize) * uint64(cfg.Dim) * 2
+	if head == cpuref.LMHeadQ8_0 || head == "" && cpuref.DefaultLMHead == cpuref.LMHeadQ8_0 {
+		headBytes = Q8HeadBytes(cfg.VocabSize, cfg.Dim)
+	}
 	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
 	weights := uint64(cfg.Dim*qDim + 2*cfg.Dim*kvDim + qDim*cfg.Dim + 3*cfg.Dim*cfg.FFNDim)
 	if f16 {
@@ -131,7 +151,7 @@ func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
 	}
 	perLayer := weights + uint64(4*norms)
 	p := MemoryPlan{
-		Weights: uint64(cfg.Layers)*perLayer + uint64(cfg.VocabSize)*uint64(cfg.Dim)*2 + uint64(4*cfg.Dim),
+		Weights: uint64(cfg.Layers)*perLayer + headBytes + uint64(4*cfg.Dim),
 		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
 	}
 	B := uint64(MaxBatch)
@@ -161,7 +181,11 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	if t := m.Tensors["blk.0.attn_q.weight"]; t != nil && t.Type == model.TypeF16 {
 		f16 = true
 	}
-	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, plan: PlanMemory(cfg, ctx, f16)}
+	head, err := effectiveHead(m, opts.LMHead)
+	if err != nil {
+		return nil, err
+	}
+	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, head: head, plan: PlanMemoryHead(cfg, ctx, f16, head)}
 	var heap uint64
 	for _, h := range dev.Info().Heaps {
 		if h.DeviceLocal {
@@ -169,7 +193,7 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		}
 	}
 	if heap > 0 && g.plan.Total() > heap {
-		return nil, planRefusal(m.Path, dev.Info().Name, cfg, ctx, f16, g.plan, heap)
+		return nil, planRefusal(m.Path, dev.Info().Name, cfg, ctx, f16, head, g.plan, heap)
 	}
 	ks, err := NewKernels(dev)
 	if err != nil {
@@ -283,10 +307,13 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !c.TiedEmbedding {
 		out = o
 	}
-	if out.Type != model.TypeF16 {
-		return fmt.Errorf("tensor %s: type %s, the GPU logits need F16", out.Name, out.Type)
-	}
-	if g.out, err = g.uploadF16(out, c.VocabSize, c.Dim); err != nil {
+	if g.head == cpuref.LMHeadQ8_0 {
+		if g.outQ8, err = NewQ8Matrix(g.dev, out, c.VocabSize, c.Dim); err != nil {
+			return err
+		}
+	} else if out.Type != model.TypeF16 {
+		return fmt.Errorf("tensor %s: type %s, the GPU's f16 LM head needs F16 (--lm-head q8_0 takes any float type)", out.Name, out.Type)
+	} else if g.out, err = g.uploadF16(out, c.VocabSize, c.Dim); err != nil {
 		return err
 	}
 	advance(uint64(len(out.Data)))
@@ -503,6 +530,17 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 		if err := run(steps); err != nil {
 			return err
 		}
+	}
+	if g.outQ8 != nil { // the q8_0 head: output_norm quantized like a BitLinear input, int8 GEMV
+		return run([]step{
+			{"rmsnorm_quant output", func() error {
+				return ks.RMSNormQuant(s, g.x.Whole(), g.outNorm.Whole(), g.qa.Whole(), g.sq.Whole(),
+					RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim / 4, Eps: c.RMSEps})
+			}},
+			{"q8_matmul logits", func() error {
+				return ks.Q8MatMul(s, g.outQ8, g.qa.Whole(), g.sq.Whole(), logits.Whole(), Q8Args{T: T, YStride: uint32(c.VocabSize)})
+			}},
+		})
 	}
 	return run([]step{
 		{"rmsnorm output", func() error {
@@ -776,6 +814,9 @@ func (g *GPU) Close() error {
 		for _, c := range g.out.Chunks {
 			bufs = append(bufs, c.Buf.Buf)
 		}
+	}
+	if g.outQ8 != nil {
+		bufs = append(bufs, g.outQ8.buffers()...)
 	}
 	for _, b := range bufs {
 		if b != nil {

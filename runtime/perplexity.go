@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math"
 	"time"
 )
@@ -45,6 +47,28 @@ func Perplexity(b Backend, tokens []int, n, chunks int) (PerplexityResult, error
 // the windows that fit; and backend errors (an out-of-range token id, a window beyond the cache:
 // wraps ErrContextFull when n exceeds the context length).
 func PerplexityProgress(b Backend, tokens []int, n, chunks int, onWindow func(w int, nll float64)) (PerplexityResult, error) {
+	return PerplexityWith(b, tokens, n, PerplexityOptions{Chunks: chunks, OnWindow: onWindow})
+}
+
+// PerplexityOptions configure PerplexityWith.
+type PerplexityOptions struct {
+	// Chunks is the number of windows K (<= 0: as many as fit).
+	Chunks int
+	// OnWindow, when not nil, is called after each window with its index and NLL.
+	OnWindow func(w int, nll float64)
+	// Progress and ProgressAfter show a progress bar of the tokens evaluated over all windows, as
+	// GenerateOptions.Progress does for a prompt (the windows are then prefilled in chunks: the
+	// same logits bit for bit).
+	Progress      io.Writer
+	ProgressAfter time.Duration
+	// Ctx, when not nil, is checked before each window: once it is canceled PerplexityWith
+	// returns its error (wrapped), with the windows done so far in WindowNLL.
+	Ctx context.Context
+}
+
+// PerplexityWith is PerplexityProgress with the options of opts.
+func PerplexityWith(b Backend, tokens []int, n int, opts PerplexityOptions) (PerplexityResult, error) {
+	chunks, onWindow := opts.Chunks, opts.OnWindow
 	res := PerplexityResult{Window: n}
 	if b == nil {
 		return res, fmt.Errorf("perplexity: nil backend")
@@ -68,11 +92,16 @@ func PerplexityProgress(b Backend, tokens []int, n, chunks int, onWindow func(w 
 	}
 	vocab := b.Config().VocabSize
 	start := time.Now()
+	bar := newTokenProgress(opts.Progress, opts.ProgressAfter, "perplexity", k*n)
+	defer bar.finish()
 	var total float64
 	for w := range k {
+		if opts.Ctx != nil && opts.Ctx.Err() != nil {
+			return res, fmt.Errorf("perplexity: %w", context.Cause(opts.Ctx))
+		}
 		win := tokens[w*n : w*n+n+1]
 		b.Reset()
-		logits, err := b.Prefill(win[:n], true)
+		logits, err := prefillReporting(b, win[:n], true, bar)
 		if err != nil {
 			return res, fmt.Errorf("perplexity: window %d: %w", w, err)
 		}
@@ -87,6 +116,7 @@ func PerplexityProgress(b Backend, tokens []int, n, chunks int, onWindow func(w 
 		res.WindowNLL = append(res.WindowNLL, nll)
 		total += nll
 		if onWindow != nil {
+			bar.clear() // the caller may print the window's line on the same terminal
 			onWindow(w, nll)
 		}
 	}

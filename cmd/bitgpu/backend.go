@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	goruntime "runtime"
 	"strconv"
@@ -12,90 +10,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu"
 	"github.com/bitgpu/bitgpu/assets"
 	"github.com/bitgpu/bitgpu/cpuref"
-	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 	"github.com/bitgpu/bitgpu/runtime"
 )
-
-// newGPUBackend builds the Vulkan backend of m with a KV cache of ctx tokens. It is nil until the
-// Vulkan backend is linked in; openBackend then falls back to the CPU.
-var newGPUBackend func(m *model.Model, ctx int) (runtime.Backend, error)
-
-// openBackend returns the backend the --device flag names for m with a KV cache of ctx tokens:
-// "cpu" and "cpuref" are the CPU reference backend (cpuref); "gpu" is newGPUBackend, falling back
-// to cpuref with one warning line on stderr when the Vulkan backend is not available or finds no
-// device (an error wrapping gpu.ErrNoDevice); "auto" is "gpu" when autoDevice finds a discrete,
-// integrated or virtual GPU and "cpu" otherwise (with -v, one line on stderr says which and why).
-// Other GPU errors are returned; any other device value is an error naming the flag.
-func openBackend(device string, m *model.Model, ctx int, stderr io.Writer) (runtime.Backend, error) {
-	if device == "auto" {
-		var why string
-		device, why = autoDevice()
-		if verbose {
-			fmt.Fprintf(stderr, "bitgpu: --device auto: %s: %s\n", device, why)
-		}
-	}
-	switch device {
-	case "cpu", "cpuref":
-		return newCPUBackend(m, ctx)
-	case "gpu":
-		if newGPUBackend == nil {
-			fmt.Fprintln(stderr, "bitgpu: warning: no Vulkan device (this build has no Vulkan backend yet); using --device cpu")
-			return newCPUBackend(m, ctx)
-		}
-		b, err := newGPUBackend(m, ctx)
-		if err == nil {
-			return b, nil
-		}
-		if errors.Is(err, gpu.ErrNoDevice) {
-			fmt.Fprintf(stderr, "bitgpu: warning: no Vulkan device (%v); using --device cpu\n", err)
-			return newCPUBackend(m, ctx)
-		}
-		return nil, err
-	}
-	return nil, fmt.Errorf("--device %q: want auto, gpu, cpu or cpuref", device)
-}
-
-// autoDevice resolves --device auto to "gpu" or "cpu" and says why: "gpu" when BITGPU_DEVICE
-// names a device or the Vulkan loader lists a discrete, integrated or virtual GPU; "cpu" when it
-// lists only CPU-type devices (lavapipe, SwiftShader: they run the shaders on the CPU, slower than
-// the CPU backend — llama.cpp skips them by default too) or none. `--device gpu` still forces
-// Vulkan on any device.
-func autoDevice() (device, why string) {
-	if sel := os.Getenv("BITGPU_DEVICE"); sel != "" {
-		return "gpu", fmt.Sprintf("BITGPU_DEVICE=%q names a Vulkan device", sel)
-	}
-	if newGPUBackend == nil {
-		return "cpu", "this build has no Vulkan backend"
-	}
-	infos, err := gpu.Enumerate()
-	if err != nil {
-		return "cpu", err.Error()
-	}
-	var cpus []string
-	for _, in := range infos {
-		switch in.Type {
-		case "discrete", "integrated", "virtual":
-			return "gpu", fmt.Sprintf("found %s (%s GPU)", in.Name, in.Type)
-		}
-		cpus = append(cpus, in.Name)
-	}
-	if len(cpus) == 0 {
-		return "cpu", "no Vulkan device"
-	}
-	return "cpu", fmt.Sprintf("only CPU-type Vulkan devices (%s), slower than the CPU backend; --device gpu forces Vulkan", strings.Join(cpus, ", "))
-}
-
-// newCPUBackend is cpuref.New as a runtime.Backend (never a typed nil).
-func newCPUBackend(m *model.Model, ctx int) (runtime.Backend, error) {
-	b, err := cpuref.New(m, ctx)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
-}
 
 // openModel opens the -m model (GGUF file or Hugging Face directory), or, when path is empty, the
 // model built into the binary (package assets), saying so in one line on stderr. Errors name the
@@ -113,33 +33,6 @@ func openModel(path string) (*model.Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
-}
-
-// defaultCtx is the --ctx of generate and chat when none is given, capped at the model's
-// context length: a file's context_length is untrusted and may be far beyond what fits in memory
-// (the KV cache grows with it), so the full length must be asked for.
-const defaultCtx = 4096
-
-// contextSize resolves --ctx against the model: 0 means def (defaultCtx when def <= 0), capped at
-// the model's context length; a negative value or one above the model's context length is an
-// error naming the flag.
-func contextSize(flag int, def int, m *model.Model) (int, error) {
-	limit := m.Config.ContextLength
-	if def <= 0 {
-		def = defaultCtx
-	}
-	switch {
-	case flag < 0:
-		return 0, fmt.Errorf("--ctx %d: must be positive", flag)
-	case flag == 0:
-		if def > limit {
-			return limit, nil
-		}
-		return def, nil
-	case flag > limit:
-		return 0, fmt.Errorf("--ctx %d: exceeds the model's context length %d", flag, limit)
-	}
-	return flag, nil
 }
 
 // closeInto closes c and, when *err is nil, stores its error there: for a deferred Close whose
@@ -179,65 +72,59 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// addModelFlags adds -m, --ctx (described by ctxHelp) and --device, which generate, chat and
-// perplexity share and openSession / openModel / openBackend read.
+// addModelFlags adds -m, --ctx (described by ctxHelp), --device and --lm-head, which generate,
+// chat and perplexity share and openSession / openModel / openBackend / readLMHead read.
 func addModelFlags(cmd *cobra.Command, ctxHelp string) {
 	f := cmd.Flags()
 	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
 	f.Int("ctx", 0, ctxHelp)
-	f.String("device", "auto", "backend: auto (a discrete, integrated or virtual GPU if there is one, else cpu), gpu (Vulkan on any device, CPU-type ones included; falls back to cpu without one), cpu or cpuref (the CPU reference backend)")
+	f.String("lm-head", string(cpuref.DefaultLMHead), "logits head: f16 (the F16 output matrix, f32 dot products) or q8_0 (the matrix re-quantized to Q8_0 at load, int8 dot products with the quantized output norm: half the bytes per token); a file whose output matrix is Q8_0 always runs q8_0")
+	f.String("device", "auto", "backend: auto (a discrete, integrated or virtual GPU if there is one, else cpu), gpu (Vulkan on any device, CPU-type ones included; falls back to cpu without one), cpu (the fast CPU backend: AVX2 where the CPU has it, GOMAXPROCS threads) or cpuref (the CPU reference backend, the same bits)")
 }
 
 // session is what generate and chat share: the model, the backend the flags chose and the
-// context size. Close releases both.
+// context size (opened by the bitgpu library). Close releases both.
 type session struct {
+	lib *bitgpu.Model
 	m   *model.Model
 	b   runtime.Backend
 	ctx int
 }
 
-// openSession reads --ctx, --device and -m from cmd, opens the model and its backend (warnings
-// on cmd's stderr). Errors name the flag or the file.
-func openSession(cmd *cobra.Command) (*session, error) {
+// openSession reads -m, --ctx, --device and --lm-head from cmd and opens the model on its backend
+// with bitgpu.Open (warnings, and with -v the choices made, on cmd's stderr); defCtx is the
+// context size when --ctx is absent (0: bitgpu.DefaultContext). Errors name the flag or the file.
+func openSession(cmd *cobra.Command, defCtx int) (*session, error) {
 	f := cmd.Flags()
-	ctxFlag, _ := f.GetInt("ctx")
-	if ctxFlag < 0 {
-		return nil, fmt.Errorf("--ctx %d: must be positive", ctxFlag)
+	o := bitgpu.Options{DefaultCtx: defCtx, Log: cmd.ErrOrStderr(), Verbose: verbose,
+		OnVulkanDevice: func(d interface{ ValidationMessages() []string }) { watchValidation(d) }}
+	o.Ctx, _ = f.GetInt("ctx")
+	o.Device, _ = f.GetString("device")
+	o.LMHead, _ = f.GetString("lm-head")
+	if o.Ctx < 0 {
+		return nil, fmt.Errorf("--ctx %d: must be positive", o.Ctx)
 	}
-	device, _ := f.GetString("device")
-	if err := checkDevice(device); err != nil {
+	if err := bitgpu.CheckDevice(o.Device); err != nil {
 		return nil, err
+	}
+	if _, err := cpuref.ParseLMHead(o.LMHead); err != nil {
+		return nil, err
+	}
+	if isTerminal(os.Stderr) {
+		o.Progress = os.Stderr
 	}
 	path, _ := f.GetString("model")
-	m, err := openModel(path)
+	lib, err := bitgpu.Open(path, o)
 	if err != nil {
 		return nil, err
 	}
-	ctx, err := contextSize(ctxFlag, 0, m)
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	if verbose {
-		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: context %d tokens (--ctx; the model's context length is %d)\n", ctx, m.Config.ContextLength)
-	}
-	b, err := openBackend(device, m, ctx, cmd.ErrOrStderr())
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	return &session{m: m, b: b, ctx: ctx}, nil
+	m, b := lib.Internals()
+	return &session{lib: lib, m: m, b: b, ctx: lib.Context()}, nil
 }
 
 // Close releases the backend and the model. Its error is the backend's (for the GPU, objects left
 // alive at Close wrap gpu.ErrLeak) or the model's.
-func (s *session) Close() error {
-	err := s.b.Close()
-	if merr := s.m.Close(); err == nil {
-		err = merr
-	}
-	return err
-}
+func (s *session) Close() error { return s.lib.Close() }
 
 // noteBuiltin says, with -v, that no -m was given and the built-in model is used.
 func noteBuiltin() {

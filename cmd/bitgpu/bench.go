@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -14,6 +16,8 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/runtime"
@@ -153,13 +157,25 @@ func writeJSON(path string, v any) error {
 	})
 }
 
-// savePlot writes p as dir/name.png and dir/name.svg (7 x 4 inches), each through writeOutput
-// ("--plot" errors); dir must exist.
+// savePlot writes p as dir/name.png and dir/name.svg (7 x 4 inches, and wider by its legend's
+// width), each through writeOutput ("--plot" errors, mode 0644); dir must exist. The legend is
+// drawn to the right of the plot, never over the data.
 func savePlot(p *plot.Plot, dir, name string) error {
+	legend := p.Legend
+	p.Legend = plot.NewLegend() // p draws none; legend goes beside it
+	defer func() { p.Legend = legend }()
+	legend.Top, legend.Left = true, true
 	for _, ext := range []string{"png", "svg"} {
-		wt, err := p.WriterTo(7*vg.Inch, 4*vg.Inch, ext)
+		probe := draw.New(vgimg.New(vg.Inch, vg.Inch))
+		lw := legendWidth(legend, probe)
+		wt, err := draw.NewFormattedCanvas(7*vg.Inch+lw, 4*vg.Inch, ext)
 		if err != nil {
 			return fmt.Errorf("--plot %s: %w", dir, err)
+		}
+		dc := draw.New(wt)
+		p.Draw(draw.Crop(dc, 0, -lw, 0, 0))
+		if lw > 0 {
+			legend.Draw(draw.Crop(dc, dc.Max.X-dc.Min.X-lw+vg.Points(4), 0, 0, -vg.Points(24)))
 		}
 		if err := writeOutput("--plot", filepath.Join(dir, name+"."+ext), func(w io.Writer) error {
 			_, err := wt.WriteTo(w)
@@ -171,8 +187,9 @@ func savePlot(p *plot.Plot, dir, name string) error {
 	return nil
 }
 
-// plotKernels draws each kernel's bandwidth against the copy roofline as grouped bars, into the
-// existing directory dir.
+// plotKernels draws each kernel's bandwidth against the copy roofline as grouped bars
+// (kernels-bandwidth) and each GEMV's time with the ternary speed-up (kernels-time,
+// kernelTimeFigure), into the existing directory dir.
 func plotKernels(dir string, rep benchReport) error {
 	p := plot.New()
 	p.Title.Text = "Kernel bandwidth vs copy roofline — " + rep.Device.Name
@@ -220,5 +237,12 @@ func plotKernels(dir string, rep benchReport) error {
 	p.Y.Min = 0
 	p.Y.Max = copyGBps * 1.3
 	p.NominalX(labels...)
-	return savePlot(p, dir, "kernels-bandwidth")
+	if err := savePlot(p, dir, "kernels-bandwidth"); err != nil {
+		return err
+	}
+	f, _, err := kernelTimeFigure(rep)
+	if err != nil {
+		return err
+	}
+	return savePlot(f.Plot, dir, "kernels-time")
 }

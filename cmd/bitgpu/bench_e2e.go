@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -10,10 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 
+	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/model"
@@ -48,6 +48,7 @@ type e2eReport struct {
 func benchE2ECmd() *cobra.Command {
 	var (
 		modelPath, preset, jsonPath, plotDir string
+		head                                 string
 		ctx, steps                           int
 		baseline                             bool
 	)
@@ -67,6 +68,10 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 				return fmt.Errorf("--ctx %d and --steps %d must be positive", ctx, steps)
 			}
 			if err := checkBenchOutputs(jsonPath, plotDir); err != nil {
+				return err
+			}
+			lm, err := cpuref.ParseLMHead(head)
+			if err != nil {
 				return err
 			}
 			var lengths []int // 64, 128, ... below --ctx, then --ctx itself
@@ -110,7 +115,11 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 					}
 					p := filepath.Join(dir, fmt.Sprintf("%s-%s.gguf", preset, typ))
 					fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: writing synthetic %s model (%s)\n", preset, typ)
-					if err := model.WriteSynthetic(p, opt); err != nil {
+					var done func()
+					opt.Progress, done = modelProgress(cmd.ErrOrStderr()) // a bar on a terminal only
+					err = model.WriteSynthetic(p, opt)
+					done()
+					if err != nil {
 						return err
 					}
 					paths = append(paths, p)
@@ -122,7 +131,7 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: running %s\n", filepath.Base(p))
-				r, err := runtime.BenchE2E(dev, m, lengths, steps, kr[0].GBps)
+				r, err := runtime.BenchE2E(dev, m, lengths, steps, kr[0].GBps, lm)
 				m.Close()
 				if err != nil {
 					if len(rep.Runs) > 0 && !errors.Is(err, gpu.ErrNoDevice) {
@@ -160,6 +169,7 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 	f.StringVar(&preset, "preset", "tiny", "synthetic model shape when -m is absent: tiny or 2b4t")
 	f.IntVar(&ctx, "ctx", 256, "largest context length measured")
 	f.IntVar(&steps, "steps", 8, "decode steps timed at each context length")
+	f.StringVar(&head, "lm-head", string(cpuref.DefaultLMHead), "logits head of every run: f16 or q8_0 (as for generate)")
 	f.BoolVar(&baseline, "baseline", true, "with --preset, also run the F16-weight baseline")
 	f.StringVar(&jsonPath, "json", "", "write the results as JSON to this file")
 	f.StringVar(&plotDir, "plot", "", "write PNG and SVG plots into this directory (which must exist)")
@@ -169,10 +179,10 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 func printE2E(w io.Writer, rep e2eReport) {
 	fmt.Fprintf(w, "device: %s; copy bandwidth %.2f GB/s\n", rep.Device, rep.Copy.GBps)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tweights\tcontext\tprefill tok/s\tdecode tok/s\tdevice MiB\tMB read/token\tdecode BW eff.\t")
+	fmt.Fprintln(tw, "model\tweights\tLM head\tcontext\tprefill tok/s\tdecode tok/s\tdevice MiB\tMB read/token\tdecode BW eff.\t")
 	for _, r := range rep.Runs {
 		for _, p := range r.Points {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.2f\t%.1f\t%.2f\t%.3f\t\n", r.Model, r.Weights, p.Context, p.PrefillTokS, p.DecodeTokS,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.1f\t%.2f\t%.3f\t\n", r.Model, r.Weights, r.LMHead, p.Context, p.PrefillTokS, p.DecodeTokS,
 				float64(p.DeviceBytes)/(1<<20), float64(p.DecodeBytesPerToken)/1e6, p.BandwidthEfficiency)
 		}
 	}
@@ -185,44 +195,36 @@ func printE2E(w io.Writer, rep e2eReport) {
 	}
 }
 
-// plotE2E draws decode latency and device memory against context length, one line per run,
-// into the existing directory dir.
+// e2ePlots are the plots plotE2E writes: file name, title, Y label and the plotted quantity
+// (with its min–max spread where it has one).
+var e2ePlots = []struct {
+	name, title, ylabel string
+	y                   func(runtime.E2EPoint) spread
+}{
+	{"e2e-decode-latency", "Decode latency vs context (mean, min–max step)", "ms per token", func(p runtime.E2EPoint) spread {
+		return spread{p.DecodeMSPerToken, p.DecodeMSPerTokenMin, p.DecodeMSPerTokenMax}
+	}},
+	{"e2e-prefill-latency", "Prefill latency vs context (median, min–max run)", "ms per prompt token", func(p runtime.E2EPoint) spread {
+		return spread{p.PrefillMSPerToken, p.PrefillMSPerTokenMin, p.PrefillMSPerTokenMax}
+	}},
+	{"e2e-memory", "Device memory vs context", "MiB", func(p runtime.E2EPoint) spread {
+		m := float64(p.DeviceBytes) / (1 << 20)
+		return spread{m, m, m}
+	}},
+}
+
+// plotE2E draws decode and prefill latency and device memory against context length, one line
+// per run (e2eFigure: log-2 axis, a tick per measured length, min–max error bars), into the
+// existing directory dir.
 func plotE2E(dir string, rep e2eReport) error {
-	draw := func(name, title, ylabel string, y func(runtime.E2EPoint) float64) error {
-		p := plot.New()
-		p.Title.Text = title + " — " + rep.Device.Name
-		p.X.Label.Text = "context length (tokens)"
-		p.Y.Label.Text = ylabel
-		p.Y.Min = 0
-		for _, r := range rep.Runs {
-			for _, pt := range r.Points {
-				p.Y.Max = max(p.Y.Max, 1.35*y(pt))
-			}
+	for _, e := range e2ePlots {
+		f, err := e2eFigure(rep, e.title, e.ylabel, e.y)
+		if err != nil {
+			return err
 		}
-		for i, r := range rep.Runs {
-			pts := make(plotter.XYs, len(r.Points))
-			for j, pt := range r.Points {
-				pts[j] = plotter.XY{X: float64(pt.Context), Y: y(pt)}
-			}
-			l, s, err := plotter.NewLinePoints(pts)
-			if err != nil {
-				return err
-			}
-			if i > 0 {
-				l.Color, s.Color = colorGrey, colorGrey
-				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-			}
-			p.Add(l, s)
-			p.Legend.Add(r.Weights+" weights", l, s)
+		if err := savePlot(f.Plot, dir, e.name); err != nil {
+			return err
 		}
-		p.Legend.Top, p.Legend.Left = true, true
-		return savePlot(p, dir, name)
 	}
-	if err := draw("e2e-decode-latency", "Decode latency vs context", "ms per token", func(p runtime.E2EPoint) float64 { return p.DecodeMSPerToken }); err != nil {
-		return err
-	}
-	if err := draw("e2e-prefill-latency", "Prefill latency vs context", "ms per prompt token", func(p runtime.E2EPoint) float64 { return p.PrefillMSPerToken }); err != nil {
-		return err
-	}
-	return draw("e2e-memory", "Device memory vs context", "MiB", func(p runtime.E2EPoint) float64 { return float64(p.DeviceBytes) / (1 << 20) })
+	return nil
 }

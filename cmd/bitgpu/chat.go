@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu"
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
@@ -33,7 +34,7 @@ plain text unless --special is given; the template's own markers are always spec
 
 func init() {
 	f := chatCmd.Flags()
-	addModelFlags(chatCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", defaultCtx))
+	addModelFlags(chatCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", bitgpu.DefaultContext))
 	f.String("system", "", "system message")
 	f.Bool("special", false, "parse special-token text (such as <|eot_id|>) typed in messages as the special token; by default it is plain text")
 	f.IntP("n-predict", "n", -1, "most tokens per reply; -1 until end of turn or context")
@@ -53,7 +54,7 @@ func runChat(cmd *cobra.Command, _ []string) (err error) {
 		return fmt.Errorf("-n %d: must be positive, or -1 for no limit", n)
 	}
 	system, _ := f.GetString("system")
-	sess, err := openSession(cmd)
+	sess, err := openSession(cmd, 0)
 	if err != nil {
 		return err
 	}
@@ -63,6 +64,7 @@ func runChat(cmd *cobra.Command, _ []string) (err error) {
 	stdout := cmd.OutOrStdout()
 	c, err := runtime.NewChat(b, m.Tokenizer, m.Config.ChatTemplate, system, runtime.GenerateOptions{
 		MaxTokens: n, Context: ctx, Sampler: s,
+		Progress: progressOut(stderr), ProgressAfter: runtime.DefaultProgressAfter, // a bar for a long prefill on a terminal
 	})
 	if err != nil {
 		return err

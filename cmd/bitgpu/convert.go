@@ -52,7 +52,10 @@ func runConvert(cmd *cobra.Command, args []string) error {
 	} else if !st.IsDir() {
 		return fmt.Errorf("%s: not a directory (want a Hugging Face checkpoint directory)", dir)
 	}
-	if err := model.ConvertHF(dir, out, typ); err != nil {
+	progress, done := modelProgress(cmd.ErrOrStderr()) // bars on a terminal only
+	err = model.ConvertHFProgress(dir, out, typ, progress)
+	done()
+	if err != nil {
 		return err
 	}
 	m, err := model.Open(out)

@@ -17,7 +17,7 @@ func TestConvertCommand(t *testing.T) {
 	require.NoError(t, model.WriteSyntheticHF(dir, model.SynthOptions{Vocab: 300, Dim: 256, Layers: 1, Heads: 4, KVHeads: 2, FFN: 512, Ctx: 64}))
 	out := filepath.Join(t.TempDir(), "m.gguf")
 
-	stdout, stderr, code := bitgpu(t, nil, "convert", dir, "-o", out, "--type", "tq2_0")
+	stdout, stderr, code := runCLI(t, nil, "convert", dir, "-o", out, "--type", "tq2_0")
 	require.Equal(t, 0, code, stderr)
 	require.Empty(t, stdout)
 	require.Contains(t, stderr, "wrote "+out)
@@ -38,7 +38,7 @@ func TestConvertCommand(t *testing.T) {
 		{[]string{"convert", out, "-o", out + "2"}, "bitgpu: " + out + ": not a directory"},
 		{[]string{"convert", filepath.Join(dir, "nope"), "-o", out}, "bitgpu: stat " + filepath.Join(dir, "nope")},
 	} {
-		stdout, stderr, code := bitgpu(t, nil, c.args...)
+		stdout, stderr, code := runCLI(t, nil, c.args...)
 		require.Equal(t, 1, code, c.args)
 		require.Empty(t, stdout)
 		require.Equal(t, 1, strings.Count(stderr, "\n"), "one error line: %q", stderr)

@@ -58,7 +58,7 @@ func contains(xs []string, x string) bool {
 
 func TestInspectEscapesFileStrings(t *testing.T) {
 	path := hostileGGUF(t)
-	out, errOut, code := bitgpu(t, nil, "inspect", path)
+	out, errOut, code := runCLI(t, nil, "inspect", path)
 	require.Equal(t, 1, code, "the extra tensor is not part of the model")
 	require.NotContains(t, out, "\x1b", "no raw escape character reaches the terminal")
 	require.NotContains(t, out, "\x07")
@@ -71,7 +71,7 @@ func TestInspectEscapesFileStrings(t *testing.T) {
 
 func TestErrorsNamingFileStringsStayOneLine(t *testing.T) {
 	path := hostileGGUF(t)
-	out, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "hi", "-n", "1", "--device", "cpu")
+	out, errOut, code := runCLI(t, nil, "generate", "-m", path, "-p", "hi", "-n", "1", "--device", "cpu")
 	require.Equal(t, 1, code)
 	require.Empty(t, out)
 	require.Equal(t, 1, strings.Count(errOut, "\n"), "one error line: %q", errOut)

@@ -11,7 +11,7 @@ import (
 )
 
 func TestVersion(t *testing.T) {
-	out, errOut, code := bitgpu(t, nil, "--version")
+	out, errOut, code := runCLI(t, nil, "--version")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, regexp.MustCompile(`^bitgpu \S+ \(commit \S+, go1\.\d+\S*, \w+/\w+, tags: [^,]+, CGO_ENABLED=\S+, with(out)? the Vulkan backend\)\n$`), out)
 }
@@ -19,22 +19,22 @@ func TestVersion(t *testing.T) {
 // TestBuiltinModelEverywhere: inspect and tokenize work without a file, like generate; the
 // "no -m given" notice appears only with -v.
 func TestBuiltinModelEverywhere(t *testing.T) {
-	out, errOut, code := bitgpu(t, nil, "inspect")
+	out, errOut, code := runCLI(t, nil, "inspect")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "file:        bitgpu-tiny.gguf")
 	require.Contains(t, out, "arch:        bitnet-b1.58")
 	require.Empty(t, errOut)
 
-	out, errOut, code = bitgpu(t, nil, "tokenize", "Hello world")
+	out, errOut, code = runCLI(t, nil, "tokenize", "Hello world")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `^\d+( \d+)*\n$`, out)
 	require.Empty(t, errOut)
 
-	_, errOut, code = bitgpu(t, nil, "tokenize", "-v", "Hello world")
+	_, errOut, code = runCLI(t, nil, "tokenize", "-v", "Hello world")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "no -m given; using the built-in model bitgpu-tiny")
 
-	_, errOut, code = bitgpu(t, nil, "generate", "-p", "The", "-n", "2", "--temp", "0", "--device", "cpu")
+	_, errOut, code = runCLI(t, nil, "generate", "-p", "The", "-n", "2", "--temp", "0", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	require.NotContains(t, errOut, "no -m given")
 }
@@ -44,22 +44,22 @@ func TestBuiltinModelEverywhere(t *testing.T) {
 func TestPromptSources(t *testing.T) {
 	path := synthFile(t)
 	args := []string{"generate", "-m", path, "-n", "6", "--temp", "0", "--device", "cpu"}
-	ref, errOut, code := bitgpu(t, nil, append(args, "-p", "hello world")...)
+	ref, errOut, code := runCLI(t, nil, append(args, "-p", "hello world")...)
 	require.Equal(t, 0, code, errOut)
 	out, errOut, code := runBitgpu(t, nil, strings.NewReader("hello world"), append(args, "-p", "-"))
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, ref, out)
 	file := filepath.Join(t.TempDir(), "prompt.txt")
 	require.NoError(t, os.WriteFile(file, []byte("hello world"), 0o644))
-	out, errOut, code = bitgpu(t, nil, append(args, "-f", file)...)
+	out, errOut, code = runCLI(t, nil, append(args, "-f", file)...)
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, ref, out)
 
-	out, errOut, code = bitgpu(t, nil, append(args, "-f", file, "-p", "x")...)
+	out, errOut, code = runCLI(t, nil, append(args, "-f", file, "-p", "x")...)
 	requireOneErrorLine(t, out, errOut, code, "-p and -f")
-	out, errOut, code = bitgpu(t, nil, args...)
+	out, errOut, code = runCLI(t, nil, args...)
 	requireOneErrorLine(t, out, errOut, code, "-p TEXT or -f FILE is required")
-	out, errOut, code = bitgpu(t, nil, append(args, "-f", filepath.Join(t.TempDir(), "none.txt"))...)
+	out, errOut, code = runCLI(t, nil, append(args, "-f", filepath.Join(t.TempDir(), "none.txt"))...)
 	requireOneErrorLine(t, out, errOut, code, "-f: ", "none.txt")
 }
 
@@ -69,27 +69,27 @@ func TestPromptSources(t *testing.T) {
 func TestSamplingAndStopFlags(t *testing.T) {
 	path := synthFile(t)
 	args := []string{"generate", "-m", path, "-p", "hello world", "-n", "16", "--temp", "0.9", "--device", "cpu"}
-	out, errOut, code := bitgpu(t, nil, append(args, "--seed", "-1", "-v")...)
+	out, errOut, code := runCLI(t, nil, append(args, "--seed", "-1", "-v")...)
 	require.Equal(t, 0, code, errOut)
 	m := regexp.MustCompile(`(?m)^bitgpu: --seed (\d+) \(random\)$`).FindStringSubmatch(errOut)
 	require.NotNil(t, m, errOut)
-	again, errOut, code := bitgpu(t, nil, append(args, "--seed", m[1])...)
+	again, errOut, code := runCLI(t, nil, append(args, "--seed", m[1])...)
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, out, again, "the printed seed reproduces the text")
 
-	ref, _, code := bitgpu(t, nil, append(args, "--seed", "3", "--ignore-eos")...)
+	ref, _, code := runCLI(t, nil, append(args, "--seed", "3", "--ignore-eos")...)
 	require.Equal(t, 0, code)
 	require.GreaterOrEqual(t, len(ref), 8, "%q", ref)
 	stop := ref[4:7]
-	out, errOut, code = bitgpu(t, nil, append(args, "--seed", "3", "--ignore-eos", "--stop", "\x01never", "--stop", stop)...)
+	out, errOut, code = runCLI(t, nil, append(args, "--seed", "3", "--ignore-eos", "--stop", "\x01never", "--stop", stop)...)
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, ref[:strings.Index(ref, stop)], out)
 
-	out, errOut, code = bitgpu(t, nil, append(args, "--min-p", "2")...)
+	out, errOut, code = runCLI(t, nil, append(args, "--min-p", "2")...)
 	requireOneErrorLine(t, out, errOut, code, "--min-p 2: must be in [0, 1]")
-	out, errOut, code = bitgpu(t, nil, append(args, "--seed", "-2")...)
+	out, errOut, code = runCLI(t, nil, append(args, "--seed", "-2")...)
 	requireOneErrorLine(t, out, errOut, code, "--seed -2:")
-	out, errOut, code = bitgpu(t, nil, append(args, "--seed", "3", "--min-p", "0.05")...)
+	out, errOut, code = runCLI(t, nil, append(args, "--seed", "3", "--min-p", "0.05")...)
 	require.Equal(t, 0, code, errOut)
 	require.NotEmpty(t, out)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bitgpu/bitgpu"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/runtime"
@@ -37,7 +38,7 @@ text on every backend.`,
 
 func init() {
 	f := generateCmd.Flags()
-	addModelFlags(generateCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", defaultCtx))
+	addModelFlags(generateCmd, fmt.Sprintf("context length in tokens (default %d, at most the model's)", bitgpu.DefaultContext))
 	f.StringP("prompt", "p", "", "prompt text; - reads it from stdin (this or -f is required)")
 	f.StringP("file", "f", "", "read the prompt from this file")
 	f.IntP("n-predict", "n", 128, "tokens to generate; -1 until end of text or context")
@@ -112,15 +113,6 @@ func samplerOptions(cmd *cobra.Command) (o runtime.SamplerOptions, seeded bool, 
 	return o, seeded, nil
 }
 
-// checkDevice validates --device before any work.
-func checkDevice(device string) error {
-	switch device {
-	case "auto", "gpu", "cpu", "cpuref":
-		return nil
-	}
-	return fmt.Errorf("--device %q: want auto, gpu, cpu or cpuref", device)
-}
-
 // runGenerate is the generate command.
 func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	f := cmd.Flags()
@@ -138,7 +130,7 @@ func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	}
 	stops, _ := f.GetStringArray("stop")
 	ignoreEOS, _ := f.GetBool("ignore-eos")
-	sess, err := openSession(cmd)
+	sess, err := openSession(cmd, 0)
 	if err != nil {
 		return err
 	}
@@ -161,6 +153,7 @@ func runGenerate(cmd *cobra.Command, _ []string) (err error) {
 	stdout := cmd.OutOrStdout()
 	st, err := runtime.Generate(b, m.Tokenizer, ids, runtime.GenerateOptions{
 		MaxTokens: n, Context: ctx, Sampler: s, Stop: stops, IgnoreEOS: ignoreEOS,
+		Progress: progressOut(stderr), ProgressAfter: runtime.DefaultProgressAfter, // a bar for a long prefill on a terminal
 		Emit: func(text string) error {
 			_, err := io.WriteString(stdout, text)
 			return err

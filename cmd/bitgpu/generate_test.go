@@ -59,7 +59,7 @@ func TestGenerateGreedyPrintsOnlyTheText(t *testing.T) {
 	want, err := runtime.Generate(b, m.Tokenizer, runtime.EncodePrompt(m.Tokenizer, "hello world"), runtime.GenerateOptions{MaxTokens: 12})
 	require.NoError(t, err)
 
-	out, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "12", "--temp", "0", "--device", "cpu")
+	out, errOut, code := runCLI(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "12", "--temp", "0", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, want.Text, out, "stdout holds the generated text and nothing else")
 	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
@@ -76,11 +76,11 @@ func TestGenerateDeterministicAcrossRunsAndGOMAXPROCS(t *testing.T) {
 		{"--temp", "0.9", "--top-k", "20", "--top-p", "0.9", "--seed", "11", "--repeat-penalty", "1.2"},
 	} {
 		argv := append([]string{"generate", "-m", path, "-p", "the cat", "-n", "16", "--device", "cpu"}, args...)
-		ref, errOut, code := bitgpu(t, []string{"GOMAXPROCS=1"}, argv...)
+		ref, errOut, code := runCLI(t, []string{"GOMAXPROCS=1"}, argv...)
 		require.Equal(t, 0, code, errOut)
 		require.NotEmpty(t, ref)
 		for _, procs := range []string{"1", "2"} {
-			out, errOut, code := bitgpu(t, []string{"GOMAXPROCS=" + procs}, argv...)
+			out, errOut, code := runCLI(t, []string{"GOMAXPROCS=" + procs}, argv...)
 			require.Equal(t, 0, code, errOut)
 			require.Equal(t, ref, out, "GOMAXPROCS=%s %v", procs, args)
 		}
@@ -89,7 +89,7 @@ func TestGenerateDeterministicAcrossRunsAndGOMAXPROCS(t *testing.T) {
 
 func TestGenerateRandomSeedIsReported(t *testing.T) {
 	path := synthFile(t)
-	_, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "a", "-n", "2", "--device", "cpu")
+	_, errOut, code := runCLI(t, nil, "generate", "-m", path, "-p", "a", "-n", "2", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `; seed \d+\n$`, errOut)
 }
@@ -98,22 +98,22 @@ func TestGenerateGPUFallsBackToCPU(t *testing.T) {
 	path := synthFile(t)
 	// No Vulkan driver: --device gpu must warn once and run on the CPU.
 	noDriver := []string{"VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"}
-	out, errOut, code := bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "gpu")
+	out, errOut, code := runCLI(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "gpu")
 	require.Equal(t, 0, code, errOut)
-	ref, _, _ := bitgpu(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "cpu")
+	ref, _, _ := runCLI(t, nil, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "--device", "cpu")
 	require.Equal(t, ref, out)
 	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
 	require.Len(t, lines, 2, errOut)
 	require.Regexp(t, `^bitgpu: warning: no Vulkan device \(.+\); using --device cpu$`, lines[0])
 
 	// The default, --device auto, takes the CPU without a word (and says why with -v).
-	out, errOut, code = bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0")
+	out, errOut, code = runCLI(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, ref, out)
 	require.Equal(t, 1, strings.Count(errOut, "\n"), "only the stats line: %q", errOut)
-	_, errOut, code = bitgpu(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "-v")
+	_, errOut, code = runCLI(t, noDriver, "generate", "-m", path, "-p", "hello world", "-n", "5", "--temp", "0", "-v")
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `(?m)^bitgpu: --device auto: cpu: .*no compatible driver`, errOut)
+	require.Regexp(t, `(?m)^bitgpu: --device auto: cpu: .*(no compatible driver|CGO_ENABLED=0)`, errOut)
 }
 
 // TestDeviceAutoSkipsCPUDevices: with only a CPU-type Vulkan device (lavapipe, SwiftShader: CI's
@@ -121,22 +121,22 @@ func TestGenerateGPUFallsBackToCPU(t *testing.T) {
 // both give the CPU's tokens (the bit-exact contract), greedy and seeded.
 func TestDeviceAutoSkipsCPUDevices(t *testing.T) {
 	if os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-		if _, _, code := bitgpu(t, nil, "devices"); code != 0 {
+		if _, _, code := runCLI(t, nil, "devices"); code != 0 {
 			t.Skip("no Vulkan device")
 		}
 	}
 	path := synthFile(t)
 	for _, sampling := range [][]string{{"--temp", "0"}, {"--temp", "0.9", "--seed", "7"}} {
 		args := append([]string{"generate", "-m", path, "-p", "hello world", "-n", "8", "-v"}, sampling...)
-		ref, _, code := bitgpu(t, nil, append(args, "--device", "cpu")...)
+		ref, _, code := runCLI(t, nil, append(args, "--device", "cpu")...)
 		require.Equal(t, 0, code)
-		out, errOut, code := bitgpu(t, nil, append(args, "--device", "auto")...)
+		out, errOut, code := runCLI(t, nil, append(args, "--device", "auto")...)
 		require.Equal(t, 0, code, errOut)
 		require.Equal(t, ref, out)
 		require.Regexp(t, `(?m)^bitgpu: --device auto: cpu: only CPU-type Vulkan devices \(.+\)`, errOut)
 		require.NotContains(t, errOut, "memory plan", "auto did not open the Vulkan backend")
 
-		out, errOut, code = bitgpu(t, nil, append(args, "--device", "gpu")...)
+		out, errOut, code = runCLI(t, nil, append(args, "--device", "gpu")...)
 		require.Equal(t, 0, code, errOut)
 		require.Contains(t, errOut, "memory plan", "--device gpu ran the Vulkan backend")
 		require.Equal(t, ref, out, "%v: GPU tokens equal the CPU's", sampling)
@@ -164,7 +164,7 @@ func TestGenerateErrors(t *testing.T) {
 		{[]string{"-m", path, "-p", long, "--device", "cpu"}, []string{"-p: the prompt is", "the context holds 64"}},
 		{[]string{"-m", path, "-p", "hello", "--device", "cpu", "--ctx", "2"}, []string{"-p: the prompt is", "the context holds 2"}},
 	} {
-		out, errOut, code := bitgpu(t, nil, append([]string{"generate"}, c.args...)...)
+		out, errOut, code := runCLI(t, nil, append([]string{"generate"}, c.args...)...)
 		requireOneErrorLine(t, out, errOut, code, c.want...)
 	}
 }
@@ -179,7 +179,7 @@ func TestGenerateStopsAtContextEnd(t *testing.T) {
 	want, err := runtime.Generate(b, m.Tokenizer, runtime.EncodePrompt(m.Tokenizer, "hello"), runtime.GenerateOptions{MaxTokens: -1, Context: 12})
 	require.NoError(t, err)
 
-	out, errOut, code := bitgpu(t, nil, "generate", "-m", path, "-p", "hello", "-n", "-1", "--temp", "0", "--ctx", "12", "--device", "cpu")
+	out, errOut, code := runCLI(t, nil, "generate", "-m", path, "-p", "hello", "-n", "-1", "--temp", "0", "--ctx", "12", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, want.Text, out)
 	if want.Stop == runtime.StopContext {
@@ -194,7 +194,7 @@ func TestGenerateStopsAtContextEnd(t *testing.T) {
 func TestGenerateBuiltInModel(t *testing.T) {
 	var outs []string
 	for i := 0; i < 2; i++ {
-		out, errOut, code := bitgpu(t, nil, "generate", "-p", "The", "-n", "6", "--temp", "0", "--device", "cpu", "-v")
+		out, errOut, code := runCLI(t, nil, "generate", "-p", "The", "-n", "6", "--temp", "0", "--device", "cpu", "-v")
 		require.Equal(t, 0, code, errOut)
 		require.Contains(t, errOut, "using the built-in model bitgpu-tiny")
 		require.NotEmpty(t, out)
@@ -208,7 +208,7 @@ func TestGenerateBuiltInModel(t *testing.T) {
 // holds exactly the generated text.
 func TestStatsLineStartsItsOwnLine(t *testing.T) {
 	args := []string{"generate", "-p", "The Python interpreter", "-n", "6", "--temp", "0", "--device", "cpu"}
-	text, _, code := bitgpu(t, nil, args...)
+	text, _, code := runCLI(t, nil, args...)
 	require.Equal(t, 0, code)
 	require.NotEmpty(t, text)
 	require.False(t, strings.HasSuffix(text, "\n"), "the case under test: text without a final newline: %q", text)

@@ -1,37 +1,17 @@
+//go:build cgo
+
 package main
 
 import (
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
-	"github.com/bitgpu/bitgpu/gpu"
-	"github.com/bitgpu/bitgpu/model"
 	"github.com/bitgpu/bitgpu/runtime"
 )
 
-// verbose is the global --verbose flag: the GPU backend prints its device and memory plan.
-var verbose bool
-
-func init() {
-	rootCmd.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print the device and the memory plan (weights, KV cache, scratch) on stderr")
-	newGPUBackend = func(m *model.Model, ctx int) (runtime.Backend, error) {
-		opts := runtime.GPUOptions{Ctx: ctx, OnDevice: func(d *gpu.Device) { watchValidation(d) }}
-		if isTerminal(os.Stderr) {
-			opts.Progress = os.Stderr
-		}
-		g, err := runtime.OpenGPU(m, opts)
-		if err != nil {
-			return nil, err
-		}
-		if verbose {
-			in := g.Device().Info()
-			fmt.Fprintf(os.Stderr, "bitgpu: device %s; memory plan: %s\n", in, g.Plan())
-		}
-		return g, nil
-	}
-}
+// haveVulkan reports whether this build has the Vulkan backend.
+const haveVulkan = true
 
 // enableProfile turns on per-kernel timing of the decode steps; --profile needs the GPU backend.
 func enableProfile(b runtime.Backend) error {

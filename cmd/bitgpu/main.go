@@ -19,6 +19,14 @@ var rootCmd = &cobra.Command{
 	SilenceErrors: true,
 }
 
+// verbose is the global -v/--verbose flag: the device and backend chosen, the memory plan, the
+// context size, the random seed.
+var verbose bool
+
+func init() {
+	rootCmd.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print the device and backend chosen, the memory plan (weights, KV cache, scratch), the context size and a random seed on stderr")
+}
+
 func main() {
 	os.Exit(run(os.Args[1:]))
 }

@@ -20,9 +20,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// bitgpu runs the command with args and extra environment; it returns stdout, stderr and the
+// runCLI runs the command with args and extra environment; it returns stdout, stderr and the
 // exit status.
-func bitgpu(t *testing.T, env []string, args ...string) (string, string, int) {
+func runCLI(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	return runBitgpu(t, env, nil, args)
 }
@@ -47,7 +47,8 @@ func runBitgpu(t *testing.T, env []string, stdin io.Reader, args []string) (stri
 }
 
 func TestDevicesWithoutDriverFailsCleanly(t *testing.T) {
-	out, errOut, code := bitgpu(t, []string{"VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"}, "devices")
+	needVulkanBuild(t)
+	out, errOut, code := runCLI(t, []string{"VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"}, "devices")
 	require.Equal(t, 1, code)
 	require.Empty(t, out)
 	require.Equal(t, 1, strings.Count(errOut, "\n"), "one error line: %q", errOut)
@@ -55,7 +56,8 @@ func TestDevicesWithoutDriverFailsCleanly(t *testing.T) {
 }
 
 func TestDevicesListsTheDriver(t *testing.T) {
-	out, errOut, code := bitgpu(t, nil, "devices")
+	needVulkanBuild(t)
+	out, errOut, code := runCLI(t, nil, "devices")
 	if code != 0 && strings.Contains(errOut, "no Vulkan device") && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
 		t.Skip(errOut)
 	}
@@ -75,7 +77,16 @@ func TestDevicesListsTheDriver(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
-	_, errOut, code := bitgpu(t, nil, "frobnicate")
+	_, errOut, code := runCLI(t, nil, "frobnicate")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, `unknown command "frobnicate"`)
+}
+
+// needVulkanBuild skips a test of the Vulkan backend in a build without cgo (haveVulkan false),
+// which has none.
+func needVulkanBuild(t *testing.T) {
+	t.Helper()
+	if !haveVulkan {
+		t.Skip("built with CGO_ENABLED=0: no Vulkan backend")
+	}
 }

@@ -40,36 +40,21 @@ func init() {
 // runPerplexity is the perplexity command.
 func runPerplexity(cmd *cobra.Command, _ []string) (err error) {
 	f := cmd.Flags()
-	ctxFlag, _ := f.GetInt("ctx")
-	if ctxFlag < 0 {
-		return fmt.Errorf("--ctx %d: must be positive", ctxFlag)
-	}
 	chunks, _ := f.GetInt("chunks")
 	if chunks < 0 {
 		return fmt.Errorf("--chunks %d: must be positive", chunks)
-	}
-	device, _ := f.GetString("device")
-	if err := checkDevice(device); err != nil {
-		return err
 	}
 	file, _ := f.GetString("file")
 	text, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
-	path, _ := f.GetString("model")
-	m, err := openModel(path)
+	sess, err := openSession(cmd, defaultPerplexityCtx)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	n, err := contextSize(ctxFlag, defaultPerplexityCtx, m)
-	if err != nil {
-		return err
-	}
-	if verbose {
-		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: context %d tokens (--ctx; the model's context length is %d)\n", n, m.Config.ContextLength)
-	}
+	defer closeInto(&err, sess)
+	m, b, n := sess.m, sess.b, sess.ctx
 	tokens := m.Tokenizer.Encode(string(text), false)
 	fit := runtime.Windows(len(tokens), n)
 	if fit == 0 {
@@ -79,18 +64,17 @@ func runPerplexity(cmd *cobra.Command, _ []string) (err error) {
 		return fmt.Errorf("--chunks %d: %s holds %d windows of %d predictions (%d tokens)", chunks, file, fit, n, len(tokens))
 	}
 	stderr := cmd.ErrOrStderr()
-	b, err := openBackend(device, m, n, stderr)
-	if err != nil {
-		return err
-	}
-	defer closeInto(&err, b)
 	k := fit
 	if chunks > 0 {
 		k = chunks
 	}
 	stdout := cmd.OutOrStdout()
-	res, err := runtime.PerplexityProgress(b, tokens, n, chunks, func(w int, nll float64) {
-		fmt.Fprintf(stdout, "window %d/%d: nll %.6f\n", w+1, k, nll)
+	res, err := runtime.PerplexityWith(b, tokens, n, runtime.PerplexityOptions{
+		Chunks: chunks,
+		OnWindow: func(w int, nll float64) {
+			fmt.Fprintf(stdout, "window %d/%d: nll %.6f\n", w+1, k, nll)
+		},
+		Progress: progressOut(stderr), ProgressAfter: runtime.DefaultProgressAfter, // a bar on a terminal
 	})
 	if err != nil {
 		return err

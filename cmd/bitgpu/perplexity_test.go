@@ -19,7 +19,7 @@ func TestPerplexityLastLineMatchesDirectComputation(t *testing.T) {
 	text := filepath.Join(t.TempDir(), "text.txt")
 	require.NoError(t, os.WriteFile(text, []byte(pplText), 0o644))
 
-	out, errOut, code := bitgpu(t, nil, "perplexity", "-m", path, "-f", text, "--ctx", "8", "--device", "cpu")
+	out, errOut, code := runCLI(t, nil, "perplexity", "-m", path, "-f", text, "--ctx", "8", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	last := lines[len(lines)-1]
@@ -56,7 +56,7 @@ func TestPerplexityLastLineMatchesDirectComputation(t *testing.T) {
 	require.Contains(t, errOut, strconv.Itoa(k)+" windows of 8 predictions")
 
 	// --chunks takes the first windows only.
-	out, errOut, code = bitgpu(t, nil, "perplexity", "-m", path, "-f", text, "--ctx", "8", "--chunks", "1", "--device", "cpu")
+	out, errOut, code = runCLI(t, nil, "perplexity", "-m", path, "-f", text, "--ctx", "8", "--chunks", "1", "--device", "cpu")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, 2, strings.Count(out, "\n"))
 }
@@ -78,7 +78,7 @@ func TestPerplexityErrors(t *testing.T) {
 		{[]string{"-m", path, "-f", text, "--ctx", "-3"}, []string{"--ctx -3:"}},
 		{[]string{"-m", path, "-f", text, "--device", "x"}, []string{`--device "x"`}},
 	} {
-		out, errOut, code := bitgpu(t, nil, append([]string{"perplexity"}, c.args...)...)
+		out, errOut, code := runCLI(t, nil, append([]string{"perplexity"}, c.args...)...)
 		requireOneErrorLine(t, out, errOut, code, c.want...)
 	}
 }

@@ -103,7 +103,11 @@ func runSynth(cmd *cobra.Command, _ []string) error {
 		}
 		return fmt.Errorf("%s: %w", out, err)
 	}
-	if err := model.WriteSynthetic(out, opt); err != nil {
+	var done func()
+	opt.Progress, done = modelProgress(cmd.ErrOrStderr()) // a bar on a terminal only
+	err = model.WriteSynthetic(out, opt)
+	done()
+	if err != nil {
 		return fmt.Errorf("%s: %w", out, err)
 	}
 	st, err := os.Stat(out)

@@ -5,6 +5,8 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/bitgpu/bitgpu"
 )
 
 // version is bitgpu's release; `go build -ldflags "-X main.version=1.2.3"` sets it for a release.
@@ -39,7 +41,7 @@ func versionString() string {
 		}
 	}
 	vulkan := "with the Vulkan backend"
-	if newGPUBackend == nil {
+	if !bitgpu.HaveVulkan() {
 		vulkan = "without the Vulkan backend"
 	}
 	return fmt.Sprintf("bitgpu %s (commit %s, %s, %s/%s, tags: %s, CGO_ENABLED=%s, %s)",

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package gputest opens Vulkan devices for tests of packages built on gpu: validation layers on,
 // and any validation message fails the test when the device closes.
 package gputest

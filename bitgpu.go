@@ -1,0 +1,162 @@
+// Package bitgpu is the Go library behind the bitgpu command: it runs 1.58-bit (ternary) LLMs —
+// BitNet b1.58 and the other ternary families — on a Vulkan GPU or the CPU, with every backend
+// computing the same bits (the README's bit-exact contract).
+//
+//	m, err := bitgpu.Open("model.gguf", bitgpu.Options{}) // "" opens the built-in model
+//	if err != nil { ... }
+//	defer m.Close()
+//	res, err := m.Generate(ctx, "The capital of France is", bitgpu.GenerateOptions{MaxTokens: 16},
+//		func(text string) error { fmt.Print(text); return nil })
+//
+// A Model holds one KV cache and is not safe for concurrent use: Generate, Chat and Perplexity
+// take turns on it. Cancelling the context passed to them stops the work between tokens.
+package bitgpu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/bitgpu/bitgpu/assets"
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// DefaultContext is the KV-cache size in tokens when Options.Ctx is 0, capped at the model's own
+// context length.
+const DefaultContext = 4096
+
+// Options say how Open loads a model. The zero value is the CLI's defaults.
+type Options struct {
+	// Device picks the backend: "auto" (or ""): a discrete, integrated or virtual Vulkan GPU if
+	// there is one, else the CPU; "gpu": Vulkan on any device, CPU-type ones included, falling
+	// back to the CPU with a warning on Log when there is no Vulkan device; "cpu": the fast CPU
+	// backend; "cpuref": the CPU reference backend. All give the same bits.
+	Device string
+	// Ctx is the KV-cache capacity in tokens: 0 means min(the model's context length,
+	// DefaultCtx); above the model's context length it is an error.
+	Ctx int
+	// DefaultCtx replaces DefaultContext as the size Ctx 0 asks for (bitgpu perplexity: 512).
+	DefaultCtx int
+	// LMHead is the logits head: "f16" or "q8_0"; "" is cpuref.DefaultLMHead.
+	LMHead string
+	// Log receives warnings (a GPU fallback) and, with Verbose, one line per choice made (the
+	// backend and why, the context size, the memory plan). nil discards them.
+	Log     io.Writer
+	Verbose bool
+	// Progress, when not nil, receives a progress bar while GPU weights upload.
+	Progress io.Writer
+	// OnVulkanDevice, when not nil, is called with each Vulkan device the Model opens (a
+	// *gpu.Device, typed loosely so that CPU-only builds compile), e.g. to read its validation
+	// messages after Close.
+	OnVulkanDevice func(dev interface{ ValidationMessages() []string })
+}
+
+// Model is an open model with a backend and its KV cache. Close releases both.
+type Model struct {
+	m       *model.Model
+	b       runtime.Backend
+	ctx     int
+	backend string
+}
+
+// Open loads the model at path — a GGUF file, a Hugging Face checkpoint directory, or "" for the
+// model built into the binary — on the backend o chooses. Errors name the file, key, tensor or
+// option at fault; a Vulkan device that cannot hold the model is an error naming both sizes.
+func Open(path string, o Options) (*Model, error) {
+	head, err := cpuref.ParseLMHead(o.LMHead)
+	if err != nil {
+		return nil, err
+	}
+	var m *model.Model
+	if path == "" {
+		o.note("no -m given; using the built-in model %s (%.1f MB; pass -m FILE for another)", assets.Name, float64(assets.Size())/1e6)
+		m, err = assets.Open()
+	} else if m, err = model.Open(path); err != nil && !strings.Contains(err.Error(), path) {
+		err = fmt.Errorf("%s: %w", path, err) // every error names the file
+	}
+	if err != nil {
+		return nil, err
+	}
+	def := o.DefaultCtx
+	if def <= 0 {
+		def = DefaultContext
+	}
+	ctx, err := ContextSize(o.Ctx, def, m.Config.ContextLength)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	o.note("context %d tokens (--ctx; the model's context length is %d)", ctx, m.Config.ContextLength)
+	b, name, err := openBackend(o, m, ctx, head)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &Model{m: m, b: b, ctx: ctx, backend: name}, nil
+}
+
+// ContextSize resolves a requested KV-cache size against a model whose context length is limit:
+// 0 means def capped at limit; a negative request or one above limit is an error naming --ctx.
+func ContextSize(requested, def, limit int) (int, error) {
+	switch {
+	case requested < 0:
+		return 0, fmt.Errorf("--ctx %d: must be positive", requested)
+	case requested == 0:
+		if def <= 0 || def > limit {
+			return limit, nil
+		}
+		return def, nil
+	case requested > limit:
+		return 0, fmt.Errorf("--ctx %d: exceeds the model's context length %d", requested, limit)
+	}
+	return requested, nil
+}
+
+// note writes one "bitgpu: ..." line to o.Log when o.Verbose.
+func (o Options) note(format string, args ...any) {
+	if o.Verbose && o.Log != nil {
+		fmt.Fprintf(o.Log, "bitgpu: "+format+"\n", args...)
+	}
+}
+
+// warn writes one "bitgpu: warning: ..." line to o.Log.
+func (o Options) warn(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "bitgpu: warning: "+format+"\n", args...)
+	}
+}
+
+// Close releases the backend (device memory included) and the model's file mappings. For a
+// Vulkan backend, objects its owner left alive are an error wrapping gpu.ErrLeak.
+func (m *Model) Close() error {
+	if m == nil || m.m == nil {
+		return nil
+	}
+	err := m.b.Close()
+	err = errors.Join(err, m.m.Close())
+	m.m = nil
+	return err
+}
+
+// Backend names the backend in use: "gpu", "cpu" or "cpuref".
+func (m *Model) Backend() string { return m.backend }
+
+// Context is the KV-cache capacity in tokens.
+func (m *Model) Context() int { return m.ctx }
+
+// Config returns the model's hyper-parameters, tokenizer ids and chat template.
+func (m *Model) Config() model.Config { return m.m.Config }
+
+// Internals returns the loaded model and its backend, for callers that drive the runtime package
+// directly (the bitgpu command does). The Model still owns both.
+func (m *Model) Internals() (*model.Model, runtime.Backend) { return m.m, m.b }
+
+// Tokenize returns the token ids of text, without BOS. With special, special-token text such as
+// "<|eot_id|>" becomes the special token; otherwise it is plain text.
+func (m *Model) Tokenize(text string, special bool) []int { return m.m.Tokenizer.Encode(text, special) }
+
+// Detokenize returns the text of ids (special tokens as their text).
+func (m *Model) Detokenize(ids []int) string { return m.m.Tokenizer.Decode(ids) }

@@ -1,0 +1,626 @@
+package cpu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	goruntime "runtime"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// Backend runs the BitNet b1.58 forward pass of one model on the CPU, giving cpuref.Backend's
+// logits bit for bit, faster. It satisfies bitgpu's runtime.Backend interface (Config, Prefill,
+// Decode, Pos, Reset, Close). The ternary projections are repacked at load (2 bits a weight, as
+// on disk); the embedding and the output matrix are read in place. It is not safe for concurrent
+// use. Close stops its worker goroutines.
+type Backend struct {
+	cfg    model.Config
+	ctx    int
+	embd   *model.Tensor
+	out    *model.Tensor // the logits matrix (cpuref.OutputMatrix of the output or tied embedding)
+	norm   []float32
+	layers []layer
+	kCache [][]uint16 // per layer, f16 bits [ctx][KVHeads*HeadDim]
+	vCache [][]uint16
+	pos    int
+	closed bool
+	eng    engine
+	sc     scratch
+}
+
+// layer is one transformer block: norms as cpuref has them (nil sub-norms when the model has
+// none) and four packed products: q|k|v fused, o, gate|up fused, down.
+type layer struct {
+	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
+	qkv, o, gateUp, down                       *packed
+}
+
+// scratch holds the forward's buffers, reused from call to call (grown as needed).
+type scratch struct {
+	x, normed, qkv, att, proj, gu, h []float32
+	qa                               []int8
+	sa                               []float32
+	cos, sin                         []float32
+	in                               acts
+}
+
+// options are New's settings.
+type options struct {
+	threads int
+	kernel  Kernel
+	head    cpuref.LMHead
+}
+
+// Option configures New (WithThreads, WithKernel, WithLMHead).
+type Option func(*options)
+
+// WithThreads sets the number of threads (the caller's plus n-1 workers); n <= 0, the default,
+// means runtime.GOMAXPROCS(0) at New.
+func WithThreads(n int) Option { return func(o *options) { o.threads = n } }
+
+// WithKernel picks the ternary kernel (KernelAuto, the default, KernelAVX2 or KernelLUT); New
+// fails for KernelAVX2 on a CPU without AVX2.
+func WithKernel(k Kernel) Option { return func(o *options) { o.kernel = k } }
+
+// WithLMHead computes the logits with head h, as cpuref.WithLMHead does (cpuref.LMHeadF16 or
+// cpuref.LMHeadQ8_0; "" is cpuref.DefaultLMHead).
+func WithLMHead(h cpuref.LMHead) Option { return func(o *options) { o.head = h } }
+
+// New checks m exactly as cpuref.New does (the same hyper-parameters, tensor names, shapes and
+// types; the same KV cache memory plan, cpuref.CheckKVCache) and returns a Backend with a KV
+// cache of ctx tokens (ctx <= 0 means m.Config.ContextLength). Loading repacks every ternary
+// projection (I2_S, TQ1_0, TQ2_0) into the layout of dot.go, split across the worker threads.
+// Errors name the tensor, the option, or the sizes that do not fit.
+func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if m == nil {
+		return nil, fmt.Errorf("cpu: nil model")
+	}
+	kernel, err := o.kernel.resolve()
+	if err != nil {
+		return nil, err
+	}
+	cfg := m.Config
+	if ctx <= 0 {
+		ctx = cfg.ContextLength
+	}
+	if err := cpuref.CheckConfig(&cfg, ctx); err != nil {
+		return nil, err
+	}
+	if err := cpuref.CheckKVCache(cfg, ctx); err != nil {
+		return nil, err
+	}
+	threads := o.threads
+	if threads <= 0 {
+		threads = goruntime.GOMAXPROCS(0)
+	}
+	b := &Backend{cfg: cfg, ctx: ctx, eng: engine{pool: newPool(threads), kernel: kernel}}
+	if err := b.load(m, o.head); err != nil {
+		b.eng.pool.close()
+		return nil, err
+	}
+	kvDim := cfg.KVHeads * cfg.HeadDim
+	b.kCache = make([][]uint16, cfg.Layers)
+	b.vCache = make([][]uint16, cfg.Layers)
+	for i := range b.kCache {
+		b.kCache[i] = make([]uint16, ctx*kvDim)
+		b.vCache[i] = make([]uint16, ctx*kvDim)
+	}
+	return b, nil
+}
+
+// load reads the tensors cpuref.New reads, with its checks, and packs the projections.
+func (b *Backend) load(m *model.Model, head cpuref.LMHead) error {
+	cfg := b.cfg
+	get := func(name string) (*model.Tensor, error) {
+		t, ok := m.Tensors[name]
+		if !ok || t == nil {
+			return nil, fmt.Errorf("cpu: missing tensor %s", name)
+		}
+		return t, nil
+	}
+	var err error
+	if b.embd, err = get("token_embd.weight"); err != nil {
+		return err
+	}
+	if err := checkShape(b.embd, cfg.Dim, cfg.VocabSize); err != nil {
+		return err
+	}
+	out := b.embd
+	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !cfg.TiedEmbedding {
+		if err := checkShape(o, cfg.Dim, cfg.VocabSize); err != nil {
+			return err
+		}
+		out = o
+	}
+	if err := checkFloat(out); err != nil {
+		return err
+	}
+	if b.out, err = cpuref.OutputMatrix(out, head); err != nil {
+		return err
+	}
+	if b.norm, err = normWeights(m, "output_norm.weight", cfg.Dim); err != nil {
+		return err
+	}
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	b.layers = make([]layer, cfg.Layers)
+	for i := range b.layers {
+		l := &b.layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		norms := []struct {
+			dst  *[]float32
+			name string
+			n    int
+		}{
+			{&l.attnNorm, "attn_norm", cfg.Dim}, {&l.attnSubNorm, "attn_sub_norm", qDim},
+			{&l.ffnNorm, "ffn_norm", cfg.Dim}, {&l.ffnSubNorm, "ffn_sub_norm", cfg.FFNDim},
+		}
+		for _, n := range norms {
+			if !cfg.SubNorms && (n.name == "attn_sub_norm" || n.name == "ffn_sub_norm") {
+				continue
+			}
+			if *n.dst, err = normWeights(m, p+n.name+".weight", n.n); err != nil {
+				return err
+			}
+		}
+		src := func(name string, cols, rows int) (source, error) { return loadSource(m, p+name, cols, rows) }
+		var q, k, v, o, gate, up, down source
+		for _, pr := range []struct {
+			dst        *source
+			name       string
+			cols, rows int
+		}{
+			{&q, "attn_q", cfg.Dim, qDim}, {&k, "attn_k", cfg.Dim, kvDim}, {&v, "attn_v", cfg.Dim, kvDim},
+			{&o, "attn_output", qDim, cfg.Dim}, {&gate, "ffn_gate", cfg.Dim, cfg.FFNDim},
+			{&up, "ffn_up", cfg.Dim, cfg.FFNDim}, {&down, "ffn_down", cfg.FFNDim, cfg.Dim},
+		} {
+			if *pr.dst, err = src(pr.name, pr.cols, pr.rows); err != nil {
+				return err
+			}
+		}
+		if l.qkv, err = pack(b.eng.pool, q, k, v); err != nil {
+			return err
+		}
+		if l.o, err = pack(b.eng.pool, o); err != nil {
+			return err
+		}
+		if l.gateUp, err = pack(b.eng.pool, gate, up); err != nil {
+			return err
+		}
+		if l.down, err = pack(b.eng.pool, down); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkShape reports whether t has GGUF shape [cols, rows] (cpuref's check).
+func checkShape(t *model.Tensor, cols, rows int) error {
+	if len(t.Shape) != 2 || t.Shape[0] != uint64(cols) || t.Shape[1] != uint64(rows) {
+		return fmt.Errorf("cpu: tensor %s: want shape [%d, %d], found %v", t.Name, cols, rows, t.Shape)
+	}
+	return nil
+}
+
+// checkFloat reports whether a float matrix can be read row by row (cpuref's check: type and
+// byte count).
+func checkFloat(t *model.Tensor) error {
+	switch t.Type {
+	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0:
+	default:
+		return fmt.Errorf("cpu: tensor %s: want type F32, F16, BF16 or Q8_0, found type %d", t.Name, uint32(t.Type))
+	}
+	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
+	if err != nil {
+		return fmt.Errorf("cpu: tensor %s: %w", t.Name, err)
+	}
+	if need := rowBytes * int(t.Shape[1]); len(t.Data) < need {
+		return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", t.Name, t.Shape, need, len(t.Data))
+	}
+	return nil
+}
+
+// normWeights decodes the 1-D norm weight vector name (length n; F32, F16 or BF16).
+func normWeights(m *model.Model, name string, n int) ([]float32, error) {
+	t, ok := m.Tensors[name]
+	if !ok || t == nil {
+		return nil, fmt.Errorf("cpu: missing tensor %s", name)
+	}
+	if len(t.Shape) != 1 || t.Shape[0] != uint64(n) {
+		return nil, fmt.Errorf("cpu: tensor %s: want shape [%d], found %v", name, n, t.Shape)
+	}
+	if t.Type != model.TypeF32 && t.Type != model.TypeF16 && t.Type != model.TypeBF16 {
+		return nil, fmt.Errorf("cpu: tensor %s: want type F32, F16 or BF16, found type %d", name, uint32(t.Type))
+	}
+	w := make([]float32, n)
+	if err := model.FloatRow(t, 0, w); err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	return w, nil
+}
+
+// loadSource opens the ternary projection base+".weight" (GGUF shape [cols, rows]) and its
+// optional one-element F32 base+".scale", as cpuref does.
+func loadSource(m *model.Model, base string, cols, rows int) (source, error) {
+	name := base + ".weight"
+	t, ok := m.Tensors[name]
+	if !ok || t == nil {
+		return source{}, fmt.Errorf("cpu: missing tensor %s", name)
+	}
+	if err := checkShape(t, cols, rows); err != nil {
+		return source{}, err
+	}
+	w, err := model.NewTernaryMatrix(t)
+	if err != nil {
+		return source{}, fmt.Errorf("cpu: %w", err)
+	}
+	s := source{w: w, scale: 1}
+	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
+		if st.Type != model.TypeF32 || st.Elements() != 1 {
+			return source{}, fmt.Errorf("cpu: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
+		}
+		v := make([]float32, 1)
+		if err := model.DecodeF32Row(st.Data, v); err != nil {
+			return source{}, fmt.Errorf("cpu: tensor %s: %w", st.Name, err)
+		}
+		s.scale, s.extra = v[0], true
+	}
+	return s, nil
+}
+
+// Config returns the model hyper-parameters (with defaults filled: RMSEps, RoPEDim).
+func (b *Backend) Config() model.Config { return b.cfg }
+
+// Pos is the number of tokens in the KV cache.
+func (b *Backend) Pos() int { return b.pos }
+
+// Reset empties the KV cache (Pos() becomes 0).
+func (b *Backend) Reset() { b.pos = 0 }
+
+// Kernel reports the ternary kernel in use (KernelAVX2 or KernelLUT).
+func (b *Backend) Kernel() Kernel { return b.eng.kernel }
+
+// Threads reports the number of threads the backend splits work over.
+func (b *Backend) Threads() int { return b.eng.pool.threads }
+
+// LMHead reports the LM head in effect: cpuref.LMHeadQ8_0 when the logits matrix is Q8_0, else
+// cpuref.LMHeadF16 (as cpuref.Backend.LMHead).
+func (b *Backend) LMHead() cpuref.LMHead {
+	if b.out != nil && b.out.Type == model.TypeQ8_0 {
+		return cpuref.LMHeadQ8_0
+	}
+	return cpuref.LMHeadF16
+}
+
+// Close stops the worker goroutines and releases the KV cache and the packed weights; the
+// Backend must not be used after. The model stays open (its owner closes it).
+func (b *Backend) Close() error {
+	if !b.closed {
+		b.eng.pool.close()
+	}
+	b.kCache, b.vCache, b.layers, b.closed = nil, nil, nil, true
+	return nil
+}
+
+// Decode appends token at Pos() and returns its VocabSize logits. Errors as Prefill.
+func (b *Backend) Decode(token int) ([]float32, error) {
+	return b.Prefill([]int{token}, false)
+}
+
+// prefillChunk is the most tokens one forward pass takes: longer prompts run in chunks (the same
+// bits: every token's arithmetic is independent of how tokens are grouped), which bounds the
+// scratch memory.
+const prefillChunk = 64
+
+// Prefill appends tokens at positions Pos()..Pos()+len(tokens)-1 and returns logits: with
+// allLogits len(tokens)*VocabSize values (row t is token t's), otherwise the last token's
+// VocabSize values — the same bits as cpuref.Backend.Prefill. It returns an error, leaving Pos()
+// unchanged, for no tokens, a token outside [0, VocabSize), a cache that would exceed the context
+// length, or a closed Backend.
+func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
+	if b.closed {
+		return nil, fmt.Errorf("cpu: backend is closed")
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("cpu: no tokens to process")
+	}
+	if b.pos+len(tokens) > b.ctx {
+		return nil, fmt.Errorf("cpu: %d tokens at position %d exceed the context length %d", len(tokens), b.pos, b.ctx)
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= b.cfg.VocabSize {
+			return nil, fmt.Errorf("cpu: token %d (index %d) outside the vocabulary [0, %d)", t, i, b.cfg.VocabSize)
+		}
+	}
+	vocab := b.cfg.VocabSize
+	rows := 1
+	if allLogits {
+		rows = len(tokens)
+	}
+	logits := make([]float32, rows*vocab)
+	err := model.CatchFault(func() error {
+		for c0 := 0; c0 < len(tokens); c0 += prefillChunk {
+			c1 := min(c0+prefillChunk, len(tokens))
+			var dst []float32
+			switch {
+			case allLogits:
+				dst = logits[c0*vocab : c1*vocab]
+			case c1 == len(tokens):
+				dst = logits
+			}
+			if err := b.forward(tokens[c0:c1], b.pos+c0, dst, allLogits); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.pos += len(tokens)
+	return logits, nil
+}
+
+// forward runs cpuref's forward (cpuref.Backend's doc comment) over tokens at positions pos..;
+// with dst non-nil it writes logits there: every token's rows when all, else the last token's.
+func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error {
+	c := &b.cfg
+	n := len(tokens)
+	dim, qDim, kvDim, ffn := c.Dim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.FFNDim
+	qkvDim := qDim + 2*kvDim
+	sc := &b.sc
+	wide := max(dim, qDim, ffn)
+	sc.x = grow(sc.x, n*dim)
+	sc.normed = grow(sc.normed, n*wide)
+	sc.qkv = grow(sc.qkv, n*qkvDim)
+	sc.att = grow(sc.att, n*qDim)
+	sc.proj = grow(sc.proj, n*dim)
+	sc.gu = grow(sc.gu, n*2*ffn)
+	sc.h = grow(sc.h, n*ffn)
+	sc.qa = grow(sc.qa, n*wide)
+	sc.sa = grow(sc.sa, n)
+	half := c.RoPEDim / 2
+	sc.cos = grow(sc.cos, n*half)
+	sc.sin = grow(sc.sin, n*half)
+	x := sc.x
+	for t, tok := range tokens {
+		if err := cpuref.Embedding(x[t*dim:(t+1)*dim], b.embd, tok); err != nil {
+			return err
+		}
+		ropeTable(sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half], pos+t, c.RoPEDim, c.RoPEBase)
+	}
+	glu := cpuref.ReLU2GLU
+	if c.Act == model.ActSiLU {
+		glu = cpuref.SiLUGLU
+	}
+	for li := range b.layers {
+		l := &b.layers[li]
+		// Attention block.
+		if err := b.normQuant(x, l.attnNorm, n, dim); err != nil {
+			return err
+		}
+		if err := b.eng.matmul(sc.qkv[:n*qkvDim], l.qkv, &sc.in); err != nil {
+			return err
+		}
+		for t := range n {
+			row := sc.qkv[t*qkvDim : (t+1)*qkvDim]
+			q, k, v := row[:qDim], row[qDim:qDim+kvDim], row[qDim+kvDim:]
+			cs, sn := sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half]
+			rope(q, cs, sn, c.Heads, c.HeadDim, c.RoPEMode)
+			rope(k, cs, sn, c.KVHeads, c.HeadDim, c.RoPEMode)
+			if err := cpuref.StoreKV(b.kCache[li], pos+t, k); err != nil {
+				return err
+			}
+			if err := cpuref.StoreKV(b.vCache[li], pos+t, v); err != nil {
+				return err
+			}
+		}
+		if err := b.attention(li, n, pos); err != nil {
+			return err
+		}
+		if err := b.normQuant(sc.att[:n*qDim], l.attnSubNorm, n, qDim); err != nil {
+			return err
+		}
+		if err := b.eng.matmul(sc.proj[:n*dim], l.o, &sc.in); err != nil {
+			return err
+		}
+		if err := cpuref.Add(x, x, sc.proj[:n*dim]); err != nil {
+			return err
+		}
+		// Feed-forward block.
+		if err := b.normQuant(x, l.ffnNorm, n, dim); err != nil {
+			return err
+		}
+		if err := b.eng.matmul(sc.gu[:n*2*ffn], l.gateUp, &sc.in); err != nil {
+			return err
+		}
+		for t := range n {
+			g, u := sc.gu[t*2*ffn:t*2*ffn+ffn], sc.gu[t*2*ffn+ffn:(t+1)*2*ffn]
+			if err := glu(sc.h[t*ffn:(t+1)*ffn], g, u); err != nil {
+				return err
+			}
+		}
+		if err := b.normQuant(sc.h[:n*ffn], l.ffnSubNorm, n, ffn); err != nil {
+			return err
+		}
+		if err := b.eng.matmul(sc.proj[:n*dim], l.down, &sc.in); err != nil {
+			return err
+		}
+		if err := cpuref.Add(x, x, sc.proj[:n*dim]); err != nil {
+			return err
+		}
+	}
+	if dst == nil {
+		return nil
+	}
+	first := n - 1
+	if all {
+		first = 0
+	}
+	vocab := c.VocabSize
+	for t := first; t < n; t++ {
+		if err := b.logits(dst[(t-first)*vocab:(t-first+1)*vocab], x[t*dim:(t+1)*dim]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// normQuant applies RMSNorm with weights w (nil: none, the input is quantized as it is) to each
+// of n tokens of in ([n][d]) and quantizes the result per token (cpuref.RMSNorm,
+// cpuref.QuantizeActivations), leaving the int8 input of the next products in b.sc.in.
+func (b *Backend) normQuant(in, w []float32, n, d int) error {
+	sc := &b.sc
+	for t := range n {
+		row := in[t*d : (t+1)*d]
+		if w != nil {
+			row = sc.normed[t*d : (t+1)*d]
+			if err := cpuref.RMSNorm(row, in[t*d:(t+1)*d], w, b.cfg.RMSEps); err != nil {
+				return err
+			}
+		}
+		s, err := cpuref.QuantizeActivations(sc.qa[t*d:(t+1)*d], row)
+		if err != nil {
+			return err
+		}
+		sc.sa[t] = s
+	}
+	sc.in.set(sc.qa[:n*d], sc.sa[:n], d)
+	return nil
+}
+
+// attention runs cpuref.Attention for the n tokens at pos.. of layer li (their K/V already in
+// the cache), every (token, head) pair an independent item split across the pool.
+func (b *Backend) attention(li, n, pos int) error {
+	c := &b.cfg
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	qkvDim := qDim + 2*kvDim
+	group := c.Heads / c.KVHeads
+	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	kc, vc := b.kCache[li], b.vCache[li]
+	items := n * c.Heads
+	grain := max(1, minPartWork/max(1, 2*(pos+n)*c.HeadDim))
+	return b.eng.pool.run(items, grain, func(lo, hi int) error {
+		s := make([]float32, cpuref.AttentionChunk)
+		oc := make([]float32, c.HeadDim)
+		for it := lo; it < hi; it++ {
+			t, h := it/c.Heads, it%c.Heads
+			q := b.sc.qkv[t*qkvDim+h*c.HeadDim : t*qkvDim+(h+1)*c.HeadDim]
+			out := b.sc.att[t*qDim+h*c.HeadDim : t*qDim+(h+1)*c.HeadDim]
+			attentionHead(out, q, kc, vc, pos+t, (h/group)*c.HeadDim, kvDim, scale, s, oc)
+		}
+		return nil
+	})
+}
+
+// logits writes one token's VocabSize logits for its final hidden state x: output_norm, then the
+// F16 head (logitF16, cpuref.Logits' bits) or the Q8_0 head (logitsQ8, cpuref.LogitsQ8's bits;
+// its int8 block sums by dotQ8BlocksAVX2 with the AVX2 kernel)
+// split by vocabulary rows across the pool, or cpuref.Logits for F32/BF16 matrices (it splits
+// rows itself).
+func (b *Backend) logits(dst, x []float32) error {
+	dim := b.cfg.Dim
+	xn := b.sc.normed[:dim]
+	if err := cpuref.RMSNorm(xn, x, b.norm, b.cfg.RMSEps); err != nil {
+		return err
+	}
+	switch b.out.Type {
+	case model.TypeQ8_0:
+		qa := b.sc.qa[:dim]
+		s, err := cpuref.QuantizeActivations(qa, xn)
+		if err != nil {
+			return err
+		}
+		return b.logitsQ8(dst, qa, s)
+	case model.TypeF16:
+		data := b.out.Data
+		if len(data) < 2*dim*len(dst) {
+			return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", b.out.Name, b.out.Shape, 2*dim*len(dst), len(data))
+		}
+		return b.eng.pool.run(len(dst), max(1, minPartWork/dim), func(lo, hi int) error {
+			// The matrix is memory-mapped: a fault (the file shrank) becomes this part's error.
+			return model.CatchFault(func() error {
+				for v := lo; v < hi; v++ {
+					dst[v] = logitF16(xn, data[2*v*dim:2*(v+1)*dim])
+				}
+				return nil
+			})
+		})
+	}
+	return cpuref.Logits(dst, xn, b.out)
+}
+
+// logitsQ8 is cpuref.LogitsQ8 (the q8_0 head) with the rows split across the pool: per row v,
+// acc_vb = Σ_j w_vj*q_j over block b (exact int32), partial[b mod LogitLanes] +=
+// float32(acc_vb)*d_vb in block order, dst[v] = TreeSum(partial) * Rcp32(s).
+func (b *Backend) logitsQ8(dst []float32, q []int8, s float32) error {
+	e := b.out
+	dim := len(q)
+	if len(e.Shape) != 2 || e.Shape[0] != uint64(dim) || e.Shape[1] != uint64(len(dst)) || dim%model.Q8_0BlockElems != 0 {
+		return fmt.Errorf("cpu: logits: tensor %s is shape %v, want Q8_0 [%d, %d] (a multiple of %d columns)", e.Name, e.Shape, dim, len(dst), model.Q8_0BlockElems)
+	}
+	blocks := dim / model.Q8_0BlockElems
+	rowBytes := blocks * model.Q8_0BlockBytes
+	if len(e.Data) < rowBytes*len(dst) {
+		return fmt.Errorf("cpu: logits: tensor %s: shape %v needs %d bytes, found %d", e.Name, e.Shape, rowBytes*len(dst), len(e.Data))
+	}
+	inv := cpuref.Rcp32(s)
+	avx2 := b.eng.kernel == KernelAVX2
+	return b.eng.pool.run(len(dst), max(1, minPartWork/dim), func(lo, hi int) error {
+		return model.CatchFault(func() error {
+			var acc []int32
+			if avx2 {
+				acc = make([]int32, blocks)
+			}
+			for v := lo; v < hi; v++ {
+				row := e.Data[v*rowBytes : (v+1)*rowBytes]
+				if avx2 {
+					dotQ8BlocksAVX2(&row[0], &q[0], blocks, &acc[0])
+					dst[v] = float32(foldQ8(acc, row) * inv)
+					continue
+				}
+				dst[v] = float32(logitQ8(q, row) * inv)
+			}
+			return nil
+		})
+	})
+}
+
+// foldQ8 is logitQ8's float part given the blocks' int32 sums acc (from dotQ8BlocksAVX2).
+func foldQ8(acc []int32, row []byte) float32 {
+	var partial [cpuref.LogitLanes]float32
+	row = row[:len(acc)*model.Q8_0BlockBytes]
+	for bl, a := range acc {
+		d := f16[binary.LittleEndian.Uint16(row[bl*model.Q8_0BlockBytes:])]
+		l := bl % cpuref.LogitLanes
+		partial[l] = float32(partial[l] + float32(float32(a)*d))
+	}
+	return cpuref.TreeSum(partial[:])
+}
+
+// logitQ8 returns TreeSum of the LogitLanes partials of one Q8_0 row (before the 1/s factor).
+func logitQ8(q []int8, row []byte) float32 {
+	var partial [cpuref.LogitLanes]float32
+	blocks := len(q) / model.Q8_0BlockElems
+	for bl := range blocks {
+		blk := row[bl*model.Q8_0BlockBytes : (bl+1)*model.Q8_0BlockBytes]
+		d := f16[binary.LittleEndian.Uint16(blk)]
+		w := blk[2 : 2+model.Q8_0BlockElems]
+		qb := q[bl*model.Q8_0BlockElems : (bl+1)*model.Q8_0BlockElems]
+		var a0, a1, a2, a3 int32
+		for j := 0; j < model.Q8_0BlockElems; j += 4 {
+			a0 += int32(int8(w[j])) * int32(qb[j])
+			a1 += int32(int8(w[j+1])) * int32(qb[j+1])
+			a2 += int32(int8(w[j+2])) * int32(qb[j+2])
+			a3 += int32(int8(w[j+3])) * int32(qb[j+3])
+		}
+		l := bl % cpuref.LogitLanes
+		partial[l] = float32(partial[l] + float32(float32(a0+a1+a2+a3)*d))
+	}
+	return cpuref.TreeSum(partial[:])
+}

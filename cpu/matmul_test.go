@@ -1,0 +1,259 @@
+package cpu
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// kernels lists the kernels this machine runs: the portable one always, AVX2 where present.
+func kernels() []Kernel {
+	if haveAVX2 {
+		return []Kernel{KernelLUT, KernelAVX2}
+	}
+	return []Kernel{KernelLUT}
+}
+
+// ternaryTensor encodes trits ([rows][cols]) as typ with weight scale w; for TQ types with
+// blockScales every 256-block gets its own scale from r (some equal neighbours, some not, a
+// +0/-0 pair included, so runs of equal scales of every kind occur).
+func ternaryTensor(t testing.TB, r *rand.Rand, name string, typ model.TensorType, trits []int8, cols, rows int, w float32, blockScales bool) *model.Tensor {
+	t.Helper()
+	var (
+		data []byte
+		err  error
+	)
+	switch typ {
+	case model.TypeI2_S:
+		data, err = model.EncodeI2S(trits, w)
+	case model.TypeTQ1_0, model.TypeTQ2_0:
+		scales := make([]float32, len(trits)/model.TQBlockElems)
+		for i := range scales {
+			scales[i] = w
+			if blockScales {
+				switch r.IntN(4) {
+				case 0: // same as the previous block: a run of two or more
+					if i > 0 {
+						scales[i] = scales[i-1]
+					}
+				case 1:
+					scales[i] = float32(r.IntN(100)+1) / 64
+				case 2:
+					scales[i] = 0
+					if i > 0 && scales[i-1] == 0 {
+						scales[i] = model.F16ToF32(0x8000) // -0 after +0: one run for cpuref
+					}
+				}
+			}
+		}
+		if typ == model.TypeTQ1_0 {
+			data, err = model.EncodeTQ1_0(trits, scales)
+		} else {
+			data, err = model.EncodeTQ2_0(trits, scales)
+		}
+	}
+	require.NoError(t, err)
+	return &model.Tensor{Name: name, Type: typ, Shape: []uint64{uint64(cols), uint64(rows)}, Data: data}
+}
+
+func randTrits(r *rand.Rand, n int) []int8 {
+	t := make([]int8, n)
+	for i := range t {
+		t[i] = int8(r.IntN(3)) - 1
+	}
+	return t
+}
+
+// randActs returns n tokens of activations quantized by cpuref (so extremes -128 and 127
+// occur) and their scales.
+func randActs(t testing.TB, r *rand.Rand, n, cols int) ([]int8, []float32) {
+	q := make([]int8, n*cols)
+	s := make([]float32, n)
+	x := make([]float32, cols)
+	for tok := range n {
+		for i := range x {
+			x[i] = float32(r.NormFloat64()) * float32(tok+1)
+		}
+		var err error
+		s[tok], err = cpuref.QuantizeActivations(q[tok*cols:(tok+1)*cols], x)
+		require.NoError(t, err)
+	}
+	return q, s
+}
+
+// TestMatMulParity holds the packed product of every kernel to cpuref.TernaryMatMul bit for bit
+// over swept shapes of every ternary type (odd row counts, I2_S widths that are and are not a
+// multiple of 128, rows that straddle I2_S blocks), with and without per-block TQ scales and a
+// *.scale factor, for 1..9 tokens and GOMAXPROCS-sized pools of 1 and 2 threads.
+func TestMatMulParity(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 1))
+	type shape struct {
+		typ        model.TensorType
+		rows, cols int
+		blocks     bool
+	}
+	var shapes []shape
+	for _, rows := range []int{1, 3, 7, 33, 129} {
+		for _, cols := range []int{128, 256, 384, 640, 1280} {
+			if rows*cols%model.I2SBlockElems == 0 {
+				shapes = append(shapes, shape{model.TypeI2_S, rows, cols, false})
+			}
+		}
+		for _, cols := range []int{256, 512, 768, 1536} {
+			for _, typ := range []model.TensorType{model.TypeTQ2_0, model.TypeTQ1_0} {
+				shapes = append(shapes, shape{typ, rows, cols, false}, shape{typ, rows, cols, true})
+			}
+		}
+	}
+	// I2_S widths that are not a multiple of 128 (rows start inside a block).
+	shapes = append(shapes, shape{model.TypeI2_S, 2, 64, false}, shape{model.TypeI2_S, 4, 96, false},
+		shape{model.TypeI2_S, 8, 208, false}, shape{model.TypeI2_S, 5, 384 + 128, false},
+		// 2B4T-wide rows (54 chunks), so nothing that depends on the row length hides.
+		shape{model.TypeI2_S, 3, 6912, false}, shape{model.TypeTQ2_0, 3, 6912, true}, shape{model.TypeTQ1_0, 1, 6912, true})
+	for _, threads := range []int{1, 2} {
+		p := newPool(threads)
+		for _, sh := range shapes {
+			for _, n := range []int{1, 2, 9} {
+				for _, extra := range []bool{false, true} {
+					name := fmt.Sprintf("t%d/%v/%dx%d/blocks=%v/n=%d/extra=%v", threads, sh.typ, sh.rows, sh.cols, sh.blocks, n, extra)
+					tt := ternaryTensor(t, r, "w", sh.typ, randTrits(r, sh.rows*sh.cols), sh.cols, sh.rows, 0.75, sh.blocks)
+					w, err := model.NewTernaryMatrix(tt)
+					require.NoError(t, err, name)
+					q, s := randActs(t, r, n, sh.cols)
+					want := make([]float32, n*sh.rows)
+					require.NoError(t, cpuref.TernaryMatMul(want, w, q, s), name)
+					src := source{w: w, scale: 1}
+					if extra {
+						src = source{w: w, scale: 1.3, extra: true}
+						for i := range want {
+							want[i] *= src.scale
+						}
+					}
+					pk, err := pack(p, src)
+					require.NoError(t, err, name)
+					var a acts
+					a.set(q, s, sh.cols)
+					for _, k := range kernels() {
+						e := &engine{pool: p, kernel: k}
+						got := make([]float32, n*sh.rows)
+						require.NoError(t, e.matmul(got, pk, &a), name)
+						require.Equal(t, want, got, "%s kernel %s", name, k)
+					}
+				}
+			}
+		}
+		p.close()
+	}
+}
+
+// TestMatMulFused checks that stacking projections (q/k/v) gives each one's rows unchanged.
+func TestMatMulFused(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	const cols = 512
+	p := newPool(2)
+	defer p.close()
+	var srcs []source
+	var wants [][]float32
+	q, s := randActs(t, r, 3, cols)
+	for i, rows := range []int{256, 128, 128} {
+		typ := []model.TensorType{model.TypeI2_S, model.TypeTQ2_0, model.TypeTQ1_0}[i]
+		w, err := model.NewTernaryMatrix(ternaryTensor(t, r, "w", typ, randTrits(r, rows*cols), cols, rows, float32(i+1)/3, true))
+		require.NoError(t, err)
+		srcs = append(srcs, source{w: w, scale: 1})
+		want := make([]float32, 3*rows)
+		require.NoError(t, cpuref.TernaryMatMul(want, w, q, s))
+		wants = append(wants, want)
+	}
+	pk, err := pack(p, srcs...)
+	require.NoError(t, err)
+	var a acts
+	a.set(q, s, cols)
+	for _, k := range kernels() {
+		e := &engine{pool: p, kernel: k}
+		got := make([]float32, 3*pk.rows)
+		require.NoError(t, e.matmul(got, pk, &a))
+		off := 0
+		for i, want := range wants {
+			rows := srcs[i].w.Rows
+			for tok := range 3 {
+				require.Equal(t, want[tok*rows:(tok+1)*rows], got[tok*pk.rows+off:tok*pk.rows+off+rows], "kernel %s projection %d token %d", k, i, tok)
+			}
+			off += rows
+		}
+	}
+}
+
+// TestPoolParts checks the split: at least grain items a block, every item covered once, the
+// first error in block order.
+func TestPoolParts(t *testing.T) {
+	p := newPool(max(2, runtime.GOMAXPROCS(0)))
+	defer p.close()
+	for _, n := range []int{1, 2, 3, 10, 1000} {
+		for _, grain := range []int{1, 4, 600} {
+			seen := make([]int, n)
+			require.NoError(t, p.run(n, grain, func(lo, hi int) error {
+				if hi-lo < grain && hi-lo < n {
+					return fmt.Errorf("part [%d, %d) below grain %d", lo, hi, grain)
+				}
+				for i := lo; i < hi; i++ {
+					seen[i]++
+				}
+				return nil
+			}))
+			for i, c := range seen {
+				require.Equal(t, 1, c, "n %d grain %d item %d", n, grain, i)
+			}
+		}
+	}
+	// The error of the first failing block in block order, whichever thread ran it.
+	blocks := p.parts(10, 1)
+	require.Greater(t, blocks, 2)
+	require.EqualError(t, p.run(10, 1, func(lo, hi int) error {
+		if lo > 0 {
+			return fmt.Errorf("part at %d", lo)
+		}
+		return nil
+	}), fmt.Sprintf("part at %d", 10/blocks))
+}
+
+// TestLogitsQ8Parity holds the q8_0 head (both kernels, 1 and 2 threads) to cpuref.LogitsQ8 bit
+// for bit on raw Q8_0 rows covering the whole int8 range (-128 included, which a sign trick
+// with VPMADDUBSW would get wrong) and activations including -128, with odd row counts.
+func TestLogitsQ8Parity(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	for _, dim := range []int{32, 256, 2560} {
+		for _, vocab := range []int{1, 7, 300} {
+			data := make([]byte, vocab*dim/model.Q8_0BlockElems*model.Q8_0BlockBytes)
+			for i := range data {
+				data[i] = byte(r.IntN(256))
+			}
+			for i := 0; i < len(data); i += model.Q8_0BlockBytes {
+				data[i], data[i+1] = byte(r.IntN(256)), byte(r.IntN(0x7c)) // finite f16 scales
+				data[i+2] = 0x80                                           // a -128 weight in every block
+			}
+			e := &model.Tensor{Name: "output.weight", Type: model.TypeQ8_0, Shape: []uint64{uint64(dim), uint64(vocab)}, Data: data}
+			q := make([]int8, dim)
+			for i := range q {
+				q[i] = int8(r.IntN(256) - 128)
+			}
+			q[0] = -128
+			want := make([]float32, vocab)
+			require.NoError(t, cpuref.LogitsQ8(want, q, 0.37, e))
+			for _, k := range kernels() {
+				for _, threads := range []int{1, 2} {
+					b := &Backend{out: e, eng: engine{pool: newPool(threads), kernel: k}}
+					got := make([]float32, vocab)
+					require.NoError(t, b.logitsQ8(got, q, 0.37))
+					require.Equal(t, want, got, "dim %d vocab %d kernel %s threads %d", dim, vocab, k, threads)
+					b.eng.pool.close()
+				}
+			}
+		}
+	}
+}

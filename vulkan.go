@@ -1,0 +1,33 @@
+//go:build cgo
+
+package bitgpu
+
+import (
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/gpu"
+	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// The Vulkan backend, linked in when cgo is (the binding to the Vulkan loader is cgo).
+func init() {
+	vulkanList = func() (names, types []string, err error) {
+		infos, err := gpu.Enumerate()
+		for _, in := range infos {
+			names, types = append(names, in.Name), append(types, in.Type)
+		}
+		return names, types, err
+	}
+	vulkanOpen = func(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtime.Backend, error) {
+		opts := runtime.GPUOptions{Ctx: ctx, LMHead: head, Progress: o.Progress}
+		if o.OnVulkanDevice != nil {
+			opts.OnDevice = func(d *gpu.Device) { o.OnVulkanDevice(d) }
+		}
+		g, err := runtime.OpenGPU(m, opts)
+		if err != nil {
+			return nil, err
+		}
+		o.note("device %s; LM head %s; memory plan: %s", g.Device().Info(), g.LMHead(), g.Plan())
+		return g, nil
+	}
+}
