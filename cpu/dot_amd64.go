@@ -4,7 +4,7 @@ package cpu
 
 import xcpu "golang.org/x/sys/cpu"
 
-//go:generate sh -c "cd asm && go run . -out ../dot_amd64.s -stubs ../dot_amd64_stub.go -pkg cpu"
+//go:generate sh -c "cd asm && go run . -out ../dot_amd64.s -stubs ../dot_stub_amd64.go -pkg cpu"
 
 // haveAVX2 reports whether this CPU runs dotCodesAVX2 (AVX and AVX2, with the OS saving the YMM
 // registers, which x/sys/cpu checks).

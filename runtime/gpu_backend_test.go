@@ -74,23 +74,30 @@ func TestGPUMatchesCPUWholeModel(t *testing.T) {
 		t.Run(typ.String(), func(t *testing.T) {
 			m := synthModel(t, typ, nil)
 			g, c := newBackendPair(t, m, 128)
-			vocab := m.Config.VocabSize
-			prompt := []int{1, 40, 41, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 5}
-			lc, err := c.Prefill(prompt, true)
-			require.NoError(t, err)
-			lg, err := g.Prefill(prompt, true)
-			require.NoError(t, err)
-			requireLogitsEqual(t, lc, lg, vocab, "prefill")
-			next := cpuref.Argmax(lc[len(lc)-vocab:])
-			for step := 0; step < 32; step++ {
-				lc, err = c.Decode(next)
-				require.NoError(t, err)
-				lg, err = g.Decode(next)
-				require.NoError(t, err)
-				requireLogitsEqual(t, lc, lg, vocab, fmt.Sprintf("decode step %d", step))
-				next = cpuref.Argmax(lc)
-			}
+			requireSameForward(t, c, g, []int{1, 40, 41, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10, 5}, 32)
 		})
+	}
+}
+
+// requireSameForward prefills prompt on the CPU reference c and the GPU backend g, requiring the
+// logits of every prompt row to be bit-identical, then feeds both the CPU's greedy token for steps
+// decode steps, requiring bit-identical logits at each.
+func requireSameForward(t *testing.T, c, g Backend, prompt []int, steps int) {
+	t.Helper()
+	vocab := c.Config().VocabSize
+	lc, err := c.Prefill(prompt, true)
+	require.NoError(t, err)
+	lg, err := g.Prefill(prompt, true)
+	require.NoError(t, err)
+	requireLogitsEqual(t, lc, lg, vocab, "prefill")
+	next := cpuref.Argmax(lc[len(lc)-vocab:])
+	for step := 0; step < steps; step++ {
+		lc, err = c.Decode(next)
+		require.NoError(t, err)
+		lg, err = g.Decode(next)
+		require.NoError(t, err)
+		requireLogitsEqual(t, lc, lg, vocab, fmt.Sprintf("decode step %d", step))
+		next = cpuref.Argmax(lc)
 	}
 }
 
@@ -377,22 +384,7 @@ func TestGPUMatchesCPUFamilies(t *testing.T) {
 			m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Family = fam; o.Layers = 1 })
 			require.Equal(t, fam != "llama158", m.Config.SubNorms)
 			g, c := newBackendPair(t, m, 64)
-			vocab := m.Config.VocabSize
-			prompt := []int{1, 40, 41, 72, 101, 108, 108, 111, 32}
-			lc, err := c.Prefill(prompt, true)
-			require.NoError(t, err)
-			lg, err := g.Prefill(prompt, true)
-			require.NoError(t, err)
-			requireLogitsEqual(t, lc, lg, vocab, "prefill")
-			next := cpuref.Argmax(lc[len(lc)-vocab:])
-			for step := 0; step < 4; step++ {
-				lc, err = c.Decode(next)
-				require.NoError(t, err)
-				lg, err = g.Decode(next)
-				require.NoError(t, err)
-				requireLogitsEqual(t, lc, lg, vocab, fmt.Sprintf("decode step %d", step))
-				next = cpuref.Argmax(lc)
-			}
+			requireSameForward(t, c, g, []int{1, 40, 41, 72, 101, 108, 108, 111, 32}, 4)
 			require.Equal(t, PlanMemory(m.Config, 64, false), g.Plan())
 		})
 	}
@@ -408,17 +400,5 @@ func TestGPUWithoutHostVisibleVRAM(t *testing.T) {
 	defer g.Close()
 	c, err := cpuref.New(m, 64)
 	require.NoError(t, err)
-	prompt := []int{1, 40, 41, 72, 101}
-	lc, err := c.Prefill(prompt, true)
-	require.NoError(t, err)
-	lg, err := g.Prefill(prompt, true)
-	require.NoError(t, err)
-	requireLogitsEqual(t, lc, lg, m.Config.VocabSize, "prefill")
-	for step, tok := range []int{7, 9, 11} {
-		lc, err = c.Decode(tok)
-		require.NoError(t, err)
-		lg, err = g.Decode(tok)
-		require.NoError(t, err)
-		requireLogitsEqual(t, lc, lg, m.Config.VocabSize, fmt.Sprintf("decode %d", step))
-	}
+	requireSameForward(t, c, g, []int{1, 40, 41, 72, 101}, 3)
 }

@@ -28,12 +28,13 @@ type figure struct {
 // spread is a measured value with the smallest and largest of the runs behind it.
 type spread struct{ v, lo, hi float64 }
 
-// YError implements plotter.YErrorer over a slice of spreads: the distances down to lo and up
-// to hi.
+// spreads are the values of a series; as a plotter.YErrorer their error bars run from lo to hi.
 type spreads []spread
 
-func (s spreads) Len() int                    { return len(s) }
-func (s spreads) XY(i int) (float64, float64) { return 0, s[i].v }
+// Len is the number of values.
+func (s spreads) Len() int { return len(s) }
+
+// YError is the distance from value i down to its lo and up to its hi.
 func (s spreads) YError(i int) (float64, float64) {
 	return s[i].v - s[i].lo, s[i].hi - s[i].v
 }

@@ -1,5 +1,5 @@
 // Command asm generates the AVX2 ternary dot-product kernel of package cpu (../dot_amd64.s and
-// its Go declaration ../dot_amd64_stub.go) with avo (github.com/mmcloughlin/avo). It is its own
+// its Go declaration ../dot_stub_amd64.go) with avo (github.com/mmcloughlin/avo). It is its own
 // module so that bitgpu's go.mod does not depend on avo; run it through `go generate ./cpu/`.
 package main
 
