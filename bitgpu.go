@@ -60,6 +60,7 @@ type Model struct {
 	b       runtime.Backend
 	ctx     int
 	backend string
+	reopen  func() (runtime.Backend, error) // another backend of the same kind (NewSequence)
 }
 
 // Open loads the model at path — a GGUF file, a Hugging Face checkpoint directory, or "" for the
@@ -95,7 +96,9 @@ func Open(path string, o Options) (*Model, error) {
 		m.Close()
 		return nil, err
 	}
-	return &Model{m: m, b: b, ctx: ctx, backend: name}, nil
+	o.Verbose = false // a second backend (NewSequence) repeats no notes
+	reopen := func() (runtime.Backend, error) { b, _, err := openBackend(o, m, ctx, head); return b, err }
+	return &Model{m: m, b: b, ctx: ctx, backend: name, reopen: reopen}, nil
 }
 
 // ContextSize resolves a requested KV-cache size against a model whose context length is limit:

@@ -26,6 +26,7 @@ type Backend struct {
 	vCache [][]uint16
 	pos    int
 	closed bool
+	forked bool // made by NewSequence: the worker pool is the parent's, not closed here
 	eng    engine
 	sc     scratch
 }
@@ -211,9 +212,9 @@ func checkShape(t *model.Tensor, cols, rows int) error {
 // byte count).
 func checkFloat(t *model.Tensor) error {
 	switch t.Type {
-	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0:
+	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0, model.TypeQ4_K, model.TypeQ6_K:
 	default:
-		return fmt.Errorf("cpu: tensor %s: want type F32, F16, BF16 or Q8_0, found type %d", t.Name, uint32(t.Type))
+		return fmt.Errorf("cpu: tensor %s: want type F32, F16, BF16, Q8_0, Q4_K or Q6_K, found type %d", t.Name, uint32(t.Type))
 	}
 	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
 	if err != nil {
@@ -255,11 +256,19 @@ func loadSource(m *model.Model, base string, cols, rows int) (source, error) {
 	if err := checkShape(t, cols, rows); err != nil {
 		return source{}, err
 	}
-	w, err := model.NewTernaryMatrix(t)
-	if err != nil {
-		return source{}, fmt.Errorf("cpu: %w", err)
+	s := source{scale: 1}
+	if t.Type == model.TypeF16 || t.Type == model.TypeF32 || t.Type == model.TypeBF16 {
+		if err := checkFloat(t); err != nil { // float projections: cpuref.FloatMatMul
+			return source{}, err
+		}
+		s.f = t
+	} else {
+		w, err := model.NewTernaryMatrix(t)
+		if err != nil {
+			return source{}, fmt.Errorf("cpu: %w", err)
+		}
+		s.w = w
 	}
-	s := source{w: w, scale: 1}
 	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
 		if st.Type != model.TypeF32 || st.Elements() != 1 {
 			return source{}, fmt.Errorf("cpu: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
@@ -300,7 +309,7 @@ func (b *Backend) LMHead() cpuref.LMHead {
 // Close stops the worker goroutines and releases the KV cache and the packed weights; the
 // Backend must not be used after. The model stays open (its owner closes it).
 func (b *Backend) Close() error {
-	if !b.closed {
+	if !b.closed && !b.forked {
 		b.eng.pool.close()
 	}
 	b.kCache, b.vCache, b.layers, b.closed = nil, nil, nil, true
@@ -491,6 +500,10 @@ func (b *Backend) normQuant(in, w []float32, n, d int) error {
 		sc.sa[t] = s
 	}
 	sc.in.set(sc.qa[:n*d], sc.sa[:n], d)
+	sc.in.x = in[:n*d] // the float rows, for float projections
+	if w != nil {
+		sc.in.x = sc.normed[:n*d]
+	}
 	return nil
 }
 

@@ -86,11 +86,14 @@ type packed struct {
 	runScale []float32
 	extra    []float32 // per row: the *.scale output factor, applied where hasExtra
 	hasExtra []bool
+	floats   []source // float projections (F16/F32/BF16) instead of codes: see matmulFloat
 }
 
-// source is one projection to pack: its matrix and optional *.scale factor.
+// source is one projection to pack: its matrix and optional *.scale factor. A float projection
+// (upstream `--outtype f16` files) has f instead of w.
 type source struct {
 	w     *model.TernaryMatrix
+	f     *model.Tensor
 	scale float32
 	extra bool
 }
@@ -100,6 +103,9 @@ type source struct {
 // workers (the reads of the memory-mapped file are guarded by model.CatchFault). TQ block sizes
 // (256) are whole chunks, so the runs of a TQ row end on chunk boundaries.
 func pack(p *pool, srcs ...source) (*packed, error) {
+	if srcs[0].f != nil || srcs[len(srcs)-1].f != nil {
+		return packFloat(srcs)
+	}
 	cols := srcs[0].w.Cols
 	rows := 0
 	for _, s := range srcs {
@@ -193,6 +199,7 @@ type acts struct {
 	q         []int8    // [n][chunks*chunkCols]
 	prefix    []int32   // [n][chunks+1]: prefix[t][c] = Σ q of token t over chunks < c
 	rcp       []float32 // [n]: cpuref.Rcp32(s_t)
+	x         []float32 // [n][cols]: the float rows q was quantized from (float projections' input)
 }
 
 // set fills a for n tokens from q ([n][cols], from cpuref.QuantizeActivations) and scales s.

@@ -21,6 +21,9 @@ type engine struct {
 //
 // Rows are split across the pool.
 func (e *engine) matmul(dst []float32, pk *packed, a *acts) error {
+	if pk.floats != nil {
+		return matmulFloat(dst, pk, a)
+	}
 	n, rows := a.n, pk.rows
 	pc := pk.chunks * chunkCols
 	rowBytes := pk.chunks * chunkBytes

@@ -31,8 +31,10 @@ type layer struct {
 
 // bitLinear is one ternary projection and its optional extra output scale (a separate
 // `*.scale` tensor, as upstream llama.cpp's `bitnet` architecture stores it; 1 when absent).
+// A float projection (F16, F32 or BF16: upstream `--outtype f16` files) has f instead of w.
 type bitLinear struct {
 	w     *model.TernaryMatrix
+	f     *model.Tensor
 	scale float32
 	extra bool
 }
@@ -42,8 +44,9 @@ type bitLinear struct {
 // GGUF name (token_embd.weight, output_norm.weight, blk.N.{attn_norm, attn_q, attn_k, attn_v,
 // attn_output, attn_sub_norm, ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_sub_norm}.weight — the
 // sub-norms only when Config.SubNorms; without them o_proj and down_proj quantize their input
-// un-normed — and the optional output.weight and blk.N.*.scale). Projections must be I2_S, TQ1_0 or TQ2_0; norms and
-// the embedding F32, F16, BF16 (or Q8_0 for the embedding). Errors name the tensor and give the
+// un-normed — and the optional output.weight and blk.N.*.scale). Projections must be I2_S, TQ1_0 or TQ2_0, or F16,
+// F32 or BF16 (FloatMatMul: no activation quantization); norms and the embedding F32, F16, BF16
+// (or Q8_0, Q4_K, Q6_K for the embedding and output). Errors name the tensor and give the
 // expected versus found shape or type. The cache takes Layers*ctx*KVHeads*HeadDim*4 bytes
 // (KVCacheBytes); before anything is allocated that is checked against the system's available
 // memory (/proc/meminfo MemAvailable), and a cache that does not fit is an error naming both
@@ -185,9 +188,9 @@ func checkShape(t *model.Tensor, cols, rows int) error {
 // checkFloat reports whether a float matrix can be read row by row (type and byte count).
 func checkFloat(t *model.Tensor) error {
 	switch t.Type {
-	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0:
+	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0, model.TypeQ4_K, model.TypeQ6_K:
 	default:
-		return fmt.Errorf("cpuref: tensor %s: want type F32, F16, BF16 or Q8_0, found type %d", t.Name, uint32(t.Type))
+		return fmt.Errorf("cpuref: tensor %s: want type F32, F16, BF16, Q8_0, Q4_K or Q6_K, found type %d", t.Name, uint32(t.Type))
 	}
 	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
 	if err != nil {
@@ -218,8 +221,8 @@ func normWeights(m *model.Model, name string, n int) ([]float32, error) {
 	return w, nil
 }
 
-// loadBitLinear opens the ternary projection base+".weight" (GGUF shape [cols, rows]) and its
-// optional one-element F32 base+".scale".
+// loadBitLinear opens the projection base+".weight" (GGUF shape [cols, rows]; ternary, or F16,
+// F32 or BF16) and its optional one-element F32 base+".scale".
 func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, error) {
 	name := base + ".weight"
 	t, ok := m.Tensors[name]
@@ -229,11 +232,20 @@ func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, erro
 	if err := checkShape(t, cols, rows); err != nil {
 		return bitLinear{}, err
 	}
-	w, err := model.NewTernaryMatrix(t)
-	if err != nil {
-		return bitLinear{}, fmt.Errorf("cpuref: %w", err)
+	bl := bitLinear{scale: 1}
+	switch t.Type {
+	case model.TypeF16, model.TypeF32, model.TypeBF16: // full-precision projections (FloatMatMul)
+		if err := checkFloat(t); err != nil {
+			return bitLinear{}, err
+		}
+		bl.f = t
+	default:
+		w, err := model.NewTernaryMatrix(t)
+		if err != nil {
+			return bitLinear{}, fmt.Errorf("cpuref: %w", err)
+		}
+		bl.w = w
 	}
-	bl := bitLinear{w: w, scale: 1}
 	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
 		if st.Type != model.TypeF32 || st.Elements() != 1 {
 			return bitLinear{}, fmt.Errorf("cpuref: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
@@ -334,14 +346,15 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 	for li := range b.layers {
 		l := &b.layers[li]
 		// Attention block.
-		if err := b.normQuant(normed, qa, sa, x, l.attnNorm, n, dim); err != nil {
+		xf, err := b.normQuant(normed, qa, sa, x, l.attnNorm, n, dim)
+		if err != nil {
 			return nil, err
 		}
 		for _, p := range []struct {
 			w   bitLinear
 			dst []float32
 		}{{l.q, q}, {l.k, k}, {l.v, v}} {
-			if err := p.w.apply(p.dst, qa[:n*dim], sa); err != nil {
+			if err := p.w.apply(p.dst, xf, qa[:n*dim], sa); err != nil {
 				return nil, err
 			}
 		}
@@ -365,23 +378,23 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 				return nil, err
 			}
 		}
-		if err := b.normQuant(normed, qa, sa, att, l.attnSubNorm, n, qDim); err != nil {
+		if xf, err = b.normQuant(normed, qa, sa, att, l.attnSubNorm, n, qDim); err != nil {
 			return nil, err
 		}
-		if err := l.o.apply(proj, qa[:n*qDim], sa); err != nil {
+		if err := l.o.apply(proj, xf, qa[:n*qDim], sa); err != nil {
 			return nil, err
 		}
 		if err := Add(x, x, proj); err != nil {
 			return nil, err
 		}
 		// Feed-forward block.
-		if err := b.normQuant(normed, qa, sa, x, l.ffnNorm, n, dim); err != nil {
+		if xf, err = b.normQuant(normed, qa, sa, x, l.ffnNorm, n, dim); err != nil {
 			return nil, err
 		}
-		if err := l.gate.apply(gate, qa[:n*dim], sa); err != nil {
+		if err := l.gate.apply(gate, xf, qa[:n*dim], sa); err != nil {
 			return nil, err
 		}
-		if err := l.up.apply(up, qa[:n*dim], sa); err != nil {
+		if err := l.up.apply(up, xf, qa[:n*dim], sa); err != nil {
 			return nil, err
 		}
 		glu := ReLU2GLU
@@ -391,10 +404,10 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 		if err := glu(gate, gate, up); err != nil {
 			return nil, err
 		}
-		if err := b.normQuant(normed, qa, sa, gate, l.ffnSubNorm, n, ffn); err != nil {
+		if xf, err = b.normQuant(normed, qa, sa, gate, l.ffnSubNorm, n, ffn); err != nil {
 			return nil, err
 		}
-		if err := l.down.apply(proj, qa[:n*ffn], sa); err != nil {
+		if err := l.down.apply(proj, xf, qa[:n*ffn], sa); err != nil {
 			return nil, err
 		}
 		if err := Add(x, x, proj); err != nil {
@@ -432,28 +445,38 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 // normQuant applies RMSNorm with weights w to each of n tokens of in ([n][d]), writing the normed
 // rows to normed and their int8 quantization to qa ([n][d]) with scales sa[t]. A nil w (a sub-norm
 // the model does not have) quantizes in as it is (the GPU's quantize kernel), leaving normed alone.
-func (b *Backend) normQuant(normed []float32, qa []int8, sa, in, w []float32, n, d int) error {
+// It returns the float rows quantized ([n][d]: normed, or in for a nil w), the input of float
+// projections.
+func (b *Backend) normQuant(normed []float32, qa []int8, sa, in, w []float32, n, d int) ([]float32, error) {
 	for t := range n {
 		row := in[t*d : (t+1)*d]
 		if w != nil {
 			row = normed[t*d : (t+1)*d]
 			if err := RMSNorm(row, in[t*d:(t+1)*d], w, b.cfg.RMSEps); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		s, err := QuantizeActivations(qa[t*d:(t+1)*d], row)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sa[t] = s
 	}
-	return nil
+	if w == nil {
+		return in[:n*d], nil
+	}
+	return normed[:n*d], nil
 }
 
 // apply runs the BitLinear on quantized activations q ([n][cols], scales s) into dst
-// ([n][rows]), then multiplies by the extra output scale when the model has one.
-func (bl bitLinear) apply(dst []float32, q []int8, s []float32) error {
-	if err := TernaryMatMul(dst, bl.w, q, s); err != nil {
+// ([n][rows]) — or, for a float projection, FloatMatMul on the float rows x ([n][cols]) — then
+// multiplies by the extra output scale when the model has one.
+func (bl bitLinear) apply(dst, x []float32, q []int8, s []float32) error {
+	if bl.f != nil {
+		if err := FloatMatMul(dst, bl.f, x, len(s)); err != nil {
+			return err
+		}
+	} else if err := TernaryMatMul(dst, bl.w, q, s); err != nil {
 		return err
 	}
 	if bl.extra {

@@ -49,6 +49,9 @@ func OutputMatrix(e *model.Tensor, h LMHead) (*model.Tensor, error) {
 	switch {
 	case e == nil:
 		return nil, fmt.Errorf("cpuref: OutputMatrix: nil tensor")
+	case h == LMHeadF16 && (e.Type == model.TypeQ4_K || e.Type == model.TypeQ6_K):
+		// The GPU's f16 head reads f16: a K-quant matrix is converted to F16 at load on both.
+		return model.F16Matrix(e)
 	case e.Type == model.TypeQ8_0 || h == LMHeadF16:
 		return e, nil
 	case h != LMHeadQ8_0:

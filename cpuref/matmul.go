@@ -19,8 +19,8 @@ import (
 // where a run is a maximal stretch of consecutive groups of row i with the same weight scale w_ik
 // (one per-tensor scale for I2_S, one f16 scale per 256-column block for TQ1_0/TQ2_0,
 // model.TernaryMatrix.GroupSize). With one scale per tensor, as in BitNet checkpoints, this is
-// dst_i = (float32(acc_i) * w) * Rcp32(s), which is what ternary_matmul.comp computes bit for
-// bit. Source: "The Era of 1-bit LLMs" eq. 1-5 and the README's Numerics section.
+// dst_i = (float32(acc_i) * w) * Rcp32(s); ternary_matmul.comp computes both cases bit for bit
+// (its per-block path follows the runs). Source: "The Era of 1-bit LLMs" eq. 1-5 and the README's Numerics section.
 // It is TernaryMatMul with one token.
 func TernaryMatVec(dst []float32, w *model.TernaryMatrix, q []int8, s float32) error {
 	return TernaryMatMul(dst, w, q, []float32{s})
@@ -183,6 +183,28 @@ func Logits(dst, x []float32, e *model.Tensor) error {
 		}
 		return nil
 	})
+}
+
+// FloatMatMul is a full-precision projection (F16, F32 or BF16 weights, GGUF shape [cols, rows]:
+// upstream llama.cpp's `--outtype f16` BitNet files, the F16 baseline) for n tokens: dst[t][r] =
+// x[t] · W[r] with Logits' canonical dot product (LogitLanes strided lanes of element pairs, then
+// TreeSum), the float input unquantized — what the GPU's rmsnorm + f16_matvec path computes, bit
+// for bit. x is [n][cols], dst [n][rows]. Errors name the tensor.
+func FloatMatMul(dst []float32, w *model.Tensor, x []float32, n int) error {
+	if w == nil || len(w.Shape) != 2 || n <= 0 {
+		return fmt.Errorf("cpuref: FloatMatMul: want a 2-D matrix and tokens")
+	}
+	cols, rows := int(w.Shape[0]), int(w.Shape[1])
+	if len(x) != n*cols || len(dst) != n*rows {
+		return fmt.Errorf("cpuref: FloatMatMul: %s is [%d cols, %d rows]; for %d tokens want x %d and dst %d elements, got %d and %d",
+			w.Name, cols, rows, n, n*cols, n*rows, len(x), len(dst))
+	}
+	for t := range n {
+		if err := Logits(dst[t*rows:(t+1)*rows], x[t*cols:(t+1)*cols], w); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // laneDot is the canonical pairwise, LogitLanes-lane dot product of Logits (len(e) >= len(x); an

@@ -34,6 +34,7 @@ type Sequence struct {
 	fence    vk.Fence
 	recorded bool // recording ended; Submit replays
 	count    int  // dispatches recorded
+	barriers int  // pipeline barriers recorded
 
 	// Hazard tracking since the last barrier: ranges written and read by recorded dispatches.
 	written []Range
@@ -108,6 +109,7 @@ func (s *Sequence) begin() error {
 
 func (s *Sequence) memoryBarrier(src vk.PipelineStageFlagBits, srcAccess vk.AccessFlagBits, dst vk.PipelineStageFlagBits, dstAccess vk.AccessFlagBits) {
 	C.bitgpu_cmd_barrier((C.VkCommandBuffer)(ptr(s.cb)), C.uint32_t(src), C.uint32_t(srcAccess), C.uint32_t(dst), C.uint32_t(dstAccess))
+	s.barriers++
 	s.written, s.read = s.written[:0], s.read[:0]
 }
 
@@ -242,6 +244,11 @@ func (s *Sequence) Dispatch(k *Kernel, groups [3]uint32, push []uint32, bufs ...
 // Dispatches is the number of dispatches recorded.
 func (s *Sequence) Dispatches() int { return s.count }
 
+// Barriers is the number of pipeline barriers recorded so far: one when recording begins
+// (earlier submissions' and host writes made visible), one before each dispatch that depends on
+// an earlier one, and one that makes the last writes visible to the host at the first Submit.
+func (s *Sequence) Barriers() int { return s.barriers }
+
 // SetStep sets step value slot (0..StepSlots-1) read by the next Submit's dispatches.
 func (s *Sequence) SetStep(slot int, v uint32) error {
 	if slot < 0 || slot >= StepSlots {
@@ -277,7 +284,7 @@ func (s *Sequence) Reset() error {
 		vk.DestroyDescriptorPool(s.d.dev, p, nil)
 	}
 	s.pools, s.poolLeft, s.stepSet = nil, 0, nil
-	s.recorded, s.count = false, 0
+	s.recorded, s.count, s.barriers = false, 0, 0
 	s.timers = map[*Timer]bool{}
 	return s.begin()
 }

@@ -27,16 +27,19 @@ const (
 // PreTokenizerPattern maps a GGUF `tokenizer.ggml.pre` name to its regular expression and to
 // whether a pre-token found whole in the vocabulary skips the merges (HF `ignore_merges`, which
 // llama.cpp turns on for the LLaMA-3 pre-tokenizer). Known names: "llama-bpe" (also "llama3",
-// "llama-v3") → PatternLlama3 with ignoreMerges; "gpt2", "default" and "" (key absent) →
+// "llama-v3") → PatternLlama3 with ignoreMerges; "falcon3" and "falcon_e" → the same
+// (ggml-org/llama.cpp src/llama-vocab.cpp lists "falcon3" with the LLaMA-3 names: pre type LLAMA3,
+// ignore_merges, add_bos; upstream has no "falcon_e", which microsoft/BitNet's converter writes for
+// Falcon-E and ik_llama.cpp maps to LLAMA3 the same way); "gpt2", "default" and "" (key absent) →
 // PatternGPT2. Any other name is an error naming it.
 func PreTokenizerPattern(pre string) (pattern string, ignoreMerges bool, err error) {
 	switch pre {
-	case "llama-bpe", "llama3", "llama-v3":
+	case "llama-bpe", "llama3", "llama-v3", "falcon3", "falcon_e":
 		return PatternLlama3, true, nil
 	case "gpt2", "default", "":
 		return PatternGPT2, false, nil
 	}
-	return "", false, fmt.Errorf("tokenizer: %s = %q is not a supported pre-tokenizer (want \"llama-bpe\" or \"gpt2\")", KeyTokenizerPre, pre)
+	return "", false, fmt.Errorf("tokenizer: %s = %q is not a supported pre-tokenizer (want \"llama-bpe\", \"falcon3\", \"falcon_e\" or \"gpt2\")", KeyTokenizerPre, pre)
 }
 
 // byteToRune and runeToByte are GPT-2's reversible byte↔unicode table (OpenAI gpt-2 encoder.py
@@ -110,6 +113,14 @@ type BPETokenizer struct {
 	addPrefixSpace bool     // HF ByteLevel add_prefix_space
 	merges         []string // "a b", in rank order, as read
 	ranks          map[[2]int32]mergeRule
+
+	// HF tokenizer.json pipelines other than one byte-level regex (hf_pipeline.go): chain nil
+	// means the regex above; normalize is the normalizer; byteFallback emits `<0xNN>` for
+	// characters with no token; charLevel marks a SentencePiece-style vocabulary (no byte map).
+	chain        *hfChain
+	normalize    hfNormalizer
+	byteFallback bool
+	charLevel    bool
 }
 
 // newBPE builds a byte-level BPE tokenizer over v. merges are (left, right) token strings in rank
@@ -231,17 +242,13 @@ func (t *BPETokenizer) encode(frags []fragment) []int {
 			out = append(out, f.id)
 			continue
 		}
-		s := f.text
-		if t.addPrefixSpace && !strings.HasPrefix(s, " ") {
-			s = " " + s
-		}
-		for _, word := range t.preTokenize(s) {
+		for _, word := range t.words(f.text, f.off == 0) {
 			if ids, ok := cache[word]; ok {
 				out = append(out, ids...)
 				continue
 			}
 			start := len(out)
-			out = t.encodeWord(ByteLevelEncode(word), out)
+			out = t.encodeWord(word, out)
 			cache[word] = out[start:len(out):len(out)]
 		}
 	}
@@ -250,7 +257,15 @@ func (t *BPETokenizer) encode(frags []fragment) []int {
 
 // Decode concatenates the bytes of ids (GPT-2 byte table reversed; special tokens as their text).
 // Out-of-range ids are skipped. The result may end inside a UTF-8 character if ids do.
-func (t *BPETokenizer) Decode(ids []int) string { return t.decode(ids) }
+func (t *BPETokenizer) Decode(ids []int) string {
+	s := t.decode(ids)
+	if t.chain != nil && t.chain.prepends && len(ids) > 0 {
+		if p := t.TokenBytes(ids[0]); len(p) > 0 && p[0] == ' ' {
+			s = s[1:] // HF Metaspace decoder / Strip: the prepended space of the first token
+		}
+	}
+	return s
+}
 
 // preTokenize cuts s into pre-tokens with the pattern. Text the pattern does not match (none, for
 // the built-in patterns) is kept as pieces of its own, so no byte is lost; invalid UTF-8 bytes are
@@ -324,11 +339,23 @@ func (t *BPETokenizer) encodeWord(word string, out []int) []int {
 			return append(out, id)
 		}
 	}
+	return t.mergeWord(word, out)
+}
+
+// mergeWord appends the ids the merges make of one byte-level-mapped pre-token to out, whether
+// or not the pre-token is itself a token.
+func (t *BPETokenizer) mergeWord(word string, out []int) []int {
 	syms := make([]bpeSymbol, 0, len(word)/2+1)
 	for _, r := range word {
 		id := int32(-1)
 		if x, ok := t.ids[string(r)]; ok {
 			id = int32(x)
+		} else if fb, ok := t.byteFallbackIDs(r); t.byteFallback && ok {
+			for _, b := range fb {
+				n := int32(len(syms))
+				syms = append(syms, bpeSymbol{id: b, prev: n - 1, next: n + 1})
+			}
+			continue
 		}
 		n := int32(len(syms))
 		syms = append(syms, bpeSymbol{id: id, prev: n - 1, next: n + 1})
@@ -393,7 +420,12 @@ func (t *BPETokenizer) Metadata() (map[string]any, error) {
 		return nil, err
 	}
 	if ignore != t.ignoreMerges {
-		return nil, fmt.Errorf("tokenizer: ignore_merges = %v but GGUF %s %q implies %v", t.ignoreMerges, KeyTokenizerPre, t.pre, ignore)
+		// The flag only decides pre-tokens that are tokens the merges do not reach; without
+		// one, both settings tokenize every text alike and the GGUF name is exact.
+		if tok, id, found := t.unreachablePreToken(); found {
+			return nil, fmt.Errorf("tokenizer: ignore_merges = %v but GGUF %s %q implies %v, and that changes tokenization: token %q (id %d) can be a whole pre-token, which the merges do not produce",
+				t.ignoreMerges, KeyTokenizerPre, t.pre, ignore, tok, id)
+		}
 	}
 	m := t.vocab.metadata()
 	m[KeyTokenizerModel] = "gpt2"

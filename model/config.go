@@ -114,7 +114,7 @@ func (c *Config) TensorSpecs() []TensorSpec {
 func kindAllows(k TensorKind, t TensorType) bool {
 	switch k {
 	case KindEmbedding:
-		return t == TypeF32 || t == TypeF16 || t == TypeBF16 || t == TypeQ8_0
+		return t == TypeF32 || t == TypeF16 || t == TypeBF16 || t == TypeQ8_0 || t == TypeQ4_K || t == TypeQ6_K
 	case KindNorm:
 		return t == TypeF32 || t == TypeF16 || t == TypeBF16
 	case KindWeight:
@@ -129,7 +129,7 @@ func kindAllows(k TensorKind, t TensorType) bool {
 func kindTypes(k TensorKind) string {
 	switch k {
 	case KindEmbedding:
-		return "F32, F16, BF16 or Q8_0"
+		return "F32, F16, BF16, Q8_0, Q4_K or Q6_K"
 	case KindNorm:
 		return "F32, F16 or BF16"
 	case KindScale:

@@ -205,7 +205,7 @@ func TestConfigErrors(t *testing.T) {
 		{"norm type", func(_ map[string]any, ts map[string]*Tensor) { ts["output_norm.weight"].Type = TypeI2_S },
 			"tensor output_norm.weight: type I2_S not allowed here (want F32, F16 or BF16)"},
 		{"embd type", func(_ map[string]any, ts map[string]*Tensor) { ts["token_embd.weight"].Type = TypeTQ2_0 },
-			"tensor token_embd.weight: type TQ2_0 not allowed here (want F32, F16, BF16 or Q8_0)"},
+			"tensor token_embd.weight: type TQ2_0 not allowed here (want F32, F16, BF16, Q8_0, Q4_K or Q6_K)"},
 		{"data size", func(_ map[string]any, ts map[string]*Tensor) { ts["output_norm.weight"].Data = make([]byte, 10) },
 			"tensor output_norm.weight: F32 [256] needs 1024 bytes, found 10"},
 	} {

@@ -30,11 +30,17 @@ var tokenizerKeyOrder = []string{
 	KeyTokenizerAddBOS, KeyTokenizerAddSpace,
 }
 
-// HFToGGUF loads the Hugging Face BitNetForCausalLM checkpoint directory dir (OpenHF: config.json,
-// safetensors, tokenizer.json, tokenizer_config.json) and lays it out as a GGUF ready for
-// WriteGGUF, as the official BitNet b1.58 2B4T GGUF is laid out: architecture from hidden_act
-// (`bitnet-b1.58` for relu2), Q/K rows in Hugging Face order (the architecture implies NEOX RoPE,
-// so no permutation), the tied embedding in F16, norms in F32, general.name the directory's base
+// HFToGGUF loads the Hugging Face checkpoint directory dir (OpenHF: config.json, safetensors,
+// tokenizer.json, tokenizer_config.json; any HFLayout) and lays it out as a GGUF ready for
+// WriteGGUF with the architecture and tensor names llama.cpp uses. BitNetForCausalLM is laid out
+// as the official BitNet b1.58 2B4T GGUF: architecture from hidden_act (`bitnet-b1.58` for
+// relu2), Q/K rows in Hugging Face order (the architecture implies NEOX RoPE, so no
+// permutation). 1bitLLM's BitnetForCausalLM becomes `bitnet` (NEOX, Q/K in HF order, sub-norms
+// as blk.N.attn_sub_norm / ffn_sub_norm, lm_head as output.weight), as llama.cpp's
+// convert_hf_to_gguf.py BitnetModel writes it. LlamaForCausalLM becomes `llama` without
+// sub-norms, lm_head as an F16 output.weight and Q/K rows permuted for NORM RoPE exactly as
+// convert_hf_to_gguf.py LlamaModel.permute does (PermuteQKNorm). Embeddings are F16, norms
+// F32, general.name the directory's base
 // name, the full tokenizer metadata (model, pre-tokenizer, tokens, token types, merges, special
 // ids, add_bos_token) and tokenizer.chat_template when tokenizer_config.json has one.
 //

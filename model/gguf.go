@@ -76,6 +76,10 @@ func (t TensorType) String() string {
 		return "BF16"
 	case TypeQ8_0:
 		return "Q8_0"
+	case TypeQ4_K:
+		return "Q4_K"
+	case TypeQ6_K:
+		return "Q6_K"
 	case TypeTQ1_0:
 		return "TQ1_0"
 	case TypeTQ2_0:
@@ -89,7 +93,7 @@ func (t TensorType) String() string {
 // knownType reports whether bitgpu can size tensors of type t.
 func knownType(t TensorType) bool {
 	switch t {
-	case TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeTQ1_0, TypeTQ2_0, TypeI2_S:
+	case TypeF32, TypeF16, TypeBF16, TypeQ8_0, TypeTQ1_0, TypeTQ2_0, TypeI2_S, TypeQ4_K, TypeQ6_K:
 		return true
 	}
 	return false
@@ -103,6 +107,8 @@ func typeBlockElems(t TensorType) uint64 {
 		return Q8_0BlockElems
 	case TypeTQ1_0, TypeTQ2_0:
 		return TQBlockElems
+	case TypeQ4_K, TypeQ6_K:
+		return KBlockElems
 	}
 	return 1
 }

@@ -117,6 +117,8 @@ type hfTokenizerJSON struct {
 		Vocab        map[string]int  `json:"vocab"`
 		Merges       json.RawMessage `json:"merges"`
 		IgnoreMerges bool            `json:"ignore_merges"`
+		ByteFallback bool            `json:"byte_fallback"`
+		UnkToken     *string         `json:"unk_token"`
 	} `json:"model"`
 }
 
@@ -165,16 +167,25 @@ func NewTokenizerFromHF(dir string) (Tokenizer, error) {
 	if tj.Model.Type != "BPE" {
 		return nil, fail("model.type %q is not supported (want \"BPE\")", tj.Model.Type)
 	}
-	if len(tj.Normalizer) > 0 && string(tj.Normalizer) != "null" {
-		var n struct {
-			Type string `json:"type"`
-		}
-		_ = json.Unmarshal(tj.Normalizer, &n)
-		return nil, fail("normalizer %q is not supported (want null)", n.Type)
+	normalizer, err := parseHFNormalizer(tj.Normalizer)
+	if err != nil {
+		return nil, fail("%v", err)
 	}
 	pattern, addPrefix, err := hfPrePattern(tj.PreTokenizer)
-	if err != nil {
-		return nil, fail("pre_tokenizer: %v", err)
+	// Anything beyond one byte-level regex goes through the general pipeline (hf_pipeline.go);
+	// a chain with no ByteLevel step must look SentencePiece-derived (Metaspace, a normalizer or
+	// byte_fallback), else the byte-level error stands.
+	var chain *hfChain
+	if err != nil || normalizer != nil || tj.Model.ByteFallback {
+		c, cerr := parseHFChain(tj.PreTokenizer)
+		if cerr != nil {
+			return nil, fail("pre_tokenizer: %v", cerr)
+		}
+		if !c.byteLevel && !c.metaspace && normalizer == nil && !tj.Model.ByteFallback {
+			return nil, fail("pre_tokenizer: %v", err)
+		}
+		c.prepends = c.prepends || hfHasPrepend(tj.Normalizer)
+		chain = c
 	}
 
 	// Token table: model.vocab plus added_tokens, indexed by id.
@@ -266,6 +277,17 @@ func NewTokenizerFromHF(dir string) (Tokenizer, error) {
 		return nil, fail("%v", err)
 	}
 	t.addPrefixSpace = addPrefix
+	if chain != nil {
+		t.pre, t.chain, t.normalize, t.byteFallback = "", chain, normalizer, tj.Model.ByteFallback
+		if t.charLevel = !chain.byteLevel; t.charLevel {
+			t.setCharLevelPieces()
+		}
+	}
+	if tj.Model.UnkToken != nil {
+		if id, ok := v.ids[*tj.Model.UnkToken]; ok {
+			v.unk = id
+		}
+	}
 	return t, nil
 }
 

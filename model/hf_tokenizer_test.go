@@ -172,7 +172,7 @@ func TestHFTokenizerErrors(t *testing.T) {
 		substr string
 	}{
 		{"model type", func(tj, cfg map[string]any) { tj["model"].(map[string]any)["type"] = "Unigram" }, `model.type "Unigram"`},
-		{"normalizer", func(tj, cfg map[string]any) { tj["normalizer"] = map[string]any{"type": "NFKC"} }, `"NFKC"`},
+		{"normalizer", func(tj, cfg map[string]any) { tj["normalizer"] = map[string]any{"type": "BertNormalizer"} }, `"BertNormalizer"`},
 		{"pre type", func(tj, cfg map[string]any) { tj["pre_tokenizer"] = map[string]any{"type": "Whitespace"} }, `"Whitespace"`},
 		{"pre missing", func(tj, cfg map[string]any) { delete(tj, "pre_tokenizer") }, "pre_tokenizer"},
 		{"split behavior", func(tj, cfg map[string]any) {

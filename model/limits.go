@@ -111,7 +111,7 @@ func (c *Config) checkFits(l fileLimits, keys configKeys) error {
 
 // CheckFinite checks that every float value of tensors the forward pass reads is finite: all
 // elements of F32, F16 and BF16 tensors (norms, the embedding and output matrices, float
-// projections, `*.scale` tensors), the block scales of Q8_0, TQ1_0 and TQ2_0 tensors and the
+// projections, `*.scale` tensors), the block scales of Q8_0, TQ1_0, TQ2_0, Q6_K tensors (d and dmin of Q4_K) and the
 // per-tensor scale of I2_S tensors (ternary codes cannot be non-finite). Tensors are visited in
 // name order; the first NaN or ±Inf is an error naming the tensor and the element (or block)
 // index. Tensors without data, or too short for their shape, are skipped (ValidateTensors
@@ -163,10 +163,21 @@ func checkTensorFinite(t *Tensor) error {
 		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
 			return fmt.Errorf("tensor %s: I2_S scale is %v; weights must be finite", t.Name, s)
 		}
-	case TypeQ8_0, TypeTQ1_0, TypeTQ2_0:
-		// The f16 block scale d: first in a Q8_0 block (d, 32 int8), last in TQ blocks.
+	case TypeQ8_0, TypeTQ1_0, TypeTQ2_0, TypeQ4_K, TypeQ6_K:
+		// The f16 block scale d: first in a Q8_0 block (d, 32 int8), last in TQ and Q6_K blocks;
+		// Q4_K's d and dmin are its first two f16 values (dmin checked below).
 		blockBytes, blockElems, off := 34, 32, 0
 		switch t.Type {
+		case TypeQ4_K:
+			blockBytes, blockElems = Q4_KBlockBytes, KBlockElems
+			for b, p := 0, 2; p+2 <= len(data); b, p = b+1, p+blockBytes {
+				if h := binary.LittleEndian.Uint16(data[p:]); h&0x7C00 == 0x7C00 {
+					return fmt.Errorf("tensor %s: the min scale of block %d (elements %d to %d) is %s; weights must be finite",
+						t.Name, b, b*blockElems, (b+1)*blockElems-1, half16Name(h, 0x7C00))
+				}
+			}
+		case TypeQ6_K:
+			blockBytes, blockElems, off = Q6_KBlockBytes, KBlockElems, Q6_KBlockBytes-2
 		case TypeTQ1_0:
 			blockBytes, blockElems, off = TQ1_0BlockBytes, TQBlockElems, TQ1_0BlockBytes-2
 		case TypeTQ2_0:

@@ -67,6 +67,10 @@ func EncodedSize(typ TensorType, n int) (int, error) {
 		block, bytes = TQBlockElems, TQ1_0BlockBytes
 	case TypeTQ2_0:
 		block, bytes = TQBlockElems, TQ2_0BlockBytes
+	case TypeQ4_K:
+		block, bytes = KBlockElems, Q4_KBlockBytes
+	case TypeQ6_K:
+		block, bytes = KBlockElems, Q6_KBlockBytes
 	default:
 		return 0, fmt.Errorf("model: no encoded size for tensor type %d", uint32(typ))
 	}
@@ -197,7 +201,8 @@ func encodeQ8_0Into(out []byte, x []float32) {
 	}
 }
 
-// FloatRow decodes row r of a float tensor t into dst. t.Type must be F32, F16, BF16 or Q8_0;
+// FloatRow decodes row r of a float tensor t into dst. t.Type must be F32, F16, BF16, Q8_0, Q4_K
+// or Q6_K (DecodeQ4_KRow, DecodeQ6_KRow);
 // t.Shape is GGUF order [cols] or [cols, rows] (a 1-D tensor has one row), and dst must have
 // length cols. Errors name the tensor and give the expected versus found type, shape or size.
 func FloatRow(t *Tensor, r int, dst []float32) error {
@@ -231,8 +236,12 @@ func FloatRow(t *Tensor, r int, dst []float32) error {
 		return DecodeBF16Row(data, dst)
 	case TypeQ8_0:
 		return DecodeQ8_0Row(data, dst)
+	case TypeQ4_K:
+		return DecodeQ4_KRow(data, dst)
+	case TypeQ6_K:
+		return DecodeQ6_KRow(data, dst)
 	}
-	return fmt.Errorf("model: tensor %s: type %d is not a float type (want F32, F16, BF16 or Q8_0)", t.Name, uint32(t.Type))
+	return fmt.Errorf("model: tensor %s: type %d is not a float type (want F32, F16, BF16, Q8_0, Q4_K or Q6_K)", t.Name, uint32(t.Type))
 }
 
 // matrixDims returns (cols, rows) of a 1-D ([cols], one row) or 2-D ([cols, rows]) GGUF shape.

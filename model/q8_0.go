@@ -6,7 +6,8 @@ import (
 	"sync"
 )
 
-// QuantizeQ8_0Matrix returns the 2-D float matrix t (GGUF shape [cols, rows]; F32, F16 or BF16)
+// QuantizeQ8_0Matrix returns the 2-D float matrix t (GGUF shape [cols, rows]; F32, F16, BF16, or
+// Q4_K / Q6_K, dequantized by FloatRow)
 // re-encoded as Q8_0 with the same name and shape: each row decoded exactly to f32 (FloatRow) and
 // quantized by EncodeQ8_0, which follows ggml's quantize_row_q8_0_ref (ggml/src/ggml-quants.c):
 // per 32-element block amax = max|x|, d = amax/127 in f32, id = 1/d (0 when d is 0),
@@ -25,8 +26,8 @@ func QuantizeQ8_0Matrix(t *Tensor) (*Tensor, error) {
 	if t.Type == TypeQ8_0 {
 		return t, nil
 	}
-	if t.Type != TypeF32 && t.Type != TypeF16 && t.Type != TypeBF16 {
-		return nil, fmt.Errorf("model: tensor %s: type %s cannot be re-quantized to Q8_0 (want F32, F16 or BF16)", t.Name, t.Type)
+	if t.Type != TypeF32 && t.Type != TypeF16 && t.Type != TypeBF16 && t.Type != TypeQ4_K && t.Type != TypeQ6_K {
+		return nil, fmt.Errorf("model: tensor %s: type %s cannot be re-quantized to Q8_0 (want F32, F16, BF16, Q4_K or Q6_K)", t.Name, t.Type)
 	}
 	cols, rows, err := matrixDims(t)
 	if err != nil {

@@ -214,6 +214,10 @@ type HFConfig struct {
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
 	// QuantizationConfig is transformers' BitNetQuantConfig when the checkpoint has one.
 	QuantizationConfig *HFQuantizationConfig `json:"quantization_config"`
+	// AttentionBias and MLPBias are LlamaConfig's attention_bias and mlp_bias (transformers
+	// models/llama/configuration_llama.py); bitgpu's projections have no bias, so true is refused.
+	AttentionBias bool `json:"attention_bias"`
+	MLPBias       bool `json:"mlp_bias"`
 }
 
 // HFQuantizationConfig is config.json's `quantization_config` for BitNet checkpoints
@@ -275,26 +279,43 @@ func ReadHFConfig(path string) (*HFConfig, error) {
 	return &h, nil
 }
 
-// Config converts h to a Config: architecture `bitnet-b1.58` for hidden_act "relu2" and `bitnet`
-// for "silu" (both with sub-norms and NEOX RoPE, so HF rows need no permutation); RMSEps 1e-5 and
+// Config converts h to a Config, by its layout (HFConfig.Layout): BitNetForCausalLM is
+// architecture `bitnet-b1.58` for hidden_act "relu2" and `bitnet` for "silu", 1bitLLM's
+// BitnetForCausalLM is `bitnet` (hidden_act "silu"), all three with sub-norms and NEOX RoPE, so
+// HF rows need no permutation; LlamaForCausalLM (quant_method "bitnet", hidden_act "silu") is
+// `llama`: no sub-norms and NORM RoPE over Q/K rows that OpenHF permutes (PermuteQKNorm); RMSEps 1e-5 and
 // RoPEBase 10000 when absent; RoPEDim the head size; BOS/EOS from bos_token_id/eos_token_id (an
 // integer or a list, whose first entry is used; -1 when absent or null). TiedEmbedding is
 // tie_word_embeddings, or left false when absent (OpenHF then decides from lm_head.weight). It
 // returns an error naming the config.json key that is missing, inconsistent or unsupported.
 func (h *HFConfig) Config() (Config, error) {
 	c := Config{EOT: -1}
-	if len(h.Architectures) != 1 || h.Architectures[0] != "BitNetForCausalLM" {
-		return c, fmt.Errorf("config.json: architectures = %q, want [\"BitNetForCausalLM\"]", h.Architectures)
+	layout, err := h.Layout()
+	if err != nil {
+		return c, err
 	}
-	switch h.HiddenAct {
-	case "relu2":
+	switch {
+	case layout == HFBitNet && h.HiddenAct == "relu2":
 		c.Arch, c.Act = ArchBitNetB158, ActReLU2
-	case "silu":
+	case h.HiddenAct == "silu":
 		c.Arch, c.Act = ArchBitNet, ActSiLU
-	default:
+	case layout == HFBitNet:
 		return c, fmt.Errorf("config.json: hidden_act = %q, want \"relu2\" or \"silu\"", h.HiddenAct)
+	default:
+		return c, fmt.Errorf("config.json: hidden_act = %q, want \"silu\" for %s", h.HiddenAct, layout)
 	}
 	c.RoPEMode, c.SubNorms = RoPENeox, true
+	if layout == HFLlama {
+		c.Arch, c.RoPEMode, c.SubNorms = ArchLlama, RoPENorm, false
+	}
+	for _, b := range []struct {
+		key string
+		on  bool
+	}{{"attention_bias", h.AttentionBias}, {"mlp_bias", h.MLPBias}} {
+		if b.on {
+			return c, fmt.Errorf("config.json: %s = true: projections with a bias are not supported", b.key)
+		}
+	}
 	for _, f := range []struct {
 		key string
 		v   int
@@ -340,7 +361,6 @@ func (h *HFConfig) Config() (Config, error) {
 	if h.TieWordEmbeddings != nil {
 		c.TiedEmbedding = *h.TieWordEmbeddings
 	}
-	var err error
 	if c.BOS, err = hfTokenID("bos_token_id", h.BOSTokenID, c.VocabSize); err != nil {
 		return c, err
 	}
@@ -494,6 +514,7 @@ func openHF(dir string, progress ProgressFunc) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	layout, _ := hc.Layout() // Config has checked it
 	files, err := hfFiles(dir)
 	if err != nil {
 		return nil, err
@@ -534,7 +555,7 @@ func openHF(dir string, progress ProgressFunc) (*Model, error) {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	tensors, err := convertHF(&cfg, src, rule, progress)
+	tensors, err := convertHF(&cfg, layout, src, rule, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -566,13 +587,14 @@ func openHF(dir string, progress ProgressFunc) (*Model, error) {
 	return &Model{Path: dir, Config: cfg, Tensors: tensors, Tokenizer: tok, PackedScaleRule: rule.desc}, nil
 }
 
-// convertHF converts the checkpoint's tensors to GGUF names and encodings, in parallel, reporting
-// each tensor done through progress (nil: no reports).
-func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule, progress ProgressFunc) (map[string]*Tensor, error) {
+// convertHF converts the checkpoint's tensors (named as layout names them) to GGUF names and
+// encodings, in parallel, reporting each tensor done through progress (nil: no reports). A
+// tensor the layout does not have is an error naming it and listing a layer's expected tensors.
+func convertHF(cfg *Config, layout HFLayout, src map[string]hfSource, rule hfPackedRule, progress ProgressFunc) (map[string]*Tensor, error) {
 	specs := cfg.TensorSpecs()
 	used := map[string]bool{}
 	for _, s := range specs {
-		hf, _ := HFName(s.Name)
+		hf, _ := layout.TensorName(s.Name)
 		used[hf] = true
 		if s.Kind == KindWeight {
 			used[strings.TrimSuffix(hf, ".weight")+".weight_scale"] = true
@@ -586,7 +608,12 @@ func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule, progress
 	}
 	if len(extra) > 0 {
 		sort.Strings(extra)
-		return nil, fmt.Errorf("tensor %s is not part of a BitNetForCausalLM model with %d layers", extra[0], cfg.Layers)
+		head := "lm_head.weight"
+		if cfg.TiedEmbedding {
+			head = "no lm_head (tied)"
+		}
+		return nil, fmt.Errorf("tensor %s is not part of a %s model with %d layers (expected model.embed_tokens.weight, model.norm.weight, %s, and per layer model.layers.N.{%s})",
+			extra[0], layout, cfg.Layers, head, layout.expectedLayer(cfg))
 	}
 
 	out := make([]*Tensor, len(specs))
@@ -600,7 +627,7 @@ func convertHF(cfg *Config, src map[string]hfSource, rule hfPackedRule, progress
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				out[i], errs[i] = convertHFTensor(specs[i], src, rule.multiply)
+				out[i], errs[i] = convertHFTensor(specs[i], cfg, layout, src, rule.multiply)
 				done.add()
 			}
 		}()
@@ -637,12 +664,15 @@ func hasPacked(src map[string]hfSource) bool {
 }
 
 // convertHFTensor converts the HF tensor behind one GGUF tensor spec; a packed projection's
-// weight_scale multiplies when multiply is true and divides otherwise (HFConfig.PackedScale).
-func convertHFTensor(s TensorSpec, src map[string]hfSource, multiply bool) (*Tensor, error) {
-	hfName, _ := HFName(s.Name)
+// weight_scale multiplies when multiply is true and divides otherwise (HFConfig.PackedScale). In
+// the LlamaForCausalLM layout the attn_q and attn_k trits are permuted for NORM RoPE
+// (PermuteQKNorm with cfg's query and KV heads) after quantizing, so the scale is that of the
+// rows in file order.
+func convertHFTensor(s TensorSpec, cfg *Config, layout HFLayout, src map[string]hfSource, multiply bool) (*Tensor, error) {
+	hfName, _ := layout.TensorName(s.Name)
 	in, ok := src[hfName]
 	if !ok {
-		return nil, fmt.Errorf("tensor %s is missing from the checkpoint (for %s, expected shape %v)", hfName, s.Name, reverse(s.Shape))
+		return nil, fmt.Errorf("tensor %s is missing from the checkpoint (for %s, expected shape %v in a %s checkpoint)", hfName, s.Name, reverse(s.Shape), layout)
 	}
 	t, file := in.t, in.file
 	// PyTorch shape order is the reverse of GGUF's.
@@ -703,6 +733,21 @@ func convertHFTensor(s TensorSpec, src map[string]hfSource, multiply bool) (*Ten
 			return nil, err
 		}
 		trits, scale = QuantizeAbsmean(x)
+	}
+	if layout == HFLlama {
+		heads := 0
+		switch {
+		case strings.HasSuffix(s.Name, ".attn_q.weight"):
+			heads = cfg.Heads
+		case strings.HasSuffix(s.Name, ".attn_k.weight"):
+			heads = cfg.KVHeads
+		}
+		if heads > 0 {
+			var err error
+			if trits, err = PermuteQKNorm(trits, int(rows), int(cols), heads); err != nil {
+				return nil, fmt.Errorf("tensor %s (from %s): %v", s.Name, hfName, err)
+			}
+		}
 	}
 	data, err := EncodeI2S(trits, scale)
 	if err != nil {

@@ -443,7 +443,16 @@ func TestHFConfigErrors(t *testing.T) {
 		edit func(h *HFConfig)
 		msg  string
 	}{
-		{func(h *HFConfig) { h.Architectures = []string{"LlamaForCausalLM"} }, `config.json: architectures = ["LlamaForCausalLM"], want ["BitNetForCausalLM"]`},
+		{func(h *HFConfig) { h.Architectures = []string{"GPT2LMHeadModel"} }, `config.json: architectures = ["GPT2LMHeadModel"], want one of ["BitNetForCausalLM"], ["BitnetForCausalLM"], ["LlamaForCausalLM"]`},
+		{func(h *HFConfig) { h.Architectures = []string{"LlamaForCausalLM"} }, `config.json: architectures = ["LlamaForCausalLM"] with quantization_config.quant_method absent: want "bitnet" (a LlamaForCausalLM without it is a full-precision model, not a ternary one)`},
+		{func(h *HFConfig) {
+			h.Architectures, h.QuantizationConfig = []string{"LlamaForCausalLM"}, &HFQuantizationConfig{QuantMethod: "gptq"}
+		}, `config.json: architectures = ["LlamaForCausalLM"] with quantization_config.quant_method "gptq": want "bitnet" (a LlamaForCausalLM without it is a full-precision model, not a ternary one)`},
+		{func(h *HFConfig) {
+			h.Architectures, h.QuantizationConfig, h.HiddenAct = []string{"LlamaForCausalLM"}, &HFQuantizationConfig{QuantMethod: "bitnet"}, "relu2"
+		}, `config.json: hidden_act = "relu2", want "silu" for LlamaForCausalLM`},
+		{func(h *HFConfig) { h.Architectures, h.HiddenAct = []string{"BitnetForCausalLM"}, "gelu" }, `config.json: hidden_act = "gelu", want "silu" for BitnetForCausalLM`},
+		{func(h *HFConfig) { h.MLPBias = true }, "config.json: mlp_bias = true: projections with a bias are not supported"},
 		{func(h *HFConfig) { h.HiddenAct = "gelu" }, `config.json: hidden_act = "gelu", want "relu2" or "silu"`},
 		{func(h *HFConfig) { h.NumHiddenLayers = 0 }, "config.json: num_hidden_layers = 0, want a positive integer"},
 		{func(h *HFConfig) { h.NumKeyValueHeads = 3 }, "config.json: num_key_value_heads = 3 must divide num_attention_heads = 4"},

@@ -12,6 +12,8 @@ const (
 	TypeF32   TensorType = 0
 	TypeF16   TensorType = 1
 	TypeQ8_0  TensorType = 8
+	TypeQ4_K  TensorType = 12 // embedding / output only (llama-quantize's default for TQ files)
+	TypeQ6_K  TensorType = 14 // embedding / output only
 	TypeTQ1_0 TensorType = 34
 	TypeTQ2_0 TensorType = 35
 	TypeI2_S  TensorType = 36

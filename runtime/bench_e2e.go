@@ -34,6 +34,13 @@ type E2EPoint struct {
 	PrefillMSPerTokenMax float64 `json:"prefill_ms_per_token_max"`
 	DecodeMSPerTokenMin  float64 `json:"decode_ms_per_token_min"`
 	DecodeMSPerTokenMax  float64 `json:"decode_ms_per_token_max"`
+	// DecodeBytesPerToken split: the projection and norm weights, the LM head (the logits matrix)
+	// and the KV cache read at this context length (all layers' K and V up to it, f16); and the
+	// decode rate those bytes allow at the copy bandwidth measured in the same run.
+	WeightBytesPerToken uint64  `json:"weight_bytes_per_token"`
+	HeadBytesPerToken   uint64  `json:"lm_head_bytes_per_token"`
+	KVBytesPerToken     uint64  `json:"kv_bytes_per_token"`
+	RooflineTokS        float64 `json:"roofline_tok_per_s"`
 }
 
 // e2ePrefillRuns and e2ePrefillBudget: BenchE2E times a context length's prefill up to
@@ -50,7 +57,12 @@ type E2EResult struct {
 	LMHead   string     `json:"lm_head"` // "f16" or "q8_0" (GPU.LMHead)
 	Plan     MemoryPlan `json:"plan"`
 	CopyGBps float64    `json:"copy_gb_per_s"`
-	Points   []E2EPoint `json:"points"`
+	// The recorded decode step (GPU.DecodeStructure): dispatches, pipeline barriers and queue
+	// submissions per generated token, the same at every context length.
+	DispatchesPerToken int        `json:"dispatches_per_token"`
+	BarriersPerToken   int        `json:"barriers_per_token"`
+	SubmitsPerToken    int        `json:"submits_per_token"`
+	Points             []E2EPoint `json:"points"`
 }
 
 // BenchE2E loads m on dev with a cache of max(contexts)+steps tokens and, for each context length
@@ -93,6 +105,11 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 	if _, err := g.Decode(tokens[contexts[0]]); err != nil {
 		return res, err
 	}
+	res.DispatchesPerToken, res.BarriersPerToken, res.SubmitsPerToken = g.DecodeStructure()
+	headBytes := uint64(c.VocabSize) * uint64(c.Dim) * 2 // the F16 matrix
+	if g.head == cpuref.LMHeadQ8_0 {
+		headBytes = Q8HeadBytes(c.VocabSize, c.Dim)
+	}
 	for _, L := range contexts {
 		// The prefill is timed e2ePrefillRuns times unless that would take more than
 		// e2ePrefillBudget (a slow device times it once); the decode steps follow the last one.
@@ -129,6 +146,12 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 			DecodeMSPerToken:    dec.Seconds() * 1e3 / float64(steps),
 			DeviceBytes:         PlanMemoryHead(c, L+steps, g.f16, g.head).Total(),
 			DecodeBytesPerToken: g.plan.Weights + kvPerToken*uint64(L+steps/2),
+		}
+		p.HeadBytesPerToken = headBytes
+		p.WeightBytesPerToken = g.plan.Weights - headBytes
+		p.KVBytesPerToken = kvPerToken * uint64(L+steps/2)
+		if copyGBps > 0 {
+			p.RooflineTokS = copyGBps * 1e9 / float64(p.DecodeBytesPerToken)
 		}
 		p.PrefillRuns, p.PrefillMSPerTokenMin, p.PrefillMSPerTokenMax = len(pres), pres[0], pres[len(pres)-1]
 		p.DecodeMSPerTokenMin, p.DecodeMSPerTokenMax = slices.Min(stepMS), slices.Max(stepMS)

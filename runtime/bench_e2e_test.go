@@ -31,3 +31,31 @@ func TestBenchE2ESpread(t *testing.T) {
 		require.GreaterOrEqual(t, p.DecodeMSPerTokenMax, p.DecodeMSPerToken)
 	}
 }
+
+// TestBenchE2EStructure: the structural figures of a decode step. The tiny model (2 layers)
+// records 14 steps a layer, the output norm and the LM head (profileMarks), one dispatch each (a
+// 10-token cache is one attention split: no merge). Barriers: one when the command buffer begins
+// (earlier submissions and host writes visible), one before each dependent stage — 11 a layer
+// (rmsnorm_quant; q, k and v together, as they only share their input; rope_kv; attention;
+// sub-norm; o; rmsnorm_quant; gate and up together; glu; sub-norm; down), less the first norm,
+// which depends on nothing recorded, plus the output norm and the head — and one at the end
+// making the logits visible to the host: 11·layers + 3.
+func TestBenchE2EStructure(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	const copyGBps = 10.0
+	for _, c := range []struct {
+		disable []string
+		submits int
+	}{{nil, 1}, {[]string{"host-visible-vram"}, 2}} {
+		res, err := BenchE2E(gputest.Open(t, c.disable...), m, []int{8}, 2, copyGBps, cpuref.LMHeadQ8_0)
+		require.NoError(t, err)
+		layers := m.Config.Layers
+		require.Equal(t, 14*layers+2, res.DispatchesPerToken, "14 steps a layer, the output norm and the head")
+		require.Equal(t, 11*layers+3, res.BarriersPerToken, "begin, the dependent stages, end")
+		require.Equal(t, c.submits, res.SubmitsPerToken, "%v", c.disable)
+		p := res.Points[0]
+		require.Equal(t, p.DecodeBytesPerToken, p.WeightBytesPerToken+p.HeadBytesPerToken+p.KVBytesPerToken)
+		require.Equal(t, Q8HeadBytes(m.Config.VocabSize, m.Config.Dim), p.HeadBytesPerToken)
+		require.InDelta(t, copyGBps*1e9/float64(p.DecodeBytesPerToken), p.RooflineTokS, 1e-9)
+	}
+}

@@ -66,6 +66,11 @@ type GenerateOptions struct {
 	// gives the same logits and KV cache bit for bit as one Prefill call.
 	Progress      io.Writer
 	ProgressAfter time.Duration
+	// Sampled, when not nil, is called with each generated token (a final EOS/EOT included) and
+	// the logits row it was sampled from, before its text is emitted; the row is only valid
+	// during the call. An error from it stops generation and is returned. Setting it turns off
+	// the device-side greedy path (GreedyDecoder), which returns no logits.
+	Sampled func(token int, logits []float32) error
 }
 
 // GenerateStats reports one Generate call. Times are wall-clock.
@@ -222,13 +227,18 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 	// A plain greedy sampler on a backend that can choose on the device skips the logits.
 	greedy, onDevice := b.(GreedyDecoder)
 	so := s.Options()
-	onDevice = onDevice && so.Temperature == 0 && so.RepeatPenalty == 1
+	onDevice = onDevice && so.Temperature == 0 && so.RepeatPenalty == 1 && opts.Sampled == nil
 	pending := -1
 	for opts.MaxTokens < 0 || len(st.Tokens) < opts.MaxTokens {
 		id := pending
 		if id < 0 {
 			if id, err = s.Sample(logits); err != nil {
 				return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
+			}
+		}
+		if opts.Sampled != nil {
+			if err := opts.Sampled(id, logits); err != nil {
+				return st, err
 			}
 		}
 		s.Accept(id)

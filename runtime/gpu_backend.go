@@ -77,10 +77,12 @@ type GPU struct {
 	greedySteps  int // tokens DecodeGreedy ran through the on-device argmax
 
 	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
-	profSeq    *gpu.Sequence
-	profTimer  *gpu.Timer
-	profTotals map[string]*KernelTime
-	profSteps  int
+	profSeq   *gpu.Sequence
+	profTimer *gpu.Timer
+	// greedyTimer times the on-device greedy step (forward + argmax) when profiling is on.
+	greedyTimer *gpu.Timer
+	profTotals  map[string]*KernelTime
+	profSteps   int
 }
 
 type gpuLayer struct {
@@ -163,8 +165,9 @@ func PlanMemoryHead(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead) Mem
 
 // NewGPU uploads m to dev and records the decode step. It checks the memory plan against the
 // device's heaps first and returns an error naming both sizes when the model does not fit; shapes
-// the GPU path does not support (TQ block scales that differ, widths not multiples
-// of 16) are errors naming the tensor. The device stays owned by the caller.
+// the GPU path does not support (widths not multiples of 16) are errors naming the tensor. A TQ
+// tensor whose blocks carry different scales also stores its per-block f32 scales (4 bytes per
+// 256 weights), added to Plan().Weights. The device stays owned by the caller.
 func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	cfg := m.Config
 	ctx := opts.Ctx
@@ -217,6 +220,17 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	return g, nil
 }
 
+// DecodeStructure counts what one recorded decode step submits: its dispatches and pipeline
+// barriers (dependent stages), and the queue submissions a Decode makes — 1, plus 1 when the
+// input row is uploaded through the staging buffer (device-local memory the host cannot map).
+func (g *GPU) DecodeStructure() (dispatches, barriers, submits int) {
+	submits = 1
+	if !g.x.HostVisible() {
+		submits++
+	}
+	return g.decode.Dispatches(), g.decode.Barriers(), submits
+}
+
 // Plan reports the device memory the backend allocated.
 func (g *GPU) Plan() MemoryPlan { return g.plan }
 
@@ -261,15 +275,23 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		if err != nil {
 			return nil, err
 		}
-		words, scale, err := RepackTernary(tm)
+		words, scale, blocks, err := RepackTernaryBlocks(tm)
 		if err != nil {
 			return nil, err
+		}
+		off := uint32(0)
+		if blocks != nil { // per-block scales after the trit words (ternary_matmul.comp's block path)
+			off = uint32(len(words))
+			for _, sc := range blocks {
+				words = append(words, gpu.F32(sc))
+			}
+			g.plan.Weights += uint64(4 * len(blocks))
 		}
 		b, err := gpu.NewBufferFrom(g.dev, words)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
-		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, OutScale: m.WeightScale(name), Buf: b.Whole()}, nil
+		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, OutScale: m.WeightScale(name), BlockScales: off, Buf: b.Whole()}, nil
 	}
 	ternary := func(name string, cols, rows int) (projection, error) {
 		t, err := get(name)
@@ -311,6 +333,8 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		if g.outQ8, err = NewQ8Matrix(g.dev, out, c.VocabSize, c.Dim); err != nil {
 			return err
 		}
+	} else if out, err = cpuref.OutputMatrix(out, cpuref.LMHeadF16); err != nil { // Q4_K/Q6_K: to F16
+		return err
 	} else if out.Type != model.TypeF16 {
 		return fmt.Errorf("tensor %s: type %s, the GPU's f16 LM head needs F16 (--lm-head q8_0 takes any float type)", out.Name, out.Type)
 	} else if g.out, err = g.uploadF16(out, c.VocabSize, c.Dim); err != nil {
@@ -594,8 +618,8 @@ func (g *GPU) Profile() []KernelTime {
 	return out
 }
 
-func (g *GPU) collectProfile() error {
-	spans, err := g.profTimer.Spans()
+func (g *GPU) collectProfile(t *gpu.Timer) error {
+	spans, err := t.Spans()
 	if err != nil {
 		return err
 	}
@@ -698,7 +722,7 @@ func (g *GPU) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 			return nil, err
 		}
 		if reused && g.profSeq != nil {
-			if err := g.collectProfile(); err != nil {
+			if err := g.collectProfile(g.profTimer); err != nil {
 				return nil, err
 			}
 		}
@@ -759,9 +783,17 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		err = g.recordForward(s, 1, nil, g.greedyLogits)
+		if g.profSeq != nil && g.greedyTimer == nil { // profiling: time this step too, argmax included
+			g.greedyTimer, err = g.dev.NewTimer(profileMarks(len(g.layers)) + 1)
+		}
+		if err == nil {
+			err = g.recordForward(s, 1, g.greedyTimer, g.greedyLogits)
+		}
 		if err == nil {
 			err = g.ks.Argmax(s, g.greedyLogits.Whole(), g.tokenOut.Whole(), uint32(g.cfg.VocabSize), 0, 0)
+		}
+		if err == nil && g.greedyTimer != nil {
+			err = s.Mark(g.greedyTimer, "argmax")
 		}
 		if err != nil {
 			s.Release()
@@ -771,6 +803,11 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 	}
 	if err := g.run(g.greedySeq, []int{token}); err != nil {
 		return 0, err
+	}
+	if g.greedyTimer != nil {
+		if err := g.collectProfile(g.greedyTimer); err != nil {
+			return 0, err
+		}
 	}
 	g.greedySteps++
 	id, err := gpu.Read[uint32](g.tokenOut, 0, 1)
@@ -795,6 +832,9 @@ func (g *GPU) Close() error {
 	g.closed = true
 	if g.decode != nil {
 		g.decode.Release()
+	}
+	if g.greedyTimer != nil {
+		g.greedyTimer.Release()
 	}
 	if g.profSeq != nil {
 		g.profSeq.Release()

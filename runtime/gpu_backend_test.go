@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bitgpu/bitgpu/cpu"
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu/gputest"
 	"github.com/bitgpu/bitgpu/model"
@@ -139,7 +140,8 @@ func TestGPUPrefillThenDecodeEqualsPrefill(t *testing.T) {
 // int8 activation quantization, whose relative error per activation is at most 1/254 (half a step
 // of 127 levels), so the logits' NMSE stays below (1/254)² times the layers' gain; 1e-2 allows a
 // gain of 25 and still rejects a wrongly wired path (NMSE near 1). It must not be exactly equal
-// either: that would mean the F16 path did not run.
+// either: that would mean the F16 path did not run. The F16 model itself gives the CPU's logits
+// (cpuref and the fast cpu backend) bit for bit.
 func TestGPUF16Baseline(t *testing.T) {
 	tern := synthModel(t, model.TypeI2_S, nil)
 	f16 := synthModel(t, model.TypeF16, nil)
@@ -164,6 +166,25 @@ func TestGPUF16Baseline(t *testing.T) {
 	}
 	require.Positive(t, num)
 	require.Less(t, num/den, 1e-2)
+
+	// F16 projections on the CPU (cpuref.FloatMatMul, and the fast cpu backend through it): the
+	// GPU's order — RMSNorm or, without a sub-norm, the input as it is, unquantized, then the
+	// canonical 32-lane dot product — so CPU = GPU bit for bit, with and without sub-norms.
+	for _, fam := range []string{"2b4t", "llama158"} {
+		m := synthModel(t, model.TypeF16, func(o *model.SynthOptions) { o.Family = fam })
+		g, c := newBackendPair(t, m, 64)
+		prompt := []int{1, 72, 101, 108, 108, 111, 32, 119}
+		requireSameForward(t, c, g, prompt, 6)
+		fast, err := cpu.New(m, 64, cpu.WithThreads(2))
+		require.NoError(t, err)
+		c.Reset()
+		lc, err := c.Prefill(prompt, true)
+		require.NoError(t, err)
+		lf, err := fast.Prefill(prompt, true)
+		require.NoError(t, err)
+		requireLogitsEqual(t, lc, lf, m.Config.VocabSize, fam+": cpu vs cpuref")
+		require.NoError(t, fast.Close())
+	}
 }
 
 // TestGPUGreedyOnDevice: Generate with a greedy sampler takes the GPU's DecodeGreedy path (argmax
@@ -401,4 +422,40 @@ func TestGPUWithoutHostVisibleVRAM(t *testing.T) {
 	c, err := cpuref.New(m, 64)
 	require.NoError(t, err)
 	requireSameForward(t, c, g, []int{1, 40, 41, 72, 101}, 3)
+}
+
+// TestGPUProfileGreedy: with profiling on, the on-device greedy step is timed too — every kernel
+// of the step and the argmax once per decoded token — and gives the unprofiled step's tokens.
+func TestGPUProfileGreedy(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
+	dev := gputest.Open(t)
+	var runs [2][]int
+	for i, profile := range []bool{false, true} {
+		g, err := NewGPU(dev, m, GPUOptions{Ctx: 32})
+		require.NoError(t, err)
+		if profile {
+			require.NoError(t, g.EnableProfile())
+		}
+		_, err = g.Prefill([]int{1, 2, 3}, false)
+		require.NoError(t, err)
+		tok := 4
+		for range 5 {
+			tok, err = g.DecodeGreedy(tok)
+			require.NoError(t, err)
+			runs[i] = append(runs[i], tok)
+		}
+		if profile {
+			prof := g.Profile()
+			require.NotEmpty(t, prof)
+			labels := map[string]int{}
+			for _, k := range prof {
+				labels[k.Label] = k.Calls
+				require.Greater(t, k.NS, 0.0, k.Label)
+			}
+			require.Equal(t, 1, labels["argmax"], "one argmax per decode step")
+			require.Equal(t, 1, labels["attention"], "one attention per layer and step")
+		}
+		require.NoError(t, g.Close())
+	}
+	require.Equal(t, runs[0], runs[1])
 }

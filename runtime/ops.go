@@ -34,8 +34,8 @@ func init() {
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "quantize", variants: []variant{{spv: "quantize"}}, bindings: 3, outputs: []int{1, 2}, push: 28, local: cpuref.NormLanes},
-		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 40, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 44, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 44, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
@@ -103,12 +103,16 @@ func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) er
 // TernaryWeights is a ternary matrix on the device in bitgpu's GPU layout (see RepackTernary):
 // Rows outputs, Cols inputs, one per-tensor weight scale, and the optional separate output scale
 // of `bitnet`-architecture models (the `*.scale` tensor next to the weight; 0 or 1 means none).
+// A tensor whose 256-column blocks carry different scales (RepackTernaryBlocks) has BlockScales,
+// the index of the uint32 word of Buf where its Rows*Cols/256 per-block f32 scales start (row by
+// row, after the trit words); 0 means one scale, Scale.
 type TernaryWeights struct {
-	Name       string
-	Rows, Cols uint32
-	Scale      float32
-	OutScale   float32
-	Buf        gpu.Range
+	Name        string
+	Rows, Cols  uint32
+	Scale       float32
+	OutScale    float32
+	BlockScales uint32
+	Buf         gpu.Range
 }
 
 // Bytes is the device memory the packed trits take (2 bits a weight).
@@ -117,39 +121,63 @@ func (w *TernaryWeights) Bytes() uint64 { return uint64(w.Rows) * uint64(w.Cols)
 // RepackTernary converts a ternary matrix from its file encoding (I2_S, TQ2_0 or TQ1_0) to the GPU
 // layout of ternary_matmul.comp: row-major, Cols/16 uint32 words per row, bits [2s+8b, 2s+8b+1]
 // of word w holding trit+1 of column 16w+4s+b. It returns the words and the per-tensor weight
-// scale. TQ formats must have one scale shared by every block (BitNet checkpoints are per-tensor);
-// otherwise, or when Cols is not a multiple of 16, it returns an error naming the tensor.
+// scale. It is RepackTernaryBlocks for a tensor with one scale: a TQ tensor whose blocks carry
+// different scales, or Cols not a multiple of 16, is an error naming the tensor.
 func RepackTernary(m *model.TernaryMatrix) ([]uint32, float32, error) {
-	if m.Cols%16 != 0 {
-		return nil, 0, fmt.Errorf("tensor %s: %d columns, the GPU layout needs a multiple of 16", m.Name, m.Cols)
+	words, scale, blocks, err := RepackTernaryBlocks(m)
+	if err != nil {
+		return nil, 0, err
 	}
-	words := m.Cols / 16
-	out := make([]uint32, m.Rows*words)
+	if blocks != nil {
+		return nil, 0, fmt.Errorf("tensor %s: block scales differ; RepackTernary needs one scale per tensor (RepackTernaryBlocks takes any)", m.Name)
+	}
+	return words, scale, nil
+}
+
+// RepackTernaryBlocks is RepackTernary for any ternary tensor. When every block of the tensor has
+// the same scale it returns that scale and nil blocks; otherwise (TQ1_0/TQ2_0 blocks with different
+// scales, an all-zero block stored with scale 0 among them) blocks holds the Rows*Cols/256
+// per-block scales, row by row, for the per-block path of ternary_matmul.comp
+// (TernaryWeights.BlockScales). A non-finite scale is an error naming the tensor, row and block.
+func RepackTernaryBlocks(m *model.TernaryMatrix) (words []uint32, scale float32, blocks []float32, err error) {
+	if m.Cols%16 != 0 {
+		return nil, 0, nil, fmt.Errorf("tensor %s: %d columns, the GPU layout needs a multiple of 16", m.Name, m.Cols)
+	}
+	nw := m.Cols / 16
+	out := make([]uint32, m.Rows*nw)
 	trits := make([]int8, m.Cols)
 	scales := make([]float32, m.Groups())
-	var scale float32
+	all := make([]float32, 0, m.Rows*len(scales))
+	uniform := true
 	for r := 0; r < m.Rows; r++ {
 		if err := m.Row(r, trits, scales); err != nil {
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		for g, sc := range scales {
 			if f := float64(sc); math.IsNaN(f) || math.IsInf(f, 0) {
-				return nil, 0, fmt.Errorf("tensor %s: the weight scale of row %d block %d is %v; weights must be finite", m.Name, r, g, sc)
+				return nil, 0, nil, fmt.Errorf("tensor %s: the weight scale of row %d block %d is %v; weights must be finite", m.Name, r, g, sc)
 			}
 			if r == 0 && g == 0 {
 				scale = sc
-			} else if sc != scale {
-				return nil, 0, fmt.Errorf("tensor %s: block scales differ (row %d block %d: %g, first: %g); the GPU path needs one scale per tensor", m.Name, r, g, sc, scale)
+			} else if math.Float32bits(sc) != math.Float32bits(scale) {
+				uniform = false
 			}
 		}
-		row := out[r*words : (r+1)*words]
+		all = append(all, scales...)
+		row := out[r*nw : (r+1)*nw]
 		for c, t := range trits {
 			w, rem := c/16, c%16
 			sh := uint(2*(rem/4) + 8*(rem%4))
 			row[w] |= uint32(t+1) << sh
 		}
 	}
-	return out, scale, nil
+	if uniform {
+		return out, scale, nil, nil
+	}
+	if m.GroupSize() != 256 || m.Cols%256 != 0 {
+		return nil, 0, nil, fmt.Errorf("tensor %s: per-block scales on the GPU need 256-column blocks (group size %d, %d columns)", m.Name, m.GroupSize(), m.Cols)
+	}
+	return out, scale, all, nil
 }
 
 // MatMulArgs places the T tokens of a ternary matmul: activations of token t start at uvec4 AOff
@@ -182,7 +210,7 @@ func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gp
 	if oscale == 0 {
 		oscale = 1
 	}
-	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc, gpu.F32(oscale)}
+	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc, gpu.F32(oscale), w.BlockScales}
 	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, y)
 }
 

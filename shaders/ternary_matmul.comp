@@ -15,6 +15,13 @@
 // activations of columns 16w+4s .. 16w+4s+3 packed in one uint32 — one packed 4x8 dot product —
 // and Σ trit*q = Σ code*q - Σ q, where Σq per token comes from rmsnorm_quant.
 //
+// Per-block weight scales (TQ1_0/TQ2_0 tensors whose 256-column blocks carry different scales,
+// blocks_off != 0): the per-(row, block) f32 scales sit in wt[] from word blocks_off on, K/256 a
+// row, and the row is computed block by block in cpuref.TernaryMatMul's order: each block's exact
+// int32 Σ trit*q (Σ code*q - Σ q over the block), added in int32 while the next block's scale
+// equals this one (a run), then term = float(run) * scale, y = term for the first run and
+// y = y + term for each later run in column order, and finally ((y * inv_s) * oscale).
+//
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
 // USE_SUBGROUP=1 reduces with subgroupAdd; USE_SUBGROUP=0 with shared memory.
@@ -46,6 +53,7 @@ layout(push_constant) uniform Push {
 	float wscale;  // per-tensor weight scale
 	uint accumulate;
 	float oscale;  // separate output scale, 1.0 when the model has none
+	uint blocks_off; // 0: one scale (wscale); else the word of wt where per-block scales start
 } p;
 
 #if USE_DOT
@@ -75,10 +83,100 @@ const uint LANES = 32;
 shared int red[gl_WorkGroupSize.x];
 #endif
 
+// rowSum returns the sum of v over the 32 (or subgroup-size) invocations of this row; every
+// invocation of the workgroup must call it (the shared variant has barriers).
+int rowSum(int v) {
+#if USE_SUBGROUP
+	return subgroupAdd(v);
+#else
+	red[gl_LocalInvocationID.x] = v;
+	barrier();
+	for (uint s = 16u; s > 0u; s >>= 1) {
+		if (LANE < s) red[gl_LocalInvocationID.x] += red[gl_LocalInvocationID.x + s];
+		barrier();
+	}
+	int total = red[gl_LocalInvocationID.x - LANE];
+	barrier();
+	return total;
+#endif
+}
+
+// blockMain is main for per-block scales (p.blocks_off != 0; see the header).
+void blockMain(uint row, uint t0, uint words) {
+	uint G = p.K / 256u;
+	int run[TOKENS];
+	float yv[TOKENS];
+	for (uint t = 0; t < TOKENS; t++) {
+		run[t] = 0;
+		yv[t] = 0.0;
+	}
+	bool begun = false;
+	uint sbase = p.blocks_off + min(row, p.N - 1u) * G;
+	for (uint g = 0; g < G; g++) {
+		int part[TOKENS];
+		for (uint t = 0; t < TOKENS; t++) part[t] = 0;
+		if (row < p.N) {
+			for (uint w = g * 16u + LANE; w < g * 16u + 16u; w += LANES) {
+				uint code = wt[row * words + w];
+				uint c0 = code & 0x03030303u;
+				uint c1 = (code >> 2) & 0x03030303u;
+				uint c2 = (code >> 4) & 0x03030303u;
+				uint c3 = (code >> 6) & 0x03030303u;
+				for (uint t = 0; t < TOKENS; t++) {
+					if (t0 + t < p.T) {
+						uvec4 av = a[p.a_off + (t0 + t) * words + w];
+						part[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
+						part[t] -= dot4(av.x, 0x01010101u) + dot4(av.y, 0x01010101u) + dot4(av.z, 0x01010101u) + dot4(av.w, 0x01010101u);
+					}
+				}
+			}
+		}
+		float sc = uintBitsToFloat(wt[sbase + g]);
+		bool more = g + 1u < G && uintBitsToFloat(wt[sbase + g + 1u]) == sc;
+		for (uint t = 0; t < TOKENS; t++) {
+			run[t] += rowSum(part[t]);
+			if (!more) {
+				precise float term = float(run[t]) * sc;
+				if (begun) {
+					precise float sum = yv[t] + term;
+					yv[t] = sum;
+				} else {
+					yv[t] = term;
+				}
+				run[t] = 0;
+			}
+		}
+		if (!more) begun = true;
+	}
+#if USE_SUBGROUP
+	bool leader = subgroupElect();
+#else
+	bool leader = LANE == 0u;
+#endif
+	for (uint t = 0; t < TOKENS; t++) {
+		uint tok = t0 + t;
+		if (leader && row < p.N && tok < p.T) {
+			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
+			precise float v = yv[t] * inv_s * p.oscale; // cpuref's order
+			uint idx = p.y_off + tok * p.y_stride + row;
+			if (p.accumulate != 0u) {
+				precise float sum = y[idx] + v;
+				y[idx] = sum;
+			} else {
+				y[idx] = v;
+			}
+		}
+	}
+}
+
 void main() {
 	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP;
 	uint t0 = gl_WorkGroupID.y * TOKENS;
 	uint words = p.K / 16u;
+	if (p.blocks_off != 0u) {
+		blockMain(row, t0, words);
+		return;
+	}
 	int acc[TOKENS];
 	for (uint t = 0; t < TOKENS; t++) acc[t] = 0;
 	if (row < p.N) {

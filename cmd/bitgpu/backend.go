@@ -32,6 +32,10 @@ func openModel(path string) (*model.Model, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if err := applyI2SLayout(m); err != nil {
+		_ = m.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return m, nil
 }
 

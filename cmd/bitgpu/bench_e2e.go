@@ -179,14 +179,19 @@ full-precision baseline — and reports the ternary speed-up and memory ratio.`,
 func printE2E(w io.Writer, rep e2eReport) {
 	fmt.Fprintf(w, "device: %s; copy bandwidth %.2f GB/s\n", rep.Device, rep.Copy.GBps)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "model\tweights\tLM head\tcontext\tprefill tok/s\tdecode tok/s\tdevice MiB\tMB read/token\tdecode BW eff.\t")
+	fmt.Fprintln(tw, "model\tweights\tLM head\tcontext\tprefill tok/s\tdecode tok/s\tdevice MiB\tMB read/token (weights+head+KV)\troofline tok/s\tdecode BW eff.\t")
 	for _, r := range rep.Runs {
 		for _, p := range r.Points {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.1f\t%.2f\t%.3f\t\n", r.Model, r.Weights, r.LMHead, p.Context, p.PrefillTokS, p.DecodeTokS,
-				float64(p.DeviceBytes)/(1<<20), float64(p.DecodeBytesPerToken)/1e6, p.BandwidthEfficiency)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.1f\t%.2f (%.2f+%.2f+%.2f)\t%.1f\t%.3f\t\n", r.Model, r.Weights, r.LMHead, p.Context, p.PrefillTokS, p.DecodeTokS,
+				float64(p.DeviceBytes)/(1<<20), float64(p.DecodeBytesPerToken)/1e6, float64(p.WeightBytesPerToken)/1e6,
+				float64(p.HeadBytesPerToken)/1e6, float64(p.KVBytesPerToken)/1e6, p.RooflineTokS, p.BandwidthEfficiency)
 		}
 	}
 	tw.Flush()
+	for _, r := range rep.Runs {
+		fmt.Fprintf(w, "%s (%s): %d dispatches, %d barriers, %d submits per decode token\n", r.Model, r.Weights,
+			r.DispatchesPerToken, r.BarriersPerToken, r.SubmitsPerToken)
+	}
 	for i, s := range rep.Speedup {
 		fmt.Fprintf(w, "context %d: ternary vs F16 decode speed-up %.2fx, memory reduction %.2fx\n", rep.Runs[0].Points[i].Context, s, rep.Memory[i])
 	}

@@ -74,6 +74,30 @@ func (s *ttySession) waitFor(want string, n int) {
 	}
 }
 
+// promptAfter waits until the terminal shows a fresh prompt after the last occurrence of marker:
+// readline redraws the prompt on every key, so counting prompts says nothing; a prompt drawn after
+// the output of the last action means the line editor is reading again (raw mode on).
+func (s *ttySession) promptAfter(marker string) {
+	s.t.Helper()
+	s.showsAfter(marker, "> ")
+}
+
+// showsAfter waits until the terminal shows want after the last occurrence of marker.
+func (s *ttySession) showsAfter(marker, want string) {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out := s.output()
+		if i := strings.LastIndex(out, marker); i >= 0 && strings.Contains(out[i+len(marker):], want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("waited 20 s for %q after %q; the terminal shows:\n%s", want, marker, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (s *ttySession) send(keys string) {
 	s.t.Helper()
 	_, err := s.tty.Write([]byte(keys))
@@ -111,23 +135,21 @@ func TestChatOnTerminal(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.send("\x03")
-	s.waitFor("> ", 2)
+	s.promptAfter("^C")
 	require.NotContains(t, s.output(), "interrupted", "Ctrl-C stopped the reply, not the process")
 
 	s.send("/help\r")
-	s.waitFor("/clear", 1)
-	s.waitFor("> ", 3)
+	s.promptAfter("Ctrl-C    while a reply streams")
 	s.send("/clear\r")
-	s.waitFor("new conversation", 1)
-	s.waitFor("> ", 4)
+	s.promptAfter("new conversation")
 
 	// Up arrow: the history's last message comes back for editing; Ctrl-U-free check: it is
 	// redrawn as text, and the raw escape sequence never reaches the screen as ^[[A.
 	s.send("\x1b[A")
-	s.waitFor("/clear", 2)
+	s.showsAfter("new conversation", "> /clear")
 	require.NotContains(t, s.output(), "^[[A")
 	s.send("\x03") // discard the recalled line: the session goes on
-	s.waitFor("> ", 5)
+	s.promptAfter("^C")
 
 	s.send("\x03") // Ctrl-C on an empty prompt ends the chat
 	select {

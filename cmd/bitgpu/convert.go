@@ -10,7 +10,7 @@ import (
 )
 
 // convertCmd is `bitgpu convert DIR -o FILE.gguf [--type i2_s|tq2_0|tq1_0]`: a Hugging Face
-// BitNetForCausalLM checkpoint directory to GGUF (model.ConvertHF).
+// ternary checkpoint directory (any model.HFLayout) to GGUF (model.ConvertHF).
 var convertCmd = &cobra.Command{
 	Use:   "convert DIR -o FILE.gguf",
 	Short: "Convert a Hugging Face BitNet b1.58 checkpoint directory to GGUF",
@@ -18,8 +18,11 @@ var convertCmd = &cobra.Command{
 or its shards, tokenizer.json, tokenizer_config.json; bf16 latent weights or packed 2-bit weights)
 to a GGUF file like the official BitNet b1.58 2B4T GGUF: architecture bitnet-b1.58 (relu2) or
 bitnet (silu), Q/K rows in Hugging Face order (NEOX RoPE), tied F16 embedding, F32 norms, the
-full tokenizer and the chat template. Latent weights are quantized with absmean, one scale per
-tensor. --type encodes the projections: i2_s (the official file's type), tq2_0 or tq1_0 (the
+full tokenizer and the chat template. 1bitLLM's BitnetForCausalLM becomes arch bitnet (sub-norms,
+separate output.weight); LlamaForCausalLM with quantization_config.quant_method "bitnet"
+(Llama3-8B-1.58, Falcon3-1.58bit, Falcon-E) becomes arch llama with Q/K rows permuted for NORM
+RoPE as llama.cpp's converter does and lm_head as an F16 output.weight. Latent weights are
+quantized with absmean, one scale per tensor. --type encodes the projections: i2_s (the official file's type), tq2_0 or tq1_0 (the
 per-tensor scale rounded to f16 in every 256-weight block; input widths a multiple of 256).
 The file is written atomically: on error nothing is left at FILE.`,
 	Args: cobra.ExactArgs(1),

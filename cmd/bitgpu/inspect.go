@@ -97,6 +97,7 @@ func inspectGGUF(w io.Writer, g *model.GGUF) error {
 	if err := printTensors(w, g.Tensors); err != nil {
 		return err
 	}
+	printI2SLayoutNote(w, g.Tensors)
 	if cfgErr != nil {
 		return fmt.Errorf("%s: %w", path, cfgErr)
 	}

@@ -1,0 +1,25 @@
+package cpuref
+
+import "fmt"
+
+// NewSequence returns a Backend for another sequence of the same model: it shares b's weights
+// (ternary matrices, norms, the memory-mapped embedding and the logits matrix) and has its own
+// empty KV cache of b's capacity, checked against the available memory as New checks it. The two
+// may run at the same time (the weights are only read). b must outlive it.
+func (b *Backend) NewSequence() (*Backend, error) {
+	if b.closed {
+		return nil, fmt.Errorf("cpuref: backend is closed")
+	}
+	if err := CheckKVCache(b.cfg, b.ctx); err != nil {
+		return nil, err
+	}
+	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers}
+	kvDim := b.cfg.KVHeads * b.cfg.HeadDim
+	n.kCache = make([][]uint16, b.cfg.Layers)
+	n.vCache = make([][]uint16, b.cfg.Layers)
+	for i := range n.kCache {
+		n.kCache[i] = make([]uint16, b.ctx*kvDim)
+		n.vCache[i] = make([]uint16, b.ctx*kvDim)
+	}
+	return n, nil
+}
