@@ -200,86 +200,31 @@ func (b *Backend) load(m *model.Model, head cpuref.LMHead) error {
 	return nil
 }
 
-// checkShape reports whether t has GGUF shape [cols, rows] (cpuref's check).
+// checkShape, checkFloat, normWeights and loadSource are cpuref's checks and loaders
+// (cpuref.CheckShape, CheckFloatMatrix, NormWeights, LoadProjection) with errors prefixed
+// "cpu: ", so both backends accept exactly the same models.
 func checkShape(t *model.Tensor, cols, rows int) error {
-	if len(t.Shape) != 2 || t.Shape[0] != uint64(cols) || t.Shape[1] != uint64(rows) {
-		return fmt.Errorf("cpu: tensor %s: want shape [%d, %d], found %v", t.Name, cols, rows, t.Shape)
-	}
-	return nil
+	return prefixed(cpuref.CheckShape(t, cols, rows))
 }
 
-// checkFloat reports whether a float matrix can be read row by row (cpuref's check: type and
-// byte count).
-func checkFloat(t *model.Tensor) error {
-	switch t.Type {
-	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0, model.TypeQ4_K, model.TypeQ6_K:
-	default:
-		return fmt.Errorf("cpu: tensor %s: want type F32, F16, BF16, Q8_0, Q4_K or Q6_K, found type %d", t.Name, uint32(t.Type))
-	}
-	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
-	if err != nil {
-		return fmt.Errorf("cpu: tensor %s: %w", t.Name, err)
-	}
-	if need := rowBytes * int(t.Shape[1]); len(t.Data) < need {
-		return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", t.Name, t.Shape, need, len(t.Data))
-	}
-	return nil
-}
+func checkFloat(t *model.Tensor) error { return prefixed(cpuref.CheckFloatMatrix(t)) }
 
-// normWeights decodes the 1-D norm weight vector name (length n; F32, F16 or BF16).
 func normWeights(m *model.Model, name string, n int) ([]float32, error) {
-	t, ok := m.Tensors[name]
-	if !ok || t == nil {
-		return nil, fmt.Errorf("cpu: missing tensor %s", name)
-	}
-	if len(t.Shape) != 1 || t.Shape[0] != uint64(n) {
-		return nil, fmt.Errorf("cpu: tensor %s: want shape [%d], found %v", name, n, t.Shape)
-	}
-	if t.Type != model.TypeF32 && t.Type != model.TypeF16 && t.Type != model.TypeBF16 {
-		return nil, fmt.Errorf("cpu: tensor %s: want type F32, F16 or BF16, found type %d", name, uint32(t.Type))
-	}
-	w := make([]float32, n)
-	if err := model.FloatRow(t, 0, w); err != nil {
-		return nil, fmt.Errorf("cpu: %w", err)
-	}
-	return w, nil
+	w, err := cpuref.NormWeights(m, name, n)
+	return w, prefixed(err)
 }
 
-// loadSource opens the ternary projection base+".weight" (GGUF shape [cols, rows]) and its
-// optional one-element F32 base+".scale", as cpuref does.
 func loadSource(m *model.Model, base string, cols, rows int) (source, error) {
-	name := base + ".weight"
-	t, ok := m.Tensors[name]
-	if !ok || t == nil {
-		return source{}, fmt.Errorf("cpu: missing tensor %s", name)
+	p, err := cpuref.LoadProjection(m, base, cols, rows)
+	return source{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra}, prefixed(err)
+}
+
+// prefixed adds "cpu: " to a non-nil error.
+func prefixed(err error) error {
+	if err == nil {
+		return nil
 	}
-	if err := checkShape(t, cols, rows); err != nil {
-		return source{}, err
-	}
-	s := source{scale: 1}
-	if t.Type == model.TypeF16 || t.Type == model.TypeF32 || t.Type == model.TypeBF16 {
-		if err := checkFloat(t); err != nil { // float projections: cpuref.FloatMatMul
-			return source{}, err
-		}
-		s.f = t
-	} else {
-		w, err := model.NewTernaryMatrix(t)
-		if err != nil {
-			return source{}, fmt.Errorf("cpu: %w", err)
-		}
-		s.w = w
-	}
-	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
-		if st.Type != model.TypeF32 || st.Elements() != 1 {
-			return source{}, fmt.Errorf("cpu: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
-		}
-		v := make([]float32, 1)
-		if err := model.DecodeF32Row(st.Data, v); err != nil {
-			return source{}, fmt.Errorf("cpu: tensor %s: %w", st.Name, err)
-		}
-		s.scale, s.extra = v[0], true
-	}
-	return s, nil
+	return fmt.Errorf("cpu: %w", err)
 }
 
 // Config returns the model hyper-parameters (with defaults filled: RMSEps, RoPEDim).

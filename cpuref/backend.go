@@ -177,86 +177,124 @@ func checkConfig(c *model.Config, ctx int) error {
 	return nil
 }
 
-// checkShape reports whether t has GGUF shape [cols, rows].
-func checkShape(t *model.Tensor, cols, rows int) error {
+// checkShape, checkFloat, normWeights and loadBitLinear are the exported checks and loaders
+// (CheckShape, CheckFloatMatrix, NormWeights, LoadProjection) with errors prefixed "cpuref: ".
+func checkShape(t *model.Tensor, cols, rows int) error { return prefixed(CheckShape(t, cols, rows)) }
+
+func checkFloat(t *model.Tensor) error { return prefixed(CheckFloatMatrix(t)) }
+
+func normWeights(m *model.Model, name string, n int) ([]float32, error) {
+	w, err := NormWeights(m, name, n)
+	return w, prefixed(err)
+}
+
+func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, error) {
+	p, err := LoadProjection(m, base, cols, rows)
+	return bitLinear{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra}, prefixed(err)
+}
+
+// prefixed adds "cpuref: " to a non-nil error.
+func prefixed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("cpuref: %w", err)
+}
+
+// CheckShape reports whether t has GGUF shape [cols, rows] (a projection with rows outputs and
+// cols inputs), as an error naming the tensor and both shapes.
+func CheckShape(t *model.Tensor, cols, rows int) error {
 	if len(t.Shape) != 2 || t.Shape[0] != uint64(cols) || t.Shape[1] != uint64(rows) {
-		return fmt.Errorf("cpuref: tensor %s: want shape [%d, %d], found %v", t.Name, cols, rows, t.Shape)
+		return fmt.Errorf("tensor %s: want shape [%d, %d], found %v", t.Name, cols, rows, t.Shape)
 	}
 	return nil
 }
 
-// checkFloat reports whether a float matrix can be read row by row (type and byte count).
-func checkFloat(t *model.Tensor) error {
+// CheckFloatMatrix reports whether a float matrix (an embedding, logits matrix or float
+// projection) can be read row by row: its type (F32, F16, BF16, Q8_0, Q4_K or Q6_K) and byte
+// count, as an error naming the tensor.
+func CheckFloatMatrix(t *model.Tensor) error {
 	switch t.Type {
 	case model.TypeF32, model.TypeF16, model.TypeBF16, model.TypeQ8_0, model.TypeQ4_K, model.TypeQ6_K:
 	default:
-		return fmt.Errorf("cpuref: tensor %s: want type F32, F16, BF16, Q8_0, Q4_K or Q6_K, found type %d", t.Name, uint32(t.Type))
+		return fmt.Errorf("tensor %s: want type F32, F16, BF16, Q8_0, Q4_K or Q6_K, found type %d", t.Name, uint32(t.Type))
 	}
 	rowBytes, err := model.EncodedSize(t.Type, int(t.Shape[0]))
 	if err != nil {
-		return fmt.Errorf("cpuref: tensor %s: %w", t.Name, err)
+		return fmt.Errorf("tensor %s: %w", t.Name, err)
 	}
 	if need := rowBytes * int(t.Shape[1]); len(t.Data) < need {
-		return fmt.Errorf("cpuref: tensor %s: shape %v needs %d bytes, found %d", t.Name, t.Shape, need, len(t.Data))
+		return fmt.Errorf("tensor %s: shape %v needs %d bytes, found %d", t.Name, t.Shape, need, len(t.Data))
 	}
 	return nil
 }
 
-// normWeights decodes the 1-D norm weight vector name (length n).
-func normWeights(m *model.Model, name string, n int) ([]float32, error) {
+// NormWeights decodes the 1-D norm weight vector name (length n; F32, F16 or BF16) to f32. Errors
+// name the tensor: missing, wrong shape or type.
+func NormWeights(m *model.Model, name string, n int) ([]float32, error) {
 	t, ok := m.Tensors[name]
 	if !ok || t == nil {
-		return nil, fmt.Errorf("cpuref: missing tensor %s", name)
+		return nil, fmt.Errorf("missing tensor %s", name)
 	}
 	if len(t.Shape) != 1 || t.Shape[0] != uint64(n) {
-		return nil, fmt.Errorf("cpuref: tensor %s: want shape [%d], found %v", name, n, t.Shape)
+		return nil, fmt.Errorf("tensor %s: want shape [%d], found %v", name, n, t.Shape)
 	}
 	if t.Type != model.TypeF32 && t.Type != model.TypeF16 && t.Type != model.TypeBF16 {
-		return nil, fmt.Errorf("cpuref: tensor %s: want type F32, F16 or BF16, found type %d", name, uint32(t.Type))
+		return nil, fmt.Errorf("tensor %s: want type F32, F16 or BF16, found type %d", name, uint32(t.Type))
 	}
 	w := make([]float32, n)
 	if err := model.FloatRow(t, 0, w); err != nil {
-		return nil, fmt.Errorf("cpuref: %w", err)
+		return nil, err
 	}
 	return w, nil
 }
 
-// loadBitLinear opens the projection base+".weight" (GGUF shape [cols, rows]; ternary, or F16,
-// F32 or BF16) and its optional one-element F32 base+".scale".
-func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, error) {
+// Projection is one opened *_proj: a ternary matrix W, or a float tensor F (F16, F32 or BF16;
+// FloatMatMul), and the optional extra output scale of a `bitnet` file's base+".scale" tensor
+// (Extra true; Scale 1 otherwise).
+type Projection struct {
+	W     *model.TernaryMatrix
+	F     *model.Tensor
+	Scale float32
+	Extra bool
+}
+
+// LoadProjection opens the projection base+".weight" (GGUF shape [cols, rows]) and its optional
+// one-element F32 base+".scale". Errors name the tensor: missing, wrong shape, type or encoding.
+func LoadProjection(m *model.Model, base string, cols, rows int) (Projection, error) {
 	name := base + ".weight"
 	t, ok := m.Tensors[name]
 	if !ok || t == nil {
-		return bitLinear{}, fmt.Errorf("cpuref: missing tensor %s", name)
+		return Projection{}, fmt.Errorf("missing tensor %s", name)
 	}
-	if err := checkShape(t, cols, rows); err != nil {
-		return bitLinear{}, err
+	if err := CheckShape(t, cols, rows); err != nil {
+		return Projection{}, err
 	}
-	bl := bitLinear{scale: 1}
+	p := Projection{Scale: 1}
 	switch t.Type {
 	case model.TypeF16, model.TypeF32, model.TypeBF16: // full-precision projections (FloatMatMul)
-		if err := checkFloat(t); err != nil {
-			return bitLinear{}, err
+		if err := CheckFloatMatrix(t); err != nil {
+			return Projection{}, err
 		}
-		bl.f = t
+		p.F = t
 	default:
 		w, err := model.NewTernaryMatrix(t)
 		if err != nil {
-			return bitLinear{}, fmt.Errorf("cpuref: %w", err)
+			return Projection{}, err
 		}
-		bl.w = w
+		p.W = w
 	}
 	if st, ok := m.Tensors[base+".scale"]; ok && st != nil {
 		if st.Type != model.TypeF32 || st.Elements() != 1 {
-			return bitLinear{}, fmt.Errorf("cpuref: tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
+			return Projection{}, fmt.Errorf("tensor %s: want one F32 element, found type %d shape %v", st.Name, uint32(st.Type), st.Shape)
 		}
 		v := make([]float32, 1)
 		if err := model.DecodeF32Row(st.Data, v); err != nil {
-			return bitLinear{}, fmt.Errorf("cpuref: tensor %s: %w", st.Name, err)
+			return Projection{}, fmt.Errorf("tensor %s: %w", st.Name, err)
 		}
-		bl.scale, bl.extra = v[0], true
+		p.Scale, p.Extra = v[0], true
 	}
-	return bl, nil
+	return p, nil
 }
 
 // Config returns the model hyper-parameters (with defaults filled: RMSEps, RoPEDim).
