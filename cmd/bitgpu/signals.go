@@ -35,6 +35,9 @@ func handleSignals() (done func()) {
 			if sig == syscall.SIGINT && interrupted() {
 				continue // a command took Ctrl-C for itself (chat stops the reply)
 			}
+			if sig == syscall.SIGTERM && terminated() {
+				continue // serve shuts down gracefully
+			}
 			break
 		}
 		mu.Lock()

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bitgpu/bitgpu"
+	"github.com/bitgpu/bitgpu/assets"
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/runtime"
+	"github.com/bitgpu/bitgpu/runtime/serve"
+	"github.com/bitgpu/bitgpu/runtime/serve/httpapi"
+)
+
+// serveCmd is `bitgpu serve [-m FILE] [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N]
+// [--device ...] [--lm-head ...] [--queue N] [--api-key KEY]`: an OpenAI-compatible HTTP server.
+var serveCmd = &cobra.Command{
+	Use:   "serve [-m FILE]",
+	Short: "Serve the model over an OpenAI-compatible HTTP API",
+	Long: `Serve the model over HTTP: POST /v1/completions and /v1/chat/completions (OpenAI's API,
+streamed as server-sent events with "stream": true), GET /v1/models, GET /health (503 while the
+model loads, 200 when ready), GET /metrics (Prometheus), POST /tokenize and /detokenize
+(llama-server's shapes). Up to --parallel requests generate at once, each with its own KV cache of
+--ctx tokens; up to --queue more wait, and beyond that a request gets 503 with Retry-After. One
+line per request goes to stderr. SIGTERM or SIGINT stops accepting connections, lets the requests
+in flight finish for up to --shutdown-timeout (then cancels them), frees the device and exits 0.`,
+	Args: cobra.NoArgs,
+	RunE: runServe,
+}
+
+func init() {
+	f := serveCmd.Flags()
+	addModelFlags(serveCmd, fmt.Sprintf("context length in tokens of each sequence (default %d, at most the model's)", bitgpu.DefaultContext))
+	f.String("host", "127.0.0.1", "address to listen on")
+	f.Int("port", 8080, "TCP port to listen on (0: any free port, printed)")
+	f.Int("parallel", 4, "sequences generated at once (each has its own KV cache of --ctx tokens)")
+	f.Int("queue", serve.DefaultQueue, "requests that may wait for a free sequence; more get 503 with Retry-After")
+	f.String("api-key", "", "require 'Authorization: Bearer KEY' on every endpoint but /health (default: $BITGPU_API_KEY)")
+	f.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
+	rootCmd.AddCommand(serveCmd)
+}
+
+// runServe listens first (so /health answers 503 while the model loads), loads the model and its
+// sequences, serves until SIGTERM or SIGINT, then shuts down gracefully.
+func runServe(cmd *cobra.Command, _ []string) (err error) {
+	f := cmd.Flags()
+	host, _ := f.GetString("host")
+	port, _ := f.GetInt("port")
+	parallel, _ := f.GetInt("parallel")
+	queue, _ := f.GetInt("queue")
+	key, _ := f.GetString("api-key")
+	grace, _ := f.GetDuration("shutdown-timeout")
+	if key == "" {
+		key = os.Getenv("BITGPU_API_KEY")
+	}
+	switch {
+	case port < 0 || port > 65535:
+		return fmt.Errorf("--port %d: want 0..65535", port)
+	case parallel < 1:
+		return fmt.Errorf("--parallel %d: must be at least 1", parallel)
+	case queue < 0:
+		return fmt.Errorf("--queue %d: must be >= 0", queue)
+	case grace < 0:
+		return fmt.Errorf("--shutdown-timeout %v: must be >= 0", grace)
+	}
+	if queue == 0 {
+		queue = -1 // serve.Options: negative is no queue
+	}
+	path, _ := f.GetString("model")
+	name := assets.Name
+	if path != "" {
+		name = strings.TrimSuffix(filepath.Base(path), ".gguf")
+	}
+	stderr := cmd.ErrOrStderr()
+	api := httpapi.New(httpapi.Options{ModelName: name, APIKey: key, Log: stderr})
+
+	// SIGTERM and SIGINT stop the server instead of ending the process.
+	stop := make(chan struct{})
+	var once sync.Once
+	stopFn := func() { once.Do(func() { close(stop) }) }
+	defer onInterrupt(stopFn)()
+	defer onTerminate(stopFn)()
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("--host %s --port %d: %w", host, port, err)
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	closeHTTP := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), grace+5*time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
+	}
+
+	s, err := openSession(cmd, 0)
+	if err != nil {
+		closeHTTP()
+		return err
+	}
+	defer closeInto(&err, s)
+	backends := []runtime.Backend{s.b}
+	defer func() {
+		for _, b := range backends[1:] {
+			if cerr := b.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}()
+	for len(backends) < parallel {
+		b, err := s.lib.NewSequence()
+		if err != nil {
+			closeHTTP()
+			return fmt.Errorf("--parallel %d: sequence %d: %w", parallel, len(backends)+1, err)
+		}
+		backends = append(backends, b)
+	}
+	eng, err := serve.New(serve.Options{Backends: backends, Tokenizer: s.m.Tokenizer, Context: s.ctx, Queue: queue})
+	if err != nil {
+		closeHTTP()
+		return err
+	}
+	api.SetEngine(eng, s.m.Config.ChatTemplate)
+	fmt.Fprintf(stderr, "bitgpu: serving %s on http://%s (backend %s, %d sequences of %d tokens, queue %d, lm head %s)\n",
+		name, ln.Addr(), s.lib.Backend(), parallel, s.ctx, max(queue, 0), lmHeadName(cmd))
+
+	select {
+	case <-stop:
+	case err := <-served:
+		eng.Shutdown(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	}
+	fmt.Fprintf(stderr, "bitgpu: shutting down (requests in flight get up to %v)\n", grace)
+	api.SetDraining()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Shutdown(ctx) }()
+	closeHTTP()
+	if e := <-engDone; errors.Is(e, context.DeadlineExceeded) {
+		fmt.Fprintf(stderr, "bitgpu: cancelled the requests still running after %v\n", grace)
+	}
+	fmt.Fprintln(stderr, "bitgpu: stopped")
+	return nil
+}
+
+// lmHeadName is the --lm-head value, defaulted.
+func lmHeadName(cmd *cobra.Command) string {
+	h, _ := cmd.Flags().GetString("lm-head")
+	if h == "" {
+		h = string(cpuref.DefaultLMHead)
+	}
+	return h
+}
+
+// terminateHook is the function onTerminate installed, or nil.
+var terminateHook struct {
+	sync.Mutex
+	fn func()
+}
+
+// onTerminate makes SIGTERM call fn instead of ending the process, until the returned release is
+// called: serve uses it to shut down gracefully and exit 0.
+func onTerminate(fn func()) (release func()) {
+	terminateHook.Lock()
+	terminateHook.fn = fn
+	terminateHook.Unlock()
+	return func() {
+		terminateHook.Lock()
+		terminateHook.fn = nil
+		terminateHook.Unlock()
+	}
+}
+
+// terminated runs the onTerminate hook and reports whether there was one.
+func terminated() bool {
+	terminateHook.Lock()
+	fn := terminateHook.fn
+	terminateHook.Unlock()
+	if fn == nil {
+		return false
+	}
+	fn()
+	return true
+}

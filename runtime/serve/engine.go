@@ -1,0 +1,574 @@
+// Package serve is bitgpu's serving engine: it runs many generation requests at once over a fixed
+// set of sequence slots, each slot a runtime.Backend with its own KV cache, without any HTTP (the
+// OpenAI-compatible server in package runtime/serve/httpapi is a thin layer over it).
+//
+// Scheduling. A request waits in a bounded FIFO queue until a slot is free, then runs
+// runtime.Generate (the same loop as `bitgpu generate`: sampler, stop strings, end of text) on
+// that slot's backend. Every forward pass of every active sequence goes through one scheduler
+// goroutine, which works in rounds: each round takes the steps that are pending — at most one per
+// active sequence, a decode step of one token or a prefill chunk of at most PrefillChunk prompt
+// tokens — and runs them one after another in slot order. New requests join between rounds and
+// finished or cancelled ones leave, so a long prompt is prefilled in chunks interleaved with the
+// other sequences' decode steps.
+//
+// The step is per sequence today: each forward reads the weights once per sequence. A batched
+// step (one forward over one token of every active sequence, each weight read once for all of
+// them) needs a batched Backend method — a ternary GEMM over B columns with attention per
+// sequence — and a KV cache paged in blocks of 32 positions shared by all sequences; the rounds
+// above are where it plugs in.
+//
+// Batch invariance holds exactly: a sequence's forward passes read only its own KV cache, and
+// every backend computes the same bits whatever the grouping of prompt tokens into Prefill calls
+// (the README's bit-exact contract), so a request's tokens — greedy or seeded — are the same
+// alone or alongside others, and greedy ones equal `bitgpu generate`'s.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
+)
+
+// DefaultQueue is the most requests that wait for a slot when Options.Queue is 0.
+const DefaultQueue = 64
+
+// DefaultPrefillChunk is the most prompt tokens one scheduler step prefills when
+// Options.PrefillChunk is 0.
+const DefaultPrefillChunk = 64
+
+// BlockSize is the number of positions in one KV block, the unit the KV metrics count in (the
+// attention kernels' key chunk).
+const BlockSize = 32
+
+// ErrQueueFull is returned by Submit when every slot is busy and the queue is full; the caller
+// may retry later (the HTTP layer answers 503 with Retry-After).
+var ErrQueueFull = errors.New("serve: all slots are busy and the queue is full")
+
+// ErrClosed is returned by Submit once Shutdown has begun, and is the cause of the context of
+// requests Shutdown cancels.
+var ErrClosed = errors.New("serve: the engine is shutting down")
+
+// ErrEmptyPrompt is returned by Submit for a request without prompt tokens.
+var ErrEmptyPrompt = errors.New("serve: the prompt has no tokens")
+
+// PromptTooLongError is returned by Submit for a prompt that can never fit a sequence's KV cache.
+type PromptTooLongError struct {
+	Tokens int // prompt tokens
+	Limit  int // the context size of a sequence
+}
+
+// Error names the prompt's token count and the limit.
+func (e *PromptTooLongError) Error() string {
+	return fmt.Sprintf("the prompt has %d tokens, more than the context size of %d tokens", e.Tokens, e.Limit)
+}
+
+// Options configure New.
+type Options struct {
+	// Backends are the sequence slots, one Backend each with its own KV cache (see
+	// bitgpu.Model.NewSequence); their number is the most sequences that run at once. The
+	// engine resets them but does not close them. It steps them one at a time, so backends
+	// that share a worker pool (cpu.Backend.NewSequence) are safe.
+	Backends []runtime.Backend
+	// Tokenizer decodes generated text and names the end-of-text tokens.
+	Tokenizer model.Tokenizer
+	// Context is each backend's KV-cache capacity in tokens; 0 means the model's context length.
+	Context int
+	// Queue is the most requests that wait for a free slot: 0 means DefaultQueue, negative none.
+	Queue int
+	// PrefillChunk is the most prompt tokens one step prefills: 0 means DefaultPrefillChunk.
+	PrefillChunk int
+}
+
+// Request is one generation.
+type Request struct {
+	// Prompt is the token ids to continue, BOS included when the model wants one
+	// (runtime.EncodePrompt, model.EncodeChat).
+	Prompt []int
+	// MaxTokens is the most tokens to generate; 0 or negative: until the end of text or of the
+	// context.
+	MaxTokens int
+	// Sampler is the sampling (temperature 0 is greedy); see runtime.Sampler.
+	Sampler runtime.SamplerOptions
+	// Stop strings end the text before the first one that appears.
+	Stop []string
+	// IgnoreEOS keeps generating after the end-of-text and end-of-turn tokens.
+	IgnoreEOS bool
+	// Logprobs asks for the log-probability of each generated token (Piece.Logprobs,
+	// Result.Logprobs), and TopLogprobs for that many most likely alternatives at each step.
+	Logprobs    bool
+	TopLogprobs int
+	// OnPiece, when not nil, receives the text as it is generated (never half a UTF-8 character,
+	// never a stop string). An error from it ends the request with that error.
+	OnPiece func(Piece) error
+}
+
+// Piece is a stretch of generated text and, when asked for, the log-probabilities of the tokens
+// that completed it.
+type Piece struct {
+	Text     string
+	Logprobs []TokenLogprob
+}
+
+// TokenLogprob is one generated token, its log-probability under the model (the log-softmax of
+// its logits, before any sampling transform) and the most likely alternatives, most likely first.
+type TokenLogprob struct {
+	ID      int
+	Bytes   []byte // the token's raw bytes (a piece of a UTF-8 character, possibly)
+	Logprob float64
+	Top     []TopLogprob
+}
+
+// TopLogprob is one alternative token and its log-probability.
+type TopLogprob struct {
+	ID      int
+	Bytes   []byte
+	Logprob float64
+}
+
+// Result is the outcome of one request.
+type Result struct {
+	Text         string
+	Tokens       []int // generated ids, a final end-of-text token included
+	PromptTokens int
+	// Stop says why generation ended (runtime.StopEOS, StopLength, StopContext, StopString,
+	// StopCanceled).
+	Stop runtime.StopReason
+	// Logprobs are those of the tokens whose text was delivered (Request.Logprobs).
+	Logprobs []TokenLogprob
+	// Queued is the time spent waiting for a slot; FirstToken the time from Submit to the first
+	// generated token; InterToken the times between consecutive generated tokens; Total the time
+	// from Submit to the end.
+	Queued, FirstToken, Total time.Duration
+	InterToken                []time.Duration
+}
+
+// Stats is a snapshot of the engine's load.
+type Stats struct {
+	Slots, Running, Queued int
+	// KVBlocksUsed counts the BlockSize-position blocks the running sequences' caches fill;
+	// KVBlocksTotal the blocks of every slot's cache together.
+	KVBlocksUsed, KVBlocksTotal int
+	// Steps counts the scheduler rounds so far.
+	Steps int64
+}
+
+// Engine runs requests over its slots. Its methods are safe for concurrent use.
+type Engine struct {
+	opts  Options
+	steps chan *step
+	quit  chan struct{}
+	loop  sync.WaitGroup
+
+	mu       sync.Mutex
+	free     []int     // free slot indices, lowest first
+	waiters  []*waiter // FIFO
+	running  map[int]*sequence
+	closed   bool
+	inflight sync.WaitGroup
+	cancels  map[*sequence]context.CancelCauseFunc
+	rounds   int64
+}
+
+// waiter is a request queued for a slot; slot receives the slot granted.
+type waiter struct{ slot chan int }
+
+// sequence is a request holding a slot.
+type sequence struct {
+	slot int
+	b    runtime.Backend
+	pos  atomic.Int64 // b.Pos() after the last step, for Stats
+}
+
+// step is one forward pass of one sequence, run by the scheduler goroutine.
+type step struct {
+	slot int
+	fn   func()
+	done chan struct{}
+}
+
+// New starts an engine over o.Backends. Shutdown stops it.
+func New(o Options) (*Engine, error) {
+	if len(o.Backends) == 0 {
+		return nil, fmt.Errorf("serve: no backends (need at least one sequence slot)")
+	}
+	if o.Tokenizer == nil {
+		return nil, fmt.Errorf("serve: nil tokenizer")
+	}
+	for i, b := range o.Backends {
+		if b == nil {
+			return nil, fmt.Errorf("serve: backend %d is nil", i)
+		}
+	}
+	if o.Context <= 0 {
+		o.Context = o.Backends[0].Config().ContextLength
+	}
+	if o.Queue == 0 {
+		o.Queue = DefaultQueue
+	}
+	if o.PrefillChunk <= 0 {
+		o.PrefillChunk = DefaultPrefillChunk
+	}
+	e := &Engine{opts: o, steps: make(chan *step, len(o.Backends)), quit: make(chan struct{}),
+		running: map[int]*sequence{}, cancels: map[*sequence]context.CancelCauseFunc{}}
+	for i := range o.Backends {
+		e.free = append(e.free, i)
+	}
+	e.loop.Add(1)
+	go e.schedule()
+	return e, nil
+}
+
+// Slots is the number of sequences that can run at once.
+func (e *Engine) Slots() int { return len(e.opts.Backends) }
+
+// Context is each sequence's KV-cache capacity in tokens.
+func (e *Engine) Context() int { return e.opts.Context }
+
+// Tokenizer is the tokenizer the engine decodes with.
+func (e *Engine) Tokenizer() model.Tokenizer { return e.opts.Tokenizer }
+
+// Stats returns a snapshot of the engine's load.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Stats{Slots: len(e.opts.Backends), Running: len(e.running), Queued: len(e.waiters), Steps: e.rounds,
+		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize)}
+	for _, sq := range e.running {
+		s.KVBlocksUsed += (int(sq.pos.Load()) + BlockSize - 1) / BlockSize
+	}
+	return s
+}
+
+// schedule is the scheduler goroutine: it runs the pending steps in rounds, in slot order.
+func (e *Engine) schedule() {
+	defer e.loop.Done()
+	var round []*step
+	for {
+		round = round[:0]
+		select {
+		case s := <-e.steps:
+			round = append(round, s)
+		case <-e.quit:
+			return
+		}
+	drain:
+		for {
+			select {
+			case s := <-e.steps:
+				round = append(round, s)
+			default:
+				break drain
+			}
+		}
+		slices.SortFunc(round, func(a, b *step) int { return a.slot - b.slot })
+		for _, s := range round {
+			s.fn()
+			close(s.done)
+		}
+		e.mu.Lock()
+		e.rounds++
+		e.mu.Unlock()
+	}
+}
+
+// run has the scheduler run fn as one step of slot's sequence and waits for it. A step queued
+// before ctx is cancelled still waits for its turn (its backend must not be reused before), but
+// then does nothing and returns ctx's cause.
+func (e *Engine) run(ctx context.Context, slot int, fn func() error) error {
+	var err error
+	s := &step{slot: slot, done: make(chan struct{}), fn: func() {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+			return
+		}
+		err = fn()
+	}}
+	e.steps <- s
+	<-s.done
+	return err
+}
+
+// Submit runs r to completion and returns its result: it waits for a slot (ErrQueueFull when
+// the queue is full), prefills the prompt and generates, calling r.OnPiece as text arrives.
+// Cancelling ctx (a client that went away) stops the request at its next step and frees the
+// slot; the error is then ctx's cause, with the result so far. Other errors: ErrEmptyPrompt, a
+// *PromptTooLongError, ErrClosed, an invalid r.Sampler (the error names the option), and errors
+// from the backend or OnPiece.
+func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
+	start := time.Now()
+	res := Result{PromptTokens: len(r.Prompt)}
+	switch {
+	case len(r.Prompt) == 0:
+		return res, ErrEmptyPrompt
+	case len(r.Prompt) > e.opts.Context:
+		return res, &PromptTooLongError{Tokens: len(r.Prompt), Limit: e.opts.Context}
+	}
+	vocab := e.opts.Backends[0].Config().VocabSize
+	for i, t := range r.Prompt {
+		if t < 0 || t >= vocab {
+			return res, fmt.Errorf("serve: prompt token %d is %d, outside the vocabulary [0, %d)", i, t, vocab)
+		}
+	}
+	sampler, err := runtime.NewSampler(r.Sampler)
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	seq, err := e.acquire(ctx, cancel)
+	if err != nil {
+		return res, err
+	}
+	defer e.release(seq)
+	res.Queued = time.Since(start)
+
+	seq.b.Reset()
+	var (
+		pending []TokenLogprob
+		last    time.Time
+	)
+	tok := e.opts.Tokenizer
+	opts := runtime.GenerateOptions{MaxTokens: r.MaxTokens, Context: e.opts.Context, Sampler: sampler,
+		IgnoreEOS: r.IgnoreEOS, Stop: r.Stop, Ctx: ctx}
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = -1
+	}
+	opts.Sampled = func(id int, logits []float32) error {
+		now := time.Now()
+		if last.IsZero() {
+			res.FirstToken = now.Sub(start)
+		} else {
+			res.InterToken = append(res.InterToken, now.Sub(last))
+		}
+		last = now
+		if r.Logprobs {
+			pending = append(pending, logprobOf(tok, logits, id, r.TopLogprobs))
+		}
+		return nil
+	}
+	opts.Emit = func(text string) error {
+		p := Piece{Text: text, Logprobs: pending}
+		res.Logprobs = append(res.Logprobs, pending...)
+		pending = nil
+		if r.OnPiece != nil {
+			return r.OnPiece(p)
+		}
+		return nil
+	}
+	sb := &stepBackend{Backend: seq.b, e: e, ctx: ctx, seq: seq}
+	st, err := runtime.Generate(sb, tok, r.Prompt, opts)
+	res.Text, res.Tokens, res.Stop = st.Text, st.Tokens, st.Stop
+	res.Total = time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		res.Stop = runtime.StopCanceled
+		return res, context.Cause(ctx)
+	}
+	return res, err
+}
+
+// acquire takes a free slot for a request, waiting in the queue when there is none.
+func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc) (*sequence, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	grant := func(slot int) *sequence {
+		seq := &sequence{slot: slot, b: e.opts.Backends[slot]}
+		e.running[slot] = seq
+		e.cancels[seq] = cancel
+		e.inflight.Add(1)
+		return seq
+	}
+	if len(e.free) > 0 && len(e.waiters) == 0 {
+		slot := e.free[0]
+		e.free = e.free[1:]
+		seq := grant(slot)
+		e.mu.Unlock()
+		return seq, nil
+	}
+	if len(e.waiters) >= max(e.opts.Queue, 0) {
+		e.mu.Unlock()
+		return nil, ErrQueueFull
+	}
+	w := &waiter{slot: make(chan int, 1)}
+	e.waiters = append(e.waiters, w)
+	e.inflight.Add(1) // a queued request is in flight for Shutdown
+	e.mu.Unlock()
+	defer e.inflight.Done()
+	select {
+	case slot := <-w.slot:
+		if slot < 0 {
+			return nil, ErrClosed
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return grant(slot), nil
+	case <-ctx.Done():
+		e.mu.Lock()
+		if i := slices.Index(e.waiters, w); i >= 0 {
+			e.waiters = slices.Delete(e.waiters, i, i+1)
+			e.mu.Unlock()
+		} else { // granted meanwhile: give the slot on
+			e.mu.Unlock()
+			if slot := <-w.slot; slot >= 0 {
+				e.handOn(slot)
+			}
+		}
+		return nil, context.Cause(ctx)
+	}
+}
+
+// release frees seq's slot, handing it to the first waiter.
+func (e *Engine) release(seq *sequence) {
+	e.mu.Lock()
+	delete(e.running, seq.slot)
+	delete(e.cancels, seq)
+	e.mu.Unlock()
+	e.handOn(seq.slot)
+	e.inflight.Done()
+}
+
+// handOn gives a free slot to the first waiter, or returns it to the free list.
+func (e *Engine) handOn(slot int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.waiters) > 0 {
+		w := e.waiters[0]
+		e.waiters = e.waiters[1:]
+		w.slot <- slot
+		return
+	}
+	i, _ := slices.BinarySearch(e.free, slot)
+	e.free = slices.Insert(e.free, i, slot)
+}
+
+// Shutdown stops the engine: Submit returns ErrClosed from now on; requests running or queued
+// go on until they finish or ctx is done, when the rest are cancelled (their error is
+// ErrClosed) and Shutdown waits for them to leave (one step each at most). It then stops the
+// scheduler and returns ctx's error if it had to cancel. The backends stay open.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { e.inflight.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		e.CancelAll(ErrClosed)
+		<-done
+	}
+	close(e.quit)
+	e.loop.Wait()
+	return err
+}
+
+// CancelAll cancels every running or queued request with cause.
+func (e *Engine) CancelAll(cause error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.cancels {
+		c(cause)
+	}
+	for _, w := range e.waiters {
+		w.slot <- -1
+	}
+	e.waiters = nil
+}
+
+// stepBackend is a slot's backend seen through the scheduler: each Decode, and each
+// PrefillChunk-token part of a Prefill, is one scheduler step.
+type stepBackend struct {
+	runtime.Backend
+	e   *Engine
+	ctx context.Context
+	seq *sequence
+}
+
+// Decode runs one decode step when the scheduler gives this sequence its turn.
+func (s *stepBackend) Decode(token int) (logits []float32, err error) {
+	err = s.e.run(s.ctx, s.seq.slot, func() error {
+		logits, err = s.Backend.Decode(token)
+		s.seq.pos.Store(int64(s.Backend.Pos()))
+		return err
+	})
+	return logits, err
+}
+
+// Prefill runs the prompt in chunks of PrefillChunk tokens, one scheduler step each; the bit-exact
+// contract makes the logits and cache those of one Prefill call.
+func (s *stepBackend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
+	var all, logits []float32
+	for lo := 0; lo < len(tokens); lo += s.e.opts.PrefillChunk {
+		hi := min(len(tokens), lo+s.e.opts.PrefillChunk)
+		err := s.e.run(s.ctx, s.seq.slot, func() error {
+			l, err := s.Backend.Prefill(tokens[lo:hi], allLogits)
+			s.seq.pos.Store(int64(s.Backend.Pos()))
+			if allLogits {
+				all = append(all, l...)
+			}
+			logits = l
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if allLogits {
+		return all, nil
+	}
+	return logits, nil
+}
+
+// logprobOf is the log-softmax of logits at id, with the top alternatives (ties: lower id first).
+func logprobOf(tok model.Tokenizer, logits []float32, id, top int) TokenLogprob {
+	mx := math.Inf(-1)
+	for _, l := range logits {
+		mx = max(mx, float64(l))
+	}
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l) - mx)
+	}
+	lse := mx + math.Log(sum)
+	t := TokenLogprob{ID: id, Bytes: tok.TokenBytes(id), Logprob: float64(logits[id]) - lse}
+	if top <= 0 {
+		return t
+	}
+	top = min(top, len(logits))
+	best := make([]int, 0, top+1)
+	for i, l := range logits {
+		if len(best) == top && l <= logits[best[top-1]] {
+			continue
+		}
+		j, _ := slices.BinarySearchFunc(best, i, func(a, target int) int {
+			if logits[a] > logits[target] || (logits[a] == logits[target] && a < target) {
+				return -1
+			}
+			return 1
+		})
+		best = slices.Insert(best, j, i)
+		if len(best) > top {
+			best = best[:top]
+		}
+	}
+	for _, b := range best {
+		t.Top = append(t.Top, TopLogprob{ID: b, Bytes: tok.TokenBytes(b), Logprob: float64(logits[b]) - lse})
+	}
+	return t
+}
