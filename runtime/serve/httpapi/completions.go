@@ -232,22 +232,42 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, b *backend, c commo
 	_ = ev.raw([]byte("[DONE]"))
 }
 
-// completions is POST /v1/completions.
-func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
-	b := s.ready(w)
-	if b == nil {
-		return
+// begin is how both generation endpoints start: the loaded backend, the request's fields and
+// the options common to both (maxNames: the accepted names of the token limit). When ok is false
+// the error reply has been written.
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, maxNames ...string) (b *backend, f fields, c common, ok bool) {
+	if b, f, ok = s.readyFields(w, r); !ok {
+		return nil, nil, c, false
+	}
+	c, e := s.parseCommon(f, maxNames...)
+	if e != nil {
+		writeError(w, e)
+		return nil, nil, c, false
+	}
+	return b, f, c, true
+}
+
+// readyFields returns the loaded backend and the request's JSON fields; when ok is false the
+// error reply (503 while loading, 400 for a bad body) has been written.
+func (s *Server) readyFields(w http.ResponseWriter, r *http.Request) (b *backend, f fields, ok bool) {
+	if b = s.ready(w); b == nil {
+		return nil, nil, false
 	}
 	f, e := readFields(w, r)
 	if e != nil {
 		writeError(w, e)
+		return nil, nil, false
+	}
+	return b, f, true
+}
+
+// completions is POST /v1/completions.
+func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
+	b, f, c, ok := s.begin(w, r, "max_tokens")
+	if !ok {
 		return
 	}
-	c, e := s.parseCommon(f, "max_tokens")
-	if e != nil {
-		writeError(w, e)
-		return
-	}
+	var e *apiError
 	tok := b.eng.Tokenizer()
 	if c.req.Prompt, e = parsePrompt(f, tok); e != nil {
 		writeError(w, e)
@@ -360,18 +380,8 @@ func withBOS(tok model.Tokenizer, ids []int) []int {
 
 // chatCompletions is POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	b := s.ready(w)
-	if b == nil {
-		return
-	}
-	f, e := readFields(w, r)
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	c, e := s.parseCommon(f, "max_tokens", "max_completion_tokens")
-	if e != nil {
-		writeError(w, e)
+	b, f, c, ok := s.begin(w, r, "max_tokens", "max_completion_tokens")
+	if !ok {
 		return
 	}
 	msgs, e := parseMessages(f)
@@ -536,13 +546,8 @@ func messageContent(m fields, param string) (string, *apiError) {
 // tokenize is llama-server's POST /tokenize: {"content", "add_special", "parse_special",
 // "with_pieces"} → {"tokens": [ids]} or, with_pieces, [{"id", "piece"}].
 func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
-	b := s.ready(w)
-	if b == nil {
-		return
-	}
-	f, e := readFields(w, r)
-	if e != nil {
-		writeError(w, e)
+	b, f, ok := s.readyFields(w, r)
+	if !ok {
 		return
 	}
 	content, e := f.str("content", "")
@@ -588,13 +593,8 @@ func (s *Server) tokenize(w http.ResponseWriter, r *http.Request) {
 
 // detokenize is llama-server's POST /detokenize: {"tokens": [ids]} → {"content"}.
 func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
-	b := s.ready(w)
-	if b == nil {
-		return
-	}
-	f, e := readFields(w, r)
-	if e != nil {
-		writeError(w, e)
+	b, f, ok := s.readyFields(w, r)
+	if !ok {
 		return
 	}
 	var ids []int
