@@ -88,7 +88,11 @@ type GPU struct {
 type gpuLayer struct {
 	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm *gpu.Buffer
 	q, k, v, o, gate, up, down                 projection
-	kCache, vCache                             *gpu.Buffer
+	// Ternary models stack q, k and v (qkv) and gate and up (gateUp, interleaved for the fused
+	// GLU) into one matrix each, one dispatch each; q, k, v, gate and up are then empty. F16
+	// models keep the separate projections.
+	qkv, gateUp    projection
+	kCache, vCache *gpu.Buffer
 }
 
 // projection is one weight matrix on the device: ternary (2 bits a weight, a BitLinear on int8
@@ -320,6 +324,41 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		advance(tw.Bytes())
 		return projection{tern: tw}, nil
 	}
+	// stacked uploads tensors names (rows[i] x cols each) as one matrix (StackTernary).
+	stacked := func(name string, names []string, rows []int, cols int, interleave bool) (projection, error) {
+		mats := make([]*model.TernaryMatrix, len(names))
+		outScales := make([]float32, len(names))
+		for i, n := range names {
+			t, err := get(n)
+			if err != nil {
+				return projection{}, err
+			}
+			if t.Type == model.TypeF16 {
+				return projection{}, fmt.Errorf("tensor %s: type %s; the GPU backend needs every projection ternary, or every one F16", n, t.Type)
+			}
+			if mats[i], err = model.NewTernaryMatrix(t); err != nil {
+				return projection{}, err
+			}
+			if mats[i].Rows != rows[i] || mats[i].Cols != cols {
+				return projection{}, fmt.Errorf("tensor %s: shape [%d, %d], want [%d, %d]", n, mats[i].Cols, mats[i].Rows, cols, rows[i])
+			}
+			outScales[i] = m.WeightScale(n)
+		}
+		words, tw, err := StackTernary(name, mats, outScales, interleave)
+		if err != nil {
+			return projection{}, err
+		}
+		if tw.BlockScales != 0 { // per-block scales after the trit words
+			g.plan.Weights += uint64(4 * (len(words) - int(tw.BlockScales)))
+		}
+		b, err := gpu.NewBufferFrom(g.dev, words)
+		if err != nil {
+			return projection{}, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		tw.Buf = b.Whole()
+		advance(tw.Bytes())
+		return projection{tern: tw}, nil
+	}
 	embd, err := get("token_embd.weight")
 	if err != nil {
 		return err
@@ -365,12 +404,29 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 				}
 				return
 			},
-			func() (err error) { l.q, err = ternary(p+"attn_q.weight", c.Dim, qDim); return },
-			func() (err error) { l.k, err = ternary(p+"attn_k.weight", c.Dim, kvDim); return },
-			func() (err error) { l.v, err = ternary(p+"attn_v.weight", c.Dim, kvDim); return },
+			func() (err error) {
+				if !g.f16 {
+					l.qkv, err = stacked(p+"attn_qkv", []string{p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"}, []int{qDim, kvDim, kvDim}, c.Dim, false)
+					return
+				}
+				if l.q, err = ternary(p+"attn_q.weight", c.Dim, qDim); err == nil {
+					if l.k, err = ternary(p+"attn_k.weight", c.Dim, kvDim); err == nil {
+						l.v, err = ternary(p+"attn_v.weight", c.Dim, kvDim)
+					}
+				}
+				return
+			},
 			func() (err error) { l.o, err = ternary(p+"attn_output.weight", qDim, c.Dim); return },
-			func() (err error) { l.gate, err = ternary(p+"ffn_gate.weight", c.Dim, c.FFNDim); return },
-			func() (err error) { l.up, err = ternary(p+"ffn_up.weight", c.Dim, c.FFNDim); return },
+			func() (err error) {
+				if !g.f16 {
+					l.gateUp, err = stacked(p+"ffn_gate_up", []string{p + "ffn_gate.weight", p + "ffn_up.weight"}, []int{c.FFNDim, c.FFNDim}, c.Dim, true)
+					return
+				}
+				if l.gate, err = ternary(p+"ffn_gate.weight", c.Dim, c.FFNDim); err == nil {
+					l.up, err = ternary(p+"ffn_up.weight", c.Dim, c.FFNDim)
+				}
+				return
+			},
 			func() (err error) { l.down, err = ternary(p+"ffn_down.weight", c.FFNDim, c.Dim); return },
 			func() (err error) { l.kCache, err = g.dev.NewBuffer(uint64(g.ctx * kvDim * 2)); return },
 			func() (err error) { l.vCache, err = g.dev.NewBuffer(uint64(g.ctx * kvDim * 2)); return },
@@ -471,8 +527,9 @@ type step struct {
 	rec   func() error
 }
 
-// profileMarks is how many timestamps a profiled one-token step takes: 14 ops a layer, the final
-// norm and the logits, and the start mark.
+// profileMarks is how many timestamps a profiled one-token step takes at most: 14 ops a layer (F16
+// projections; a ternary model's stacked q/k/v and gate/up with the fused GLU make it 10), the
+// final norm and the logits, and the start mark.
 func profileMarks(layers int) int { return 14*layers + 3 }
 
 func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits *gpu.Buffer) error {
@@ -528,12 +585,33 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			return err
 		}
 	}
+	kvDim := uint32(c.KVHeads * c.HeadDim)
 	for _, l := range g.layers {
-		steps := []step{
-			{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }},
+		qkv := []step{
 			{matmul + " q", func() error { return mm(l.q, g.q, false) }},
 			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
 			{matmul + " v", func() error { return mm(l.v, g.v, false) }},
+		}
+		if l.qkv.tern != nil { // one dispatch over the stacked q, k and v rows
+			qkv = []step{{matmul + " qkv", func() error {
+				return ks.TernaryMatMulStacked(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), MatMulArgs{T: T},
+					[]SegmentOut{{Y: g.q.Whole(), YStride: qDim}, {Y: g.k.Whole(), YStride: kvDim}, {Y: g.v.Whole(), YStride: kvDim}})
+			}}}
+		}
+		ffnSteps := []step{
+			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
+			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
+			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
+		}
+		if l.gateUp.tern != nil { // gate, up and the GLU in one dispatch
+			ffnSteps = []step{{matmul + " gate_up+glu", func() error {
+				return ks.TernaryGLU(s, l.gateUp.tern, g.qa.Whole(), g.sq.Whole(), g.gate.Whole(), MatMulArgs{T: T, YStride: ffn}, c.Act)
+			}}}
+		}
+		steps := append([]step{
+			{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }},
+		}, qkv...)
+		steps = append(steps, []step{
 			{"rope_kv", func() error {
 				return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
 					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
@@ -545,12 +623,12 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
 			{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }},
 			{norm, func() error { return normQuant(g.x, l.ffnNorm, dim) }},
-			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
-			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
-			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
+		}...)
+		steps = append(steps, ffnSteps...)
+		steps = append(steps, []step{
 			{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }},
 			{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }},
-		}
+		}...)
 		if err := run(steps); err != nil {
 			return err
 		}
@@ -846,7 +924,7 @@ func (g *GPU) Close() error {
 	bufs := []*gpu.Buffer{g.greedyLogits, g.tokenOut, g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
 	for _, l := range g.layers {
 		bufs = append(bufs, l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm, l.kCache, l.vCache)
-		for _, p := range []projection{l.q, l.k, l.v, l.o, l.gate, l.up, l.down} {
+		for _, p := range []projection{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.qkv, l.gateUp} {
 			bufs = append(bufs, p.buffers()...)
 		}
 	}

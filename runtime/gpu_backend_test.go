@@ -337,7 +337,7 @@ func generateOnBoth(t *testing.T, n int, opts *SamplerOptions) (*GPU, [2][]int, 
 // bit for bit. A GPU that ignored either would give other logits.
 func TestGPUOutputScalesAndUntiedOutput(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
-	for name, v := range map[string]float32{"blk.0.attn_q.scale": 0.75, "blk.1.ffn_down.scale": 1.625} {
+	for name, v := range map[string]float32{"blk.0.attn_q.scale": 0.75, "blk.1.attn_v.scale": 1.25, "blk.0.ffn_up.scale": 0.875, "blk.1.ffn_down.scale": 1.625} {
 		data := make([]byte, 4)
 		binary.LittleEndian.PutUint32(data, math.Float32bits(v))
 		m.Tensors[name] = &model.Tensor{Name: name, Type: model.TypeF32, Shape: []uint64{1}, Data: data}

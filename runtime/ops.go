@@ -34,8 +34,10 @@ func init() {
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "quantize", variants: []variant{{spv: "quantize"}}, bindings: 3, outputs: []int{1, 2}, push: 28, local: cpuref.NormLanes},
-		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 4, outputs: []int{3}, push: 44, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 4, outputs: []int{3}, push: 44, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1, 1}},
+		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
@@ -106,6 +108,11 @@ func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) er
 // A tensor whose 256-column blocks carry different scales (RepackTernaryBlocks) has BlockScales,
 // the index of the uint32 word of Buf where its Rows*Cols/256 per-block f32 scales start (row by
 // row, after the trit words); 0 means one scale, Scale.
+//
+// A stacked matrix (StackTernary) holds several tensors with the same columns — q, k and v, or
+// gate and up — for one dispatch: Segments lists them in row order (Scale and OutScale are then
+// unused), and Interleaved means two tensors of equal rows stored alternately (row 2i of the
+// first, then row i of the second: the fused GLU's layout, TernaryGLU).
 type TernaryWeights struct {
 	Name        string
 	Rows, Cols  uint32
@@ -113,6 +120,102 @@ type TernaryWeights struct {
 	OutScale    float32
 	BlockScales uint32
 	Buf         gpu.Range
+	Segments    []TernarySegment
+	Interleaved bool
+}
+
+// TernarySegment is one tensor of a stacked TernaryWeights: its rows, per-tensor weight scale
+// and separate output scale (0 or 1: none).
+type TernarySegment struct {
+	Name            string
+	Rows            uint32
+	Scale, OutScale float32
+}
+
+// segments returns w's tensors: its Segments, or w itself as the one segment.
+func (w *TernaryWeights) segments() []TernarySegment {
+	if len(w.Segments) > 0 {
+		return w.Segments
+	}
+	return []TernarySegment{{Name: w.Name, Rows: w.Rows, Scale: w.Scale, OutScale: w.OutScale}}
+}
+
+// StackTernary repacks up to three ternary matrices with the same columns into one device matrix
+// (RepackTernaryBlocks' layout) for a single dispatch: their rows one after the other or, with
+// interleave (two matrices of equal rows), alternately. outScales are the tensors' separate output
+// scales (nil: none). When any of them carries per-block scales, every one is stored with
+// per-block scales — a tensor with one scale repeats it in each block, which the kernel's
+// per-block path turns into one run, the same bits as the per-tensor path — after the trit words,
+// row by row in the stacked order (w.BlockScales); the extra words are len(words) -
+// w.BlockScales - Rows*Cols/16. The returned weights lack Buf: upload words there.
+func StackTernary(name string, mats []*model.TernaryMatrix, outScales []float32, interleave bool) (words []uint32, w *TernaryWeights, err error) {
+	if len(mats) == 0 || len(mats) > 3 || interleave && len(mats) != 2 {
+		return nil, nil, fmt.Errorf("%s: %d matrices to stack (1 to 3; 2 interleaved)", name, len(mats))
+	}
+	w = &TernaryWeights{Name: name, Cols: uint32(mats[0].Cols), Interleaved: interleave}
+	type packed struct {
+		words  []uint32
+		blocks []float32
+		scale  float32
+	}
+	ps := make([]packed, len(mats))
+	anyBlocks := false
+	for i, m := range mats {
+		if m.Cols != mats[0].Cols || interleave && m.Rows != mats[0].Rows {
+			return nil, nil, fmt.Errorf("%s: tensor %s is %dx%d, %s %dx%d; stacked tensors need the same columns (and rows, interleaved)", name, m.Name, m.Rows, m.Cols, mats[0].Name, mats[0].Rows, mats[0].Cols)
+		}
+		wd, sc, bl, err := RepackTernaryBlocks(m)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps[i] = packed{wd, bl, sc}
+		anyBlocks = anyBlocks || bl != nil
+		seg := TernarySegment{Name: m.Name, Rows: uint32(m.Rows), Scale: sc}
+		if outScales != nil {
+			seg.OutScale = outScales[i]
+		}
+		w.Segments = append(w.Segments, seg)
+		w.Rows += uint32(m.Rows)
+	}
+	G := mats[0].Cols / 256
+	if anyBlocks {
+		for i, m := range mats {
+			if ps[i].blocks == nil {
+				if m.Cols%256 != 0 {
+					return nil, nil, fmt.Errorf("%s: tensor %s has %d columns; per-block scales need a multiple of 256", name, m.Name, m.Cols)
+				}
+				ps[i].blocks = make([]float32, m.Rows*G)
+				for j := range ps[i].blocks {
+					ps[i].blocks[j] = ps[i].scale
+				}
+			}
+		}
+	}
+	nw := mats[0].Cols / 16
+	words = make([]uint32, 0, int(w.Rows)*nw+map[bool]int{false: 0, true: int(w.Rows) * G}[anyBlocks])
+	var blocks []float32
+	if interleave {
+		for r := 0; r < mats[0].Rows; r++ {
+			for i := range ps {
+				words = append(words, ps[i].words[r*nw:(r+1)*nw]...)
+				if anyBlocks {
+					blocks = append(blocks, ps[i].blocks[r*G:(r+1)*G]...)
+				}
+			}
+		}
+	} else {
+		for i := range ps {
+			words = append(words, ps[i].words...)
+			blocks = append(blocks, ps[i].blocks...)
+		}
+	}
+	if anyBlocks {
+		w.BlockScales = uint32(len(words))
+		for _, sc := range blocks {
+			words = append(words, gpu.F32(sc))
+		}
+	}
+	return words, w, nil
 }
 
 // Bytes is the device memory the packed trits take (2 bits a weight).
@@ -194,24 +297,92 @@ type MatMulArgs struct {
 // w.OutScale for T tokens, cpuref's BitLinear bits exactly: the GEMV kernel for one token, the token-tiled GEMM
 // kernel for more.
 func (ks *Kernels) TernaryMatMul(s *gpu.Sequence, w *TernaryWeights, a, sq, y gpu.Range, m MatMulArgs) error {
+	if len(w.Segments) > 1 {
+		return fmt.Errorf("ternary matmul %s: %d stacked tensors (TernaryMatMulStacked)", w.Name, len(w.Segments))
+	}
+	return ks.ternaryDispatch(s, w, a, sq, m, []SegmentOut{{Y: y, YOff: m.YOff, YStride: m.YStride}}, 0)
+}
+
+// SegmentOut places the outputs of one tensor of a stacked matmul: token t's row r at float
+// YOff + t*YStride + r of Y.
+type SegmentOut struct {
+	Y             gpu.Range
+	YOff, YStride uint32
+}
+
+// TernaryMatMulStacked is TernaryMatMul for a stacked matrix (StackTernary, not interleaved) in
+// one dispatch: each tensor's rows get exactly its own TernaryMatMul's arithmetic (its weight and
+// output scales), written to its entry of outs (m.YOff and m.YStride are unused).
+func (ks *Kernels) TernaryMatMulStacked(s *gpu.Sequence, w *TernaryWeights, a, sq gpu.Range, m MatMulArgs, outs []SegmentOut) error {
+	if w.Interleaved || len(outs) != len(w.segments()) {
+		return fmt.Errorf("ternary matmul %s: %d outputs for %d stacked tensors (interleaved %v)", w.Name, len(outs), len(w.segments()), w.Interleaved)
+	}
+	return ks.ternaryDispatch(s, w, a, sq, m, outs, 0)
+}
+
+// TernaryGLU records the gate and up projections of an interleaved stacked matrix (StackTernary
+// with interleave: gate, then up) and the gated activation in one dispatch: y[t][i] =
+// act(gate[t][i]) * up[t][i] at float m.YOff + t*m.YStride + i, with gate and up exactly
+// TernaryMatMul's values and the product exactly GLU's (cpuref.ReLU2GLU / cpuref.SiLUGLU). One
+// row group (subgroup) computes both rows of a pair (the kernels ternary_gemv_glu and
+// ternary_gemm_glu: ternary_matmul.comp with its GLU constant set).
+func (ks *Kernels) TernaryGLU(s *gpu.Sequence, w *TernaryWeights, a, sq, y gpu.Range, m MatMulArgs, act model.Activation) error {
+	mode := uint32(1)
+	switch act {
+	case model.ActReLU2:
+	case model.ActSiLU:
+		mode = 2
+	default:
+		return fmt.Errorf("ternary glu %s: unknown activation %q", w.Name, act)
+	}
+	if !w.Interleaved || len(w.Segments) != 2 || m.Accumulate {
+		return fmt.Errorf("ternary glu %s: needs interleaved gate/up rows (StackTernary) and no accumulation", w.Name)
+	}
+	out := SegmentOut{Y: y, YOff: m.YOff, YStride: m.YStride}
+	return ks.ternaryDispatch(s, w, a, sq, m, []SegmentOut{out, out}, mode)
+}
+
+// ternaryDispatch records ternary_matmul.comp over w's segments (outs: one per segment) with
+// the given fused-GLU mode (0 none, 1 ReLU², 2 SiLU).
+func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu.Range, m MatMulArgs, outs []SegmentOut, glu uint32) error {
 	if m.T == 0 {
 		return fmt.Errorf("ternary matmul %s: no tokens", w.Name)
+	}
+	segs := w.segments()
+	if len(segs) > 3 || len(outs) != len(segs) {
+		return fmt.Errorf("ternary matmul %s: %d outputs for %d tensors (at most 3)", w.Name, len(outs), len(segs))
 	}
 	name, tile := "ternary_gemv", uint32(1)
 	if m.T > 1 {
 		name, tile = "ternary_gemm", GEMMTokens
 	}
+	units := w.Rows // rows, or gate/up pairs for the fused GLU
+	if glu != 0 {
+		name += "_glu"
+		units /= 2
+	}
 	acc := uint32(0)
 	if m.Accumulate {
 		acc = 1
 	}
-	groups := [3]uint32{(w.Rows + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
-	oscale := w.OutScale
-	if oscale == 0 {
-		oscale = 1
+	groups := [3]uint32{(units + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
+	// Unused segments: empty (starting at N), with segment 0's scales and output.
+	for len(segs) < 3 {
+		segs = append(segs, TernarySegment{Scale: segs[0].Scale, OutScale: segs[0].OutScale})
+		outs = append(outs, outs[0])
 	}
-	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, gpu.F32(w.Scale), acc, gpu.F32(oscale), w.BlockScales}
-	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, y)
+	var ws, os [3]uint32
+	for i, sg := range segs {
+		oscale := sg.OutScale
+		if oscale == 0 {
+			oscale = 1
+		}
+		ws[i], os[i] = gpu.F32(sg.Scale), gpu.F32(oscale)
+	}
+	seg1, seg2 := min(w.Rows, segs[0].Rows), min(w.Rows, segs[0].Rows+segs[1].Rows)
+	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, outs[0].YOff, outs[0].YStride, ws[0], acc, os[0], w.BlockScales,
+		seg1, seg2, ws[1], ws[2], os[1], os[2], outs[1].YOff, outs[1].YStride, outs[2].YOff, outs[2].YStride, glu}
+	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, outs[0].Y, outs[1].Y, outs[2].Y)
 }
 
 // F16Matrix is an F16 matrix on the device (Rows rows of Cols halves, row-major), split into row

@@ -22,6 +22,22 @@
 // equals this one (a run), then term = float(run) * scale, y = term for the first run and
 // y = y + term for each later run in column order, and finally ((y * inv_s) * oscale).
 //
+// Stacked matrices (one dispatch for several tensors with the same input: q, k and v; gate and
+// up): the rows of up to three tensors are stored one after the other, segment 0 = rows
+// [0, seg1), segment 1 = [seg1, seg2), segment 2 = [seg2, N). Each segment has its own weight
+// scale (wscale, wscale1, wscale2), output scale (oscale, oscale1, oscale2) and output buffer
+// (y at y_off/y_stride, y1 at y_off1/y_stride1, y2 at y_off2/y_stride2), its rows numbered from
+// 0 there — so every row gets exactly the arithmetic of its own tensor's dispatch. A single
+// tensor is one segment (seg1 = seg2 = N). Per-block scales index the stacked rows (the host
+// stores them row by row in the same order).
+//
+// Fused GLU (constant GLU = 1; push glu = 1: ReLU², 2: SiLU): two segments of equal rows
+// interleaved, row 2i = gate row i (segment 0), row 2i+1 = up row i (segment 1), adjacent in wt.
+// One subgroup (row group) computes both rows of pair i — gate, then up, each exactly as a
+// plain dispatch would — and its leader writes y[y_off + t*y_stride + i] = act(gate)*up with
+// glu.comp's (cpuref.ReLU2GLU / cpuref.SiLUGLU's) arithmetic: no workgroup barrier, no shared
+// memory. A separate pipeline (the constant) so the plain kernel carries none of it.
+//
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
 // USE_SUBGROUP=1 reduces with subgroupAdd; USE_SUBGROUP=0 with shared memory.
@@ -34,13 +50,17 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #endif
 #include "common.glsl"
+#include "numerics.glsl"
 
 layout(constant_id = 3) const uint TOKENS = 1;
+layout(constant_id = 4) const uint GLU = 0; // 1: each row group computes a gate/up pair (header)
 
 layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
 layout(set = 0, binding = 1) readonly buffer A { uvec4 a[]; };
 layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: 1/s bits, Σq
 layout(set = 0, binding = 3) buffer Y { float y[]; };
+layout(set = 0, binding = 4) buffer Y1 { float y1[]; };
+layout(set = 0, binding = 5) buffer Y2 { float y2[]; };
 
 layout(push_constant) uniform Push {
 	uint K;        // columns (multiple of 16)
@@ -54,7 +74,53 @@ layout(push_constant) uniform Push {
 	uint accumulate;
 	float oscale;  // separate output scale, 1.0 when the model has none
 	uint blocks_off; // 0: one scale (wscale); else the word of wt where per-block scales start
+	uint seg1;     // first row of segment 1 (N: none)
+	uint seg2;     // first row of segment 2 (N: none)
+	float wscale1, wscale2;
+	float oscale1, oscale2;
+	uint y_off1, y_stride1; // segment 1's outputs in y1
+	uint y_off2, y_stride2; // segment 2's outputs in y2
+	uint glu;      // with GLU = 1: 1 ReLU², 2 SiLU on interleaved gate/up rows (see the header)
 } p;
+
+// segOf returns the segment of a stacked row (see the header).
+uint segOf(uint row) {
+	if (GLU != 0u) return row & 1u;
+	return row < p.seg1 ? 0u : (row < p.seg2 ? 1u : 2u);
+}
+
+float wscaleOf(uint seg) { return seg == 0u ? p.wscale : (seg == 1u ? p.wscale1 : p.wscale2); }
+float oscaleOf(uint seg) { return seg == 0u ? p.oscale : (seg == 1u ? p.oscale1 : p.oscale2); }
+
+// store writes (or, with accumulate, adds) v as output row of token tok of its segment.
+void store(uint row, uint tok, float v) {
+	uint seg = segOf(row);
+	if (seg == 0u) {
+		uint idx = p.y_off + tok * p.y_stride + row;
+		if (p.accumulate != 0u) {
+			precise float sum = y[idx] + v;
+			y[idx] = sum;
+		} else {
+			y[idx] = v;
+		}
+	} else if (seg == 1u) {
+		uint idx = p.y_off1 + tok * p.y_stride1 + (row - p.seg1);
+		if (p.accumulate != 0u) {
+			precise float sum = y1[idx] + v;
+			y1[idx] = sum;
+		} else {
+			y1[idx] = v;
+		}
+	} else {
+		uint idx = p.y_off2 + tok * p.y_stride2 + (row - p.seg2);
+		if (p.accumulate != 0u) {
+			precise float sum = y2[idx] + v;
+			y2[idx] = sum;
+		} else {
+			y2[idx] = v;
+		}
+	}
+}
 
 #if USE_DOT
 spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6018, 6019], id = 4450)
@@ -82,7 +148,6 @@ const uint LANES = 32;
 #define ROWS_PER_GROUP (gl_WorkGroupSize.x / 32u)
 shared int red[gl_WorkGroupSize.x];
 #endif
-
 // rowSum returns the sum of v over the 32 (or subgroup-size) invocations of this row; every
 // invocation of the workgroup must call it (the shared variant has barriers).
 int rowSum(int v) {
@@ -101,8 +166,10 @@ int rowSum(int v) {
 #endif
 }
 
-// blockMain is main for per-block scales (p.blocks_off != 0; see the header).
-void blockMain(uint row, uint t0, uint words) {
+float vals[TOKENS]; // rowValues' results, one per token
+
+// blockValues is rowValues for per-block scales (p.blocks_off != 0; see the header).
+void blockValues(uint row, uint t0, uint words) {
 	uint G = p.K / 256u;
 	int run[TOKENS];
 	float yv[TOKENS];
@@ -148,33 +215,24 @@ void blockMain(uint row, uint t0, uint words) {
 		}
 		if (!more) begun = true;
 	}
-#if USE_SUBGROUP
-	bool leader = subgroupElect();
-#else
-	bool leader = LANE == 0u;
-#endif
+	float os = oscaleOf(segOf(row));
 	for (uint t = 0; t < TOKENS; t++) {
 		uint tok = t0 + t;
-		if (leader && row < p.N && tok < p.T) {
+		vals[t] = 0.0;
+		if (row < p.N && tok < p.T) {
 			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
-			precise float v = yv[t] * inv_s * p.oscale; // cpuref's order
-			uint idx = p.y_off + tok * p.y_stride + row;
-			if (p.accumulate != 0u) {
-				precise float sum = y[idx] + v;
-				y[idx] = sum;
-			} else {
-				y[idx] = v;
-			}
+			precise float v = yv[t] * inv_s * os; // cpuref's order
+			vals[t] = v;
 		}
 	}
 }
 
-void main() {
-	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP;
-	uint t0 = gl_WorkGroupID.y * TOKENS;
-	uint words = p.K / 16u;
+// rowValues sets vals[t] to output row `row` of token t0 + t (where both are in range), before
+// any accumulation: exactly the value a plain dispatch of the row's tensor computes. Every
+// invocation of the workgroup must call it (the shared-memory reduction has barriers).
+void rowValues(uint row, uint t0, uint words) {
 	if (p.blocks_off != 0u) {
-		blockMain(row, t0, words);
+		blockValues(row, t0, words);
 		return;
 	}
 	int acc[TOKENS];
@@ -195,33 +253,58 @@ void main() {
 			}
 		}
 	}
+	uint seg = segOf(min(row, p.N - 1u));
+	float ws = wscaleOf(seg);
+	float os = oscaleOf(seg);
 	for (uint t = 0; t < TOKENS; t++) {
-#if USE_SUBGROUP
-		int total = subgroupAdd(acc[t]);
-		bool leader = subgroupElect();
-#else
-		red[gl_LocalInvocationID.x] = acc[t];
-		barrier();
-		for (uint s = 16u; s > 0u; s >>= 1) {
-			if (LANE < s) red[gl_LocalInvocationID.x] += red[gl_LocalInvocationID.x + s];
-			barrier();
-		}
-		int total = red[gl_LocalInvocationID.x - LANE];
-		barrier();
-		bool leader = LANE == 0u;
-#endif
+		int total = rowSum(acc[t]);
 		uint tok = t0 + t;
-		if (leader && row < p.N && tok < p.T) {
+		vals[t] = 0.0;
+		if (row < p.N && tok < p.T) {
 			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
 			int qsum = int(sq[2 * (p.s_off + tok) + 1]);
-			precise float v = float(total - qsum) * p.wscale * inv_s * p.oscale; // cpuref's order
-			uint idx = p.y_off + tok * p.y_stride + row;
-			if (p.accumulate != 0u) {
-				precise float sum = y[idx] + v;
-				y[idx] = sum;
-			} else {
-				y[idx] = v;
+			precise float v = float(total - qsum) * ws * inv_s * os; // cpuref's order
+			vals[t] = v;
+		}
+	}
+}
+
+void main() {
+	uint unit = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP; // the row, or with GLU the pair
+	uint t0 = gl_WorkGroupID.y * TOKENS;
+	uint words = p.K / 16u;
+#if USE_SUBGROUP
+	bool leader = subgroupElect();
+#else
+	bool leader = LANE == 0u;
+#endif
+	if (GLU == 0u) {
+		rowValues(unit, t0, words);
+		for (uint t = 0; t < TOKENS; t++) {
+			if (leader && unit < p.N && t0 + t < p.T) store(unit, t0 + t, vals[t]);
+		}
+		return;
+	}
+	float gate[TOKENS];
+	rowValues(2u * unit, t0, words);
+	for (uint t = 0; t < TOKENS; t++) gate[t] = vals[t];
+	rowValues(2u * unit + 1u, t0, words);
+	for (uint t = 0; t < TOKENS; t++) {
+		uint tok = t0 + t;
+		if (leader && 2u * unit < p.N && tok < p.T) {
+			float gv = gate[t];
+			float u = vals[t];
+			float out_v;
+			if (p.glu == 1u) { // glu.comp's ReLU²
+				float r = max(gv, 0.0);
+				precise float o = r * r * u;
+				out_v = o;
+			} else { // glu.comp's SiLU
+				precise float den = 1.0 + cr_exp(min(-gv, 60.0));
+				precise float o = gv * cr_rcp(den) * u;
+				out_v = o;
 			}
+			y[p.y_off + tok * p.y_stride + unit] = out_v;
 		}
 	}
 }
