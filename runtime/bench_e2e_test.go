@@ -33,14 +33,15 @@ func TestBenchE2ESpread(t *testing.T) {
 }
 
 // TestBenchE2EStructure: the structural figures of a decode step. The tiny model (2 layers)
-// records 10 steps a layer — rmsnorm_quant, the stacked q/k/v GEMV, rope_kv, attention, sub-norm,
-// o, rmsnorm_quant, the stacked gate/up GEMV with the GLU fused, sub-norm, down — then the output
-// norm and the LM head, one dispatch each (a 10-token cache is one attention split: no merge):
-// 10·layers + 2 (14·layers + 2 before q/k/v, gate/up and the GLU were fused). Barriers: one when
-// the command buffer begins (earlier submissions and host writes visible), one before each
-// dependent stage — every step of a layer is one (10), less the first norm, which depends on
-// nothing recorded, plus the output norm and the head — and one at the end making the logits
-// visible to the host: 10·layers + 3 (11·layers + 3 before the GLU was fused).
+// records 9 steps a layer — rmsnorm_quant, the stacked q/k/v GEMV with RoPE and the KV store
+// fused, attention, sub-norm, o, rmsnorm_quant, the stacked gate/up GEMV with the GLU fused,
+// sub-norm, down — then the output norm and the LM head, one dispatch each (a 10-token cache is
+// one attention split: no merge): 9·layers + 2 (10·layers + 2 before rope_kv was fused, 14·layers
+// + 2 before q/k/v, gate/up and the GLU were). Barriers: one when the command buffer begins
+// (earlier submissions and host writes visible), one before each dependent stage — every step of
+// a layer is one (9), less the first norm, which depends on nothing recorded, plus the output
+// norm and the head — and one at the end making the logits visible to the host: 9·layers + 3
+// (10·layers + 3 before rope_kv was fused, 11·layers + 3 before the GLU was).
 func TestBenchE2EStructure(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
 	const copyGBps = 10.0
@@ -51,8 +52,8 @@ func TestBenchE2EStructure(t *testing.T) {
 		res, err := BenchE2E(gputest.Open(t, c.disable...), m, []int{8}, 2, copyGBps, cpuref.LMHeadQ8_0)
 		require.NoError(t, err)
 		layers := m.Config.Layers
-		require.Equal(t, 10*layers+2, res.DispatchesPerToken, "10 steps a layer, the output norm and the head")
-		require.Equal(t, 10*layers+3, res.BarriersPerToken, "begin, the dependent stages, end")
+		require.Equal(t, 9*layers+2, res.DispatchesPerToken, "9 steps a layer, the output norm and the head")
+		require.Equal(t, 9*layers+3, res.BarriersPerToken, "begin, the dependent stages, end")
 		require.Equal(t, c.submits, res.SubmitsPerToken, "%v", c.disable)
 		p := res.Points[0]
 		require.Equal(t, p.DecodeBytesPerToken, p.WeightBytesPerToken+p.HeadBytesPerToken+p.KVBytesPerToken)

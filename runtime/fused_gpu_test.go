@@ -208,3 +208,111 @@ func TestStackTernaryErrors(t *testing.T) {
 		return ks.TernaryGLU(s, w, gpu.Range{}, gpu.Range{}, gpu.Range{}, MatMulArgs{T: 1}, model.ActReLU2)
 	}))
 }
+
+// TestTernaryQKVRoPEParity: q, k and v stacked in the fused-RoPE order (StackTernaryRoPE) and
+// run as one dispatch with RoPE and the KV store in the epilogue (TernaryQKVRoPE) give
+// cpuref's BitLinear, then cpuref.RoPE (q, k) and cpuref.StoreKV (k, v) bit for bit — each tensor
+// with its own weight and output scale — in both modes, with a partial rotary dimension, GEMV
+// and GEMM, at several positions of a replayed sequence, on every variant.
+func TestTernaryQKVRoPEParity(t *testing.T) {
+	for _, disable := range [][]string{nil, {"dot"}, {"subgroup-arithmetic"}} {
+		d, ks := newKernels(t, disable...)
+		t.Run(ks.Variant("ternary_gemv_rope"), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(41, 42))
+			for _, c := range fusedCases {
+				for _, sh := range []struct{ H, KVH, hd, ropeDim int }{{4, 2, 16, 16}, {2, 1, 32, 16}, {3, 3, 8, 8}} {
+					for _, mode := range []model.RoPEMode{model.RoPENeox, model.RoPENorm} {
+						rows := []int{sh.H * sh.hd, sh.KVH * sh.hd, sh.KVH * sh.hd}
+						mats := make([]*model.TernaryMatrix, 3)
+						for i := range mats {
+							mats[i], _ = ternaryTensor(t, rng, rows[i], c.cols, c.typ, 0.0625+rng.Float32())
+						}
+						if c.blocks {
+							mats[1] = blockScaleTensor(t, rng, rows[1], c.cols, c.typ)
+						}
+						oscales := []float32{0, 1.5, 0.75}
+						words, w, err := StackTernaryRoPE("qkv", mats, oscales, sh.hd, sh.ropeDim, mode)
+						require.NoError(t, err)
+						require.Equal(t, c.blocks, w.BlockScales != 0, c.name)
+						bw := newBuf(t, d, words)
+						w.Buf = bw.Whole()
+						const ctx, base = 24, 10000
+						cs := newBuf(t, d, RoPETable(ctx, sh.ropeDim, base))
+						kvDim := rows[1]
+						for _, T := range []int{1, 3, 9} {
+							q, s, sq := quantTokens(t, rng, T, c.cols)
+							ba, bsq := newBuf(t, d, PackInt8(q)), newBuf(t, d, sq)
+							const qOff = 5
+							by := zeroBuf(t, d, 4*(qOff+T*rows[0]))
+							kc, vc := zeroBuf(t, d, 2*ctx*kvDim), zeroBuf(t, d, 2*ctx*kvDim)
+							seq, err := d.NewSequence()
+							require.NoError(t, err)
+							require.NoError(t, ks.TernaryQKVRoPE(seq, w, ba.Whole(), bsq.Whole(), by.Whole(), cs.Whole(), kc.Whole(), vc.Whole(),
+								MatMulArgs{T: uint32(T), YOff: qOff, YStride: uint32(rows[0])}, ctx))
+							lin := make([][]float32, 3)
+							for i, m := range mats {
+								lin[i] = bitLinear(t, m, q, s, oscales[i])
+							}
+							wantK := make([]uint16, ctx*kvDim)
+							wantV := make([]uint16, ctx*kvDim)
+							for _, pos0 := range []int{0, 7, ctx - T} {
+								require.NoError(t, seq.SetStep(0, uint32(pos0)))
+								require.NoError(t, seq.Submit())
+								got := readF32(t, by, qOff+T*rows[0])[qOff:]
+								for tok := 0; tok < T; tok++ {
+									wq := append([]float32(nil), lin[0][tok*rows[0]:(tok+1)*rows[0]]...)
+									require.NoError(t, cpuref.RoPE(wq, sh.H, sh.hd, sh.ropeDim, pos0+tok, base, mode))
+									for i := range wq {
+										require.Equal(t, math.Float32bits(wq[i]), math.Float32bits(got[tok*rows[0]+i]), "%s %+v mode %d T=%d pos %d q %d: cpu %v gpu %v", c.name, sh, mode, T, pos0+tok, i, wq[i], got[tok*rows[0]+i])
+									}
+									wk := append([]float32(nil), lin[1][tok*kvDim:(tok+1)*kvDim]...)
+									require.NoError(t, cpuref.RoPE(wk, sh.KVH, sh.hd, sh.ropeDim, pos0+tok, base, mode))
+									require.NoError(t, cpuref.StoreKV(wantK, pos0+tok, wk))
+									require.NoError(t, cpuref.StoreKV(wantV, pos0+tok, lin[2][tok*kvDim:(tok+1)*kvDim]))
+								}
+								gotK, err := gpu.Read[uint16](kc, 0, ctx*kvDim)
+								require.NoError(t, err)
+								gotV, err := gpu.Read[uint16](vc, 0, ctx*kvDim)
+								require.NoError(t, err)
+								require.Equal(t, wantK, gotK, "%s %+v k cache mode %d T=%d pos0 %d", c.name, sh, mode, T, pos0)
+								require.Equal(t, wantV, gotV, "%s %+v v cache mode %d T=%d pos0 %d", c.name, sh, mode, T, pos0)
+							}
+							seq.Release()
+							for _, b := range []*gpu.Buffer{ba, bsq, by, kc, vc} {
+								b.Release()
+							}
+						}
+						cs.Release()
+						bw.Release()
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestStackTernaryRoPEErrors: the fused-RoPE order needs q, k and v of whole heads, k and v of
+// equal rows, and head and rotary dims that are multiples of 4.
+func TestStackTernaryRoPEErrors(t *testing.T) {
+	rng := rand.New(rand.NewPCG(43, 44))
+	q, _ := ternaryTensor(t, rng, 16, 256, model.TypeI2_S, 1)
+	k, _ := ternaryTensor(t, rng, 8, 256, model.TypeI2_S, 1)
+	v4, _ := ternaryTensor(t, rng, 4, 256, model.TypeI2_S, 1)
+	for _, bad := range []struct {
+		mats        []*model.TernaryMatrix
+		hd, ropeDim int
+	}{
+		{[]*model.TernaryMatrix{q, k}, 8, 8},     // no v
+		{[]*model.TernaryMatrix{q, k, k}, 6, 6},  // head dim not a multiple of 4
+		{[]*model.TernaryMatrix{q, k, k}, 8, 6},  // rope dim not a multiple of 4
+		{[]*model.TernaryMatrix{q, k, k}, 8, 12}, // rope dim above the head dim
+		{[]*model.TernaryMatrix{q, k, v4}, 4, 4}, // k and v differ
+		{[]*model.TernaryMatrix{q, k, k}, 16, 8}, // k is half a head
+	} {
+		_, _, err := StackTernaryRoPE("x", bad.mats, nil, bad.hd, bad.ropeDim, model.RoPENeox)
+		require.Error(t, err, "hd %d rope %d", bad.hd, bad.ropeDim)
+	}
+	_, w, err := StackTernaryRoPE("x", []*model.TernaryMatrix{q, k, k}, nil, 8, 4, model.RoPENorm)
+	require.NoError(t, err)
+	require.Equal(t, &RoPELayout{HeadDim: 8, RoPEDim: 4, Mode: model.RoPENorm}, w.RoPE)
+}

@@ -324,7 +324,8 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		advance(tw.Bytes())
 		return projection{tern: tw}, nil
 	}
-	// stacked uploads tensors names (rows[i] x cols each) as one matrix (StackTernary).
+	// stacked uploads tensors names (rows[i] x cols each) as one matrix (StackTernary; q, k and v
+	// in StackTernaryRoPE's order when the head shape allows, for the fused RoPE/KV store).
 	stacked := func(name string, names []string, rows []int, cols int, interleave bool) (projection, error) {
 		mats := make([]*model.TernaryMatrix, len(names))
 		outScales := make([]float32, len(names))
@@ -344,7 +345,14 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 			}
 			outScales[i] = m.WeightScale(n)
 		}
-		words, tw, err := StackTernary(name, mats, outScales, interleave)
+		var words []uint32
+		var tw *TernaryWeights
+		var err error
+		if len(mats) == 3 && RoPEFusable(c.HeadDim, c.RoPEDim) { // q, k, v: rows ordered for the fused RoPE/KV store
+			words, tw, err = StackTernaryRoPE(name, mats, outScales, c.HeadDim, c.RoPEDim, c.RoPEMode)
+		} else {
+			words, tw, err = StackTernary(name, mats, outScales, interleave)
+		}
 		if err != nil {
 			return projection{}, err
 		}
@@ -592,12 +600,23 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
 			{matmul + " v", func() error { return mm(l.v, g.v, false) }},
 		}
-		if l.qkv.tern != nil { // one dispatch over the stacked q, k and v rows
+		ropeKV := []step{{"rope_kv", func() error {
+			return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
+				RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
+		}}}
+		if l.qkv.tern != nil && l.qkv.tern.RoPE != nil { // q, k, v, RoPE and the KV store: one dispatch (decode and prefill)
+			qkv = []step{{matmul + " qkv+rope_kv", func() error {
+				return ks.TernaryQKVRoPE(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), g.q.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
+					MatMulArgs{T: T, YStride: qDim}, uint32(g.ctx))
+			}}}
+			ropeKV = nil
+		} else if l.qkv.tern != nil { // one dispatch over the stacked q, k and v rows
 			qkv = []step{{matmul + " qkv", func() error {
 				return ks.TernaryMatMulStacked(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), MatMulArgs{T: T},
 					[]SegmentOut{{Y: g.q.Whole(), YStride: qDim}, {Y: g.k.Whole(), YStride: kvDim}, {Y: g.v.Whole(), YStride: kvDim}})
 			}}}
 		}
+		qkv = append(qkv, ropeKV...)
 		ffnSteps := []step{
 			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
 			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
@@ -612,10 +631,6 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }},
 		}, qkv...)
 		steps = append(steps, []step{
-			{"rope_kv", func() error {
-				return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
-					RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
-			}},
 			{"attention", func() error {
 				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
 					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})

@@ -29,6 +29,11 @@ func init() {
 			{spv: "ternary_matmul_shared"},
 		}
 	}
+	ternaryRoPE := []variant{
+		{spv: "ternary_matmul_rope_dot", need: dotAndSubgroup},
+		{spv: "ternary_matmul_rope_subgroup", need: subgroupArith},
+		{spv: "ternary_matmul_rope_shared"},
+	}
 	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupShuffle}, {spv: "f16_matvec_shared"}}
 	kernelDefs = append(kernelDefs,
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
@@ -38,6 +43,8 @@ func init() {
 		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "ternary_gemv_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1, 1}},
 		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}},
+		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
@@ -50,7 +57,7 @@ func init() {
 // invocations per row for the F16 kernels (cpuref.LogitLanes, the canonical lane count) and the
 // shared-memory ternary kernel, else one subgroup per row (workgroups of 256).
 func (ks *Kernels) rowsPerGroup(kernel string) uint32 {
-	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "f16_matvec_subgroup" || v == "f16_matvec_shared" {
+	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "ternary_matmul_rope_shared" || v == "f16_matvec_subgroup" || v == "f16_matvec_shared" {
 		return 256 / cpuref.LogitLanes
 	}
 	return 256 / ks.dev.Info().SubgroupSize
@@ -122,6 +129,69 @@ type TernaryWeights struct {
 	Buf         gpu.Range
 	Segments    []TernarySegment
 	Interleaved bool
+	RoPE        *RoPELayout
+}
+
+// RoPELayout marks a stacked q, k and v (StackTernaryRoPE) whose rows are ordered for the fused
+// RoPE/KV-store epilogue (TernaryQKVRoPE): HeadDim and RoPEDim (both multiples of 4) and the
+// rotation Mode the order was made for.
+type RoPELayout struct {
+	HeadDim, RoPEDim uint32
+	Mode             model.RoPEMode
+}
+
+// RoPEFusable reports whether StackTernaryRoPE can order q/k/v rows of heads of headDim with
+// ropeDim rotated elements: both positive multiples of 4, ropeDim <= headDim.
+func RoPEFusable(headDim, ropeDim int) bool {
+	return headDim > 0 && ropeDim > 0 && headDim%4 == 0 && ropeDim%4 == 0 && ropeDim <= headDim
+}
+
+// ropeElem is the element of its head that row j (0..3) of quad n of the head holds in the
+// StackTernaryRoPE order (ternary_matmul.comp's header): NEOX in the rotary range 2n, 2n+1,
+// 2n+half, 2n+half+1 (the two rotation pairs), else 4n+j.
+func ropeElem(l RoPELayout, n, j int) int {
+	if l.Mode == model.RoPENeox && 4*n < int(l.RoPEDim) {
+		return 2*n + j&1 + (j>>1)*int(l.RoPEDim)/2
+	}
+	return 4*n + j
+}
+
+// StackTernaryRoPE is StackTernary for a layer's q, k and v (not interleaved) with the rows of
+// every head reordered in quads for the fused RoPE and KV store (TernaryQKVRoPE): stacked row
+// head*headDim + 4n + j of each tensor is its row head*headDim + e, e the element of quad n, slot
+// j (NEOX in the rotary range: 2n, 2n+1, 2n+rope/2, 2n+rope/2+1; else 4n+j), per-block scales
+// moved with their rows. Each row keeps its own arithmetic; only where it is written changes.
+func StackTernaryRoPE(name string, mats []*model.TernaryMatrix, outScales []float32, headDim, ropeDim int, mode model.RoPEMode) ([]uint32, *TernaryWeights, error) {
+	if len(mats) != 3 || !RoPEFusable(headDim, ropeDim) || (mode != model.RoPENeox && mode != model.RoPENorm) {
+		return nil, nil, fmt.Errorf("%s: fused RoPE needs q, k and v (%d tensors), head and rope dims multiples of 4 (%d, %d) and a known mode (%d)", name, len(mats), headDim, ropeDim, mode)
+	}
+	for _, m := range mats {
+		if m.Rows%headDim != 0 {
+			return nil, nil, fmt.Errorf("%s: tensor %s has %d rows, not whole heads of %d", name, m.Name, m.Rows, headDim)
+		}
+	}
+	if mats[1].Rows != mats[2].Rows {
+		return nil, nil, fmt.Errorf("%s: k has %d rows, v %d; the caches need them equal", name, mats[1].Rows, mats[2].Rows)
+	}
+	words, w, err := StackTernary(name, mats, outScales, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := RoPELayout{HeadDim: uint32(headDim), RoPEDim: uint32(ropeDim), Mode: mode}
+	nw := int(w.Cols) / 16
+	G := int(w.Cols) / 256
+	src := append([]uint32(nil), words...)
+	for r := 0; r < int(w.Rows); r++ { // stacked row r takes row from of the plain stacking
+		head, within := r/headDim, r%headDim
+		from := head*headDim + ropeElem(l, within/4, within%4)
+		copy(words[r*nw:(r+1)*nw], src[from*nw:(from+1)*nw])
+		if w.BlockScales != 0 {
+			b := int(w.BlockScales)
+			copy(words[b+r*G:b+(r+1)*G], src[b+from*G:b+(from+1)*G])
+		}
+	}
+	w.RoPE = &l
+	return words, w, nil
 }
 
 // TernarySegment is one tensor of a stacked TernaryWeights: its rows, per-tensor weight scale
@@ -452,6 +522,37 @@ func (ks *Kernels) RoPEKV(s *gpu.Sequence, q, k, v, cs, kCache, vCache gpu.Range
 	n := a.T * (a.H + a.KVH)
 	push := []uint32{a.T, a.H, a.KVH, a.HeadDim, a.RoPEDim, uint32(a.Mode), a.Ctx, a.QOff, a.KVOff}
 	return s.Dispatch(ks.byName["rope_kv"], [3]uint32{(n + 255) / 256, 1, 1}, push, q, k, v, cs, kCache, vCache)
+}
+
+// TernaryQKVRoPE records a layer's q, k and v projections (a StackTernaryRoPE matrix) with RoPE
+// and the KV store in the epilogue, in one dispatch: q rotated at float m.YOff + t*m.YStride of
+// q, k rotated and v as f16 at position step[0]+t of kCache and vCache — exactly TernaryMatMul
+// followed by RoPEKV (cpuref's BitLinear, RoPE and StoreKV bits). cs is RoPETable's cos then sin
+// table of ctx rows; ra gives ctx (its other fields come from w.RoPE and w's segments).
+func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, cs, kCache, vCache gpu.Range, m MatMulArgs, ctx uint32) error {
+	if w.RoPE == nil || m.T == 0 || m.Accumulate {
+		return fmt.Errorf("ternary qkv+rope %s: needs StackTernaryRoPE weights, tokens and no accumulation", w.Name)
+	}
+	name, tile := "ternary_gemv_rope", uint32(1)
+	if m.T > 1 {
+		name, tile = "ternary_gemm_rope", GEMMTokens
+	}
+	segs := w.segments()
+	var ws, os [3]uint32
+	for i, sg := range segs {
+		oscale := sg.OutScale
+		if oscale == 0 {
+			oscale = 1
+		}
+		ws[i], os[i] = gpu.F32(sg.Scale), gpu.F32(oscale)
+	}
+	seg1, seg2 := segs[0].Rows, segs[0].Rows+segs[1].Rows
+	units := w.Rows / 4
+	groups := [3]uint32{(units + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
+	l := w.RoPE
+	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, ws[0], 0, os[0], w.BlockScales,
+		seg1, seg2, ws[1], ws[2], os[1], os[2], 0, 0, 0, 0, 0, l.HeadDim, l.RoPEDim, uint32(l.Mode), ctx}
+	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache)
 }
 
 // GLU records g[i] = act(g[i]) * u[i] for n values (ReLU² or SiLU per act).

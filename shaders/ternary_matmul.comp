@@ -38,9 +38,23 @@
 // glu.comp's (cpuref.ReLU2GLU / cpuref.SiLUGLU's) arithmetic: no workgroup barrier, no shared
 // memory. A separate pipeline (the constant) so the plain kernel carries none of it.
 //
+// Fused RoPE and KV store (ROPE=1, the ternary_matmul_rope_* modules: the stacked q, k and v of
+// one layer): rows come in quads, four rows of one head of one segment (q = 0, k = 1, v = 2) that
+// one row group computes one after the other. Quad n of a head (head_dim/4 of them) holds its
+// elements e0..e3 = i, i+1, i+half, i+half+1 (i = 2n, half = rope_dim/2) when mode is NEOX and
+// 4n < rope_dim, else 4n .. 4n+3 (StackTernaryRoPE orders the rows so). For q and k in the rotary
+// range the leader turns pairs (e0, e2) and (e1, e3) (NEOX: cos/sin index i and i+1) or (e0, e1)
+// and (e2, e3) (NORM: index 2n and 2n+1) by the position pos0 + t (pos0 = step slot 0) with
+// rope_kv.comp's (cpuref.RoPE's) f32 arithmetic, then writes q's four floats to y, or k's and v's
+// as two words of f16 pairs (e0, e1), (e2, e3) into the caches kc and vc at that position
+// (cpuref.StoreKV's rounding, half.glsl): no q/k/v round trip, no rope_kv dispatch.
+//
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
 // USE_SUBGROUP=1 reduces with subgroupAdd; USE_SUBGROUP=0 with shared memory.
+#ifndef ROPE
+#define ROPE 0
+#endif
 #extension GL_GOOGLE_include_directive : require
 #if USE_DOT
 #extension GL_EXT_spirv_intrinsics : require
@@ -51,6 +65,9 @@
 #endif
 #include "common.glsl"
 #include "numerics.glsl"
+#if ROPE
+#include "half.glsl"
+#endif
 
 layout(constant_id = 3) const uint TOKENS = 1;
 layout(constant_id = 4) const uint GLU = 0; // 1: each row group computes a gate/up pair (header)
@@ -61,6 +78,11 @@ layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: 1/
 layout(set = 0, binding = 3) buffer Y { float y[]; };
 layout(set = 0, binding = 4) buffer Y1 { float y1[]; };
 layout(set = 0, binding = 5) buffer Y2 { float y2[]; };
+#if ROPE
+layout(set = 0, binding = 6) readonly buffer CS { float cs[]; }; // cos table then sin table
+layout(set = 0, binding = 7) writeonly buffer KC { uint kc[]; }; // f16 pairs [ctx][kv rows / 2]
+layout(set = 0, binding = 8) writeonly buffer VC { uint vc[]; };
+#endif
 
 layout(push_constant) uniform Push {
 	uint K;        // columns (multiple of 16)
@@ -81,6 +103,12 @@ layout(push_constant) uniform Push {
 	uint y_off1, y_stride1; // segment 1's outputs in y1
 	uint y_off2, y_stride2; // segment 2's outputs in y2
 	uint glu;      // with GLU = 1: 1 ReLU², 2 SiLU on interleaved gate/up rows (see the header)
+#if ROPE
+	uint head_dim; // rows of a head in every segment (multiple of 4)
+	uint rope_dim; // rotated elements of a head (multiple of 4, <= head_dim)
+	uint mode;     // 0 NEOX, 1 NORM
+	uint ctx;      // rows of the cos/sin table and of the caches
+#endif
 } p;
 
 // segOf returns the segment of a stacked row (see the header).
@@ -269,14 +297,77 @@ void rowValues(uint row, uint t0, uint words) {
 	}
 }
 
+#if ROPE
+// ropeEpilogue is the leader's part of a quad (see the header): r holds its four rows' values of
+// token tok, the first of them stacked row `row0`.
+void ropeEpilogue(uint row0, uint tok, float r[4]) {
+	uint seg = segOf(row0);
+	uint local = row0 - (seg == 0u ? 0u : (seg == 1u ? p.seg1 : p.seg2));
+	uint head = local / p.head_dim;
+	uint n = (local % p.head_dim) / 4u;
+	uint half_dim = p.rope_dim / 2u;
+	bool rotated = 4u * n < p.rope_dim;
+	uint e[4];
+	for (uint j = 0; j < 4u; j++) {
+		e[j] = p.mode == 0u && rotated ? 2u * n + (j & 1u) + (j >> 1) * half_dim : 4u * n + j;
+	}
+	uint pos = step_value(0) + tok;
+	if (seg != 2u && rotated) {
+		for (uint pr = 0; pr < 2u; pr++) {
+			uint ja = p.mode == 0u ? pr : 2u * pr; // NEOX (e0, e2), (e1, e3); NORM (e0, e1), (e2, e3)
+			uint jb = p.mode == 0u ? pr + 2u : 2u * pr + 1u;
+			uint ci = 2u * n + pr; // NEOX i + pr; NORM pair pr of quad n
+			float c = cs[pos * half_dim + ci];
+			float s = cs[p.ctx * half_dim + pos * half_dim + ci];
+			float a = r[ja];
+			float b = r[jb];
+			precise float ra = a * c - b * s;
+			precise float rb = a * s + b * c;
+			r[ja] = ra;
+			r[jb] = rb;
+		}
+	}
+	uint base = head * p.head_dim;
+	if (seg == 0u) {
+		for (uint j = 0; j < 4u; j++) y[p.y_off + tok * p.y_stride + base + e[j]] = r[j];
+		return;
+	}
+	uint dst = pos * ((p.seg2 - p.seg1) / 2u) + (base + e[0]) / 2u;
+	uint dst2 = pos * ((p.seg2 - p.seg1) / 2u) + (base + e[2]) / 2u;
+	uint w0 = to_half(r[0]) | (to_half(r[1]) << 16);
+	uint w1 = to_half(r[2]) | (to_half(r[3]) << 16);
+	if (seg == 1u) {
+		kc[dst] = w0;
+		kc[dst2] = w1;
+	} else {
+		vc[dst] = w0;
+		vc[dst2] = w1;
+	}
+}
+#endif
+
 void main() {
-	uint unit = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP; // the row, or with GLU the pair
+	uint unit = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP; // the row (GLU: pair; ROPE: quad)
 	uint t0 = gl_WorkGroupID.y * TOKENS;
 	uint words = p.K / 16u;
 #if USE_SUBGROUP
 	bool leader = subgroupElect();
 #else
 	bool leader = LANE == 0u;
+#endif
+#if ROPE
+	float quad[4][TOKENS];
+	for (uint j = 0; j < 4u; j++) {
+		rowValues(4u * unit + j, t0, words);
+		for (uint t = 0; t < TOKENS; t++) quad[j][t] = vals[t];
+	}
+	for (uint t = 0; t < TOKENS; t++) {
+		if (leader && 4u * unit < p.N && t0 + t < p.T) {
+			float r[4] = float[4](quad[0][t], quad[1][t], quad[2][t], quad[3][t]);
+			ropeEpilogue(4u * unit, t0 + t, r);
+		}
+	}
+	return;
 #endif
 	if (GLU == 0u) {
 		rowValues(unit, t0, words);
