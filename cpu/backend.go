@@ -115,108 +115,33 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 	return b, nil
 }
 
-// load reads the tensors cpuref.New reads, with its checks, and packs the projections.
+// load reads the tensors cpuref.New reads, with its checks (cpuref.LoadWeights), and packs the
+// projections: q/k/v together, gate/up together.
 func (b *Backend) load(m *model.Model, head cpuref.LMHead) error {
-	cfg := b.cfg
-	get := func(name string) (*model.Tensor, error) {
-		t, ok := m.Tensors[name]
-		if !ok || t == nil {
-			return nil, fmt.Errorf("cpu: missing tensor %s", name)
-		}
-		return t, nil
+	w, err := cpuref.LoadWeights(m, b.cfg, head)
+	if err != nil {
+		return prefixed(err)
 	}
-	var err error
-	if b.embd, err = get("token_embd.weight"); err != nil {
-		return err
-	}
-	if err := checkShape(b.embd, cfg.Dim, cfg.VocabSize); err != nil {
-		return err
-	}
-	out := b.embd
-	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !cfg.TiedEmbedding {
-		if err := checkShape(o, cfg.Dim, cfg.VocabSize); err != nil {
-			return err
-		}
-		out = o
-	}
-	if err := checkFloat(out); err != nil {
-		return err
-	}
-	if b.out, err = cpuref.OutputMatrix(out, head); err != nil {
-		return err
-	}
-	if b.norm, err = normWeights(m, "output_norm.weight", cfg.Dim); err != nil {
-		return err
-	}
-	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	b.layers = make([]layer, cfg.Layers)
-	for i := range b.layers {
+	b.embd, b.out, b.norm = w.Embd, w.Out, w.Norm
+	b.layers = make([]layer, len(w.Layers))
+	src := func(p cpuref.Projection) source { return source{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra} }
+	for i, lw := range w.Layers {
 		l := &b.layers[i]
-		p := fmt.Sprintf("blk.%d.", i)
-		norms := []struct {
-			dst  *[]float32
-			name string
-			n    int
-		}{
-			{&l.attnNorm, "attn_norm", cfg.Dim}, {&l.attnSubNorm, "attn_sub_norm", qDim},
-			{&l.ffnNorm, "ffn_norm", cfg.Dim}, {&l.ffnSubNorm, "ffn_sub_norm", cfg.FFNDim},
-		}
-		for _, n := range norms {
-			if !cfg.SubNorms && (n.name == "attn_sub_norm" || n.name == "ffn_sub_norm") {
-				continue
-			}
-			if *n.dst, err = normWeights(m, p+n.name+".weight", n.n); err != nil {
-				return err
-			}
-		}
-		src := func(name string, cols, rows int) (source, error) { return loadSource(m, p+name, cols, rows) }
-		var q, k, v, o, gate, up, down source
-		for _, pr := range []struct {
-			dst        *source
-			name       string
-			cols, rows int
-		}{
-			{&q, "attn_q", cfg.Dim, qDim}, {&k, "attn_k", cfg.Dim, kvDim}, {&v, "attn_v", cfg.Dim, kvDim},
-			{&o, "attn_output", qDim, cfg.Dim}, {&gate, "ffn_gate", cfg.Dim, cfg.FFNDim},
-			{&up, "ffn_up", cfg.Dim, cfg.FFNDim}, {&down, "ffn_down", cfg.FFNDim, cfg.Dim},
-		} {
-			if *pr.dst, err = src(pr.name, pr.cols, pr.rows); err != nil {
-				return err
-			}
-		}
-		if l.qkv, err = pack(b.eng.pool, q, k, v); err != nil {
+		l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm = lw.AttnNorm, lw.AttnSubNorm, lw.FFNNorm, lw.FFNSubNorm
+		if l.qkv, err = pack(b.eng.pool, src(lw.Q), src(lw.K), src(lw.V)); err != nil {
 			return err
 		}
-		if l.o, err = pack(b.eng.pool, o); err != nil {
+		if l.o, err = pack(b.eng.pool, src(lw.O)); err != nil {
 			return err
 		}
-		if l.gateUp, err = pack(b.eng.pool, gate, up); err != nil {
+		if l.gateUp, err = pack(b.eng.pool, src(lw.Gate), src(lw.Up)); err != nil {
 			return err
 		}
-		if l.down, err = pack(b.eng.pool, down); err != nil {
+		if l.down, err = pack(b.eng.pool, src(lw.Down)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// checkShape, checkFloat, normWeights and loadSource are cpuref's checks and loaders
-// (cpuref.CheckShape, CheckFloatMatrix, NormWeights, LoadProjection) with errors prefixed
-// "cpu: ", so both backends accept exactly the same models.
-func checkShape(t *model.Tensor, cols, rows int) error {
-	return prefixed(cpuref.CheckShape(t, cols, rows))
-}
-
-func checkFloat(t *model.Tensor) error { return prefixed(cpuref.CheckFloatMatrix(t)) }
-
-func normWeights(m *model.Model, name string, n int) ([]float32, error) {
-	w, err := cpuref.NormWeights(m, name, n)
-	return w, prefixed(err)
-}
-
-func loadSource(m *model.Model, base string, cols, rows int) (source, error) {
-	p, err := cpuref.LoadProjection(m, base, cols, rows)
-	return source{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra}, prefixed(err)
 }
 
 // prefixed adds "cpu: " to a non-nil error.

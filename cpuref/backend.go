@@ -70,73 +70,17 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 	if err := checkKVCache(cfg, ctx, memAvailable()); err != nil {
 		return nil, err
 	}
-	b := &Backend{cfg: cfg, ctx: ctx}
-	get := func(name string) (*model.Tensor, error) {
-		t, ok := m.Tensors[name]
-		if !ok || t == nil {
-			return nil, fmt.Errorf("cpuref: missing tensor %s", name)
-		}
-		return t, nil
+	w, err := LoadWeights(m, cfg, o.head)
+	if err != nil {
+		return nil, prefixed(err)
 	}
-	var err error
-	if b.embd, err = get("token_embd.weight"); err != nil {
-		return nil, err
+	b := &Backend{cfg: cfg, ctx: ctx, embd: w.Embd, out: w.Out, norm: w.Norm, layers: make([]layer, cfg.Layers)}
+	for i, lw := range w.Layers {
+		bl := func(p Projection) bitLinear { return bitLinear{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra} }
+		b.layers[i] = layer{attnNorm: lw.AttnNorm, attnSubNorm: lw.AttnSubNorm, ffnNorm: lw.FFNNorm, ffnSubNorm: lw.FFNSubNorm,
+			q: bl(lw.Q), k: bl(lw.K), v: bl(lw.V), o: bl(lw.O), gate: bl(lw.Gate), up: bl(lw.Up), down: bl(lw.Down)}
 	}
-	if err := checkShape(b.embd, cfg.Dim, cfg.VocabSize); err != nil {
-		return nil, err
-	}
-	b.out = b.embd
-	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !cfg.TiedEmbedding {
-		if err := checkShape(o, cfg.Dim, cfg.VocabSize); err != nil {
-			return nil, err
-		}
-		b.out = o
-	}
-	if err := checkFloat(b.out); err != nil {
-		return nil, err
-	}
-	if b.out, err = OutputMatrix(b.out, o.head); err != nil {
-		return nil, err
-	}
-	if b.norm, err = normWeights(m, "output_norm.weight", cfg.Dim); err != nil {
-		return nil, err
-	}
-	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	b.layers = make([]layer, cfg.Layers)
-	for i := range b.layers {
-		l := &b.layers[i]
-		p := fmt.Sprintf("blk.%d.", i)
-		norms := []struct {
-			dst  *[]float32
-			name string
-			n    int
-		}{
-			{&l.attnNorm, "attn_norm", cfg.Dim}, {&l.attnSubNorm, "attn_sub_norm", qDim},
-			{&l.ffnNorm, "ffn_norm", cfg.Dim}, {&l.ffnSubNorm, "ffn_sub_norm", cfg.FFNDim},
-		}
-		for _, n := range norms {
-			if !cfg.SubNorms && (n.name == "attn_sub_norm" || n.name == "ffn_sub_norm") {
-				continue // llama-arch ternary models: o_proj and down_proj quantize their input as is
-			}
-			if *n.dst, err = normWeights(m, p+n.name+".weight", n.n); err != nil {
-				return nil, err
-			}
-		}
-		projs := []struct {
-			dst        *bitLinear
-			name       string
-			cols, rows int
-		}{
-			{&l.q, "attn_q", cfg.Dim, qDim}, {&l.k, "attn_k", cfg.Dim, kvDim}, {&l.v, "attn_v", cfg.Dim, kvDim},
-			{&l.o, "attn_output", qDim, cfg.Dim}, {&l.gate, "ffn_gate", cfg.Dim, cfg.FFNDim},
-			{&l.up, "ffn_up", cfg.Dim, cfg.FFNDim}, {&l.down, "ffn_down", cfg.FFNDim, cfg.Dim},
-		}
-		for _, pr := range projs {
-			if *pr.dst, err = loadBitLinear(m, p+pr.name, pr.cols, pr.rows); err != nil {
-				return nil, err
-			}
-		}
-	}
+	kvDim := cfg.KVHeads * cfg.HeadDim
 	b.kCache = make([][]uint16, cfg.Layers)
 	b.vCache = make([][]uint16, cfg.Layers)
 	for i := range b.kCache {
@@ -177,20 +121,88 @@ func checkConfig(c *model.Config, ctx int) error {
 	return nil
 }
 
-// checkShape, checkFloat, normWeights and loadBitLinear are the exported checks and loaders
-// (CheckShape, CheckFloatMatrix, NormWeights, LoadProjection) with errors prefixed "cpuref: ".
-func checkShape(t *model.Tensor, cols, rows int) error { return prefixed(CheckShape(t, cols, rows)) }
-
-func checkFloat(t *model.Tensor) error { return prefixed(CheckFloatMatrix(t)) }
-
-func normWeights(m *model.Model, name string, n int) ([]float32, error) {
-	w, err := NormWeights(m, name, n)
-	return w, prefixed(err)
+// Weights are a model's tensors as both CPU backends read them (LoadWeights): the token
+// embedding ([Dim, VocabSize] GGUF shape), the logits matrix after OutputMatrix, the output norm
+// ([Dim]) and each layer's norms and projections.
+type Weights struct {
+	Embd, Out *model.Tensor
+	Norm      []float32
+	Layers    []LayerWeights
 }
 
-func loadBitLinear(m *model.Model, base string, cols, rows int) (bitLinear, error) {
-	p, err := LoadProjection(m, base, cols, rows)
-	return bitLinear{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra}, prefixed(err)
+// LayerWeights are one block's RMSNorm weights (the sub-norms nil when Config.SubNorms is false)
+// and its seven projections.
+type LayerWeights struct {
+	AttnNorm, AttnSubNorm, FFNNorm, FFNSubNorm []float32
+	Q, K, V, O, Gate, Up, Down                 Projection
+}
+
+// LoadWeights opens and checks every tensor the forward of cfg reads from m (README Numerics),
+// with head the logits head (OutputMatrix): token_embd.weight, output.weight unless tied,
+// output_norm.weight, and per block the norms and the projections (LoadProjection). Errors name
+// the tensor: missing, wrong shape, type or encoding.
+func LoadWeights(m *model.Model, cfg model.Config, head LMHead) (*Weights, error) {
+	w := &Weights{}
+	t, ok := m.Tensors["token_embd.weight"]
+	if !ok || t == nil {
+		return nil, fmt.Errorf("missing tensor token_embd.weight")
+	}
+	if err := CheckShape(t, cfg.Dim, cfg.VocabSize); err != nil {
+		return nil, err
+	}
+	w.Embd, w.Out = t, t
+	if o, ok := m.Tensors["output.weight"]; ok && o != nil && !cfg.TiedEmbedding {
+		if err := CheckShape(o, cfg.Dim, cfg.VocabSize); err != nil {
+			return nil, err
+		}
+		w.Out = o
+	}
+	if err := CheckFloatMatrix(w.Out); err != nil {
+		return nil, err
+	}
+	var err error
+	if w.Out, err = OutputMatrix(w.Out, head); err != nil {
+		return nil, err
+	}
+	if w.Norm, err = NormWeights(m, "output_norm.weight", cfg.Dim); err != nil {
+		return nil, err
+	}
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	w.Layers = make([]LayerWeights, cfg.Layers)
+	for i := range w.Layers {
+		l := &w.Layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		for _, n := range []struct {
+			dst  *[]float32
+			name string
+			n    int
+			sub  bool
+		}{
+			{&l.AttnNorm, "attn_norm", cfg.Dim, false}, {&l.AttnSubNorm, "attn_sub_norm", qDim, true},
+			{&l.FFNNorm, "ffn_norm", cfg.Dim, false}, {&l.FFNSubNorm, "ffn_sub_norm", cfg.FFNDim, true},
+		} {
+			if n.sub && !cfg.SubNorms {
+				continue // llama-arch ternary models: o_proj and down_proj quantize their input as is
+			}
+			if *n.dst, err = NormWeights(m, p+n.name+".weight", n.n); err != nil {
+				return nil, err
+			}
+		}
+		for _, pr := range []struct {
+			dst        *Projection
+			name       string
+			cols, rows int
+		}{
+			{&l.Q, "attn_q", cfg.Dim, qDim}, {&l.K, "attn_k", cfg.Dim, kvDim}, {&l.V, "attn_v", cfg.Dim, kvDim},
+			{&l.O, "attn_output", qDim, cfg.Dim}, {&l.Gate, "ffn_gate", cfg.Dim, cfg.FFNDim},
+			{&l.Up, "ffn_up", cfg.Dim, cfg.FFNDim}, {&l.Down, "ffn_down", cfg.FFNDim, cfg.Dim},
+		} {
+			if *pr.dst, err = LoadProjection(m, p+pr.name, pr.cols, pr.rows); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return w, nil
 }
 
 // prefixed adds "cpuref: " to a non-nil error.
