@@ -202,19 +202,8 @@ const prefillChunk = 64
 // unchanged, for no tokens, a token outside [0, VocabSize), a cache that would exceed the context
 // length, or a closed Backend.
 func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
-	if b.closed {
-		return nil, fmt.Errorf("cpu: backend is closed")
-	}
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("cpu: no tokens to process")
-	}
-	if b.pos+len(tokens) > b.ctx {
-		return nil, fmt.Errorf("cpu: %d tokens at position %d exceed the context length %d", len(tokens), b.pos, b.ctx)
-	}
-	for i, t := range tokens {
-		if t < 0 || t >= b.cfg.VocabSize {
-			return nil, fmt.Errorf("cpu: token %d (index %d) outside the vocabulary [0, %d)", t, i, b.cfg.VocabSize)
-		}
+	if err := cpuref.CheckStep(b.closed, b.pos, b.ctx, b.cfg.VocabSize, tokens); err != nil {
+		return nil, prefixed(err)
 	}
 	vocab := b.cfg.VocabSize
 	rows := 1

@@ -205,6 +205,26 @@ func LoadWeights(m *model.Model, cfg model.Config, head LMHead) (*Weights, error
 	return w, nil
 }
 
+// CheckStep is the check a CPU backend's Prefill makes before touching anything: an error for a
+// closed backend, no tokens, pos+len(tokens) over the ctx-token cache, or a token outside
+// [0, vocab) (naming it and its index).
+func CheckStep(closed bool, pos, ctx, vocab int, tokens []int) error {
+	switch {
+	case closed:
+		return fmt.Errorf("backend is closed")
+	case len(tokens) == 0:
+		return fmt.Errorf("no tokens to process")
+	case pos+len(tokens) > ctx:
+		return fmt.Errorf("%d tokens at position %d exceed the context length %d", len(tokens), pos, ctx)
+	}
+	for i, t := range tokens {
+		if t < 0 || t >= vocab {
+			return fmt.Errorf("token %d (index %d) outside the vocabulary [0, %d)", t, i, vocab)
+		}
+	}
+	return nil
+}
+
 // prefixed adds "cpuref: " to a non-nil error.
 func prefixed(err error) error {
 	if err == nil {
@@ -338,19 +358,8 @@ func (b *Backend) Decode(token int) ([]float32, error) {
 // error, leaving the cache untouched, for no tokens, a token outside [0, VocabSize), a cache that
 // would exceed the context length, or a closed Backend.
 func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
-	if b.closed {
-		return nil, fmt.Errorf("cpuref: backend is closed")
-	}
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("cpuref: no tokens to process")
-	}
-	if b.pos+len(tokens) > b.ctx {
-		return nil, fmt.Errorf("cpuref: %d tokens at position %d exceed the context length %d", len(tokens), b.pos, b.ctx)
-	}
-	for i, t := range tokens {
-		if t < 0 || t >= b.cfg.VocabSize {
-			return nil, fmt.Errorf("cpuref: token %d (index %d) outside the vocabulary [0, %d)", t, i, b.cfg.VocabSize)
-		}
+	if err := CheckStep(b.closed, b.pos, b.ctx, b.cfg.VocabSize, tokens); err != nil {
+		return nil, prefixed(err)
 	}
 	var logits []float32
 	err := model.CatchFault(func() (err error) {
