@@ -105,13 +105,7 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 		b.eng.pool.close()
 		return nil, err
 	}
-	kvDim := cfg.KVHeads * cfg.HeadDim
-	b.kCache = make([][]uint16, cfg.Layers)
-	b.vCache = make([][]uint16, cfg.Layers)
-	for i := range b.kCache {
-		b.kCache[i] = make([]uint16, ctx*kvDim)
-		b.vCache[i] = make([]uint16, ctx*kvDim)
-	}
+	b.kCache, b.vCache = cpuref.NewKVCache(cfg, ctx)
 	return b, nil
 }
 

@@ -23,12 +23,6 @@ func (b *Backend) NewSequence() (*Backend, error) {
 	}
 	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers,
 		forked: true, eng: engine{pool: b.eng.pool, kernel: b.eng.kernel}}
-	kvDim := b.cfg.KVHeads * b.cfg.HeadDim
-	n.kCache = make([][]uint16, b.cfg.Layers)
-	n.vCache = make([][]uint16, b.cfg.Layers)
-	for i := range n.kCache {
-		n.kCache[i] = make([]uint16, b.ctx*kvDim)
-		n.vCache[i] = make([]uint16, b.ctx*kvDim)
-	}
+	n.kCache, n.vCache = cpuref.NewKVCache(b.cfg, b.ctx)
 	return n, nil
 }

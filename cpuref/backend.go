@@ -80,13 +80,7 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 		b.layers[i] = layer{attnNorm: lw.AttnNorm, attnSubNorm: lw.AttnSubNorm, ffnNorm: lw.FFNNorm, ffnSubNorm: lw.FFNSubNorm,
 			q: bl(lw.Q), k: bl(lw.K), v: bl(lw.V), o: bl(lw.O), gate: bl(lw.Gate), up: bl(lw.Up), down: bl(lw.Down)}
 	}
-	kvDim := cfg.KVHeads * cfg.HeadDim
-	b.kCache = make([][]uint16, cfg.Layers)
-	b.vCache = make([][]uint16, cfg.Layers)
-	for i := range b.kCache {
-		b.kCache[i] = make([]uint16, ctx*kvDim)
-		b.vCache[i] = make([]uint16, ctx*kvDim)
-	}
+	b.kCache, b.vCache = NewKVCache(cfg, ctx)
 	return b, nil
 }
 
@@ -203,6 +197,17 @@ func LoadWeights(m *model.Model, cfg model.Config, head LMHead) (*Weights, error
 		}
 	}
 	return w, nil
+}
+
+// NewKVCache allocates the f16 K and V caches of cfg for ctx tokens: per layer ctx*KVHeads*HeadDim
+// f16 values (uint16 bits, position-major), zeroed; KVCacheBytes is their size in bytes.
+func NewKVCache(cfg model.Config, ctx int) (k, v [][]uint16) {
+	kvDim := cfg.KVHeads * cfg.HeadDim
+	k, v = make([][]uint16, cfg.Layers), make([][]uint16, cfg.Layers)
+	for i := range k {
+		k[i], v[i] = make([]uint16, ctx*kvDim), make([]uint16, ctx*kvDim)
+	}
+	return k, v
 }
 
 // CheckStep is the check a CPU backend's Prefill makes before touching anything: an error for a

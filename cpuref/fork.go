@@ -14,12 +14,6 @@ func (b *Backend) NewSequence() (*Backend, error) {
 		return nil, err
 	}
 	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers}
-	kvDim := b.cfg.KVHeads * b.cfg.HeadDim
-	n.kCache = make([][]uint16, b.cfg.Layers)
-	n.vCache = make([][]uint16, b.cfg.Layers)
-	for i := range n.kCache {
-		n.kCache[i] = make([]uint16, b.ctx*kvDim)
-		n.vCache[i] = make([]uint16, b.ctx*kvDim)
-	}
+	n.kCache, n.vCache = NewKVCache(b.cfg, b.ctx)
 	return n, nil
 }
