@@ -254,7 +254,7 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 		if err := cpuref.Embedding(x[t*dim:(t+1)*dim], b.embd, tok); err != nil {
 			return err
 		}
-		ropeTable(sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half], pos+t, c.RoPEDim, c.RoPEBase)
+		cpuref.RoPEAngles(sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half], pos+t, c.RoPEDim, c.RoPEBase)
 	}
 	glu := cpuref.ReLU2GLU
 	if c.Act == model.ActSiLU {
@@ -273,8 +273,8 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 			row := sc.qkv[t*qkvDim : (t+1)*qkvDim]
 			q, k, v := row[:qDim], row[qDim:qDim+kvDim], row[qDim+kvDim:]
 			cs, sn := sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half]
-			rope(q, cs, sn, c.Heads, c.HeadDim, c.RoPEMode)
-			rope(k, cs, sn, c.KVHeads, c.HeadDim, c.RoPEMode)
+			cpuref.RoPERotate(q, cs, sn, c.Heads, c.HeadDim, c.RoPEMode)
+			cpuref.RoPERotate(k, cs, sn, c.KVHeads, c.HeadDim, c.RoPEMode)
 			if err := cpuref.StoreKV(b.kCache[li], pos+t, k); err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"encoding/binary"
-	"math"
 
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/model"
@@ -17,34 +16,6 @@ var f16 = func() *[1 << 16]float32 {
 	}
 	return &t
 }()
-
-// ropeTable fills cos and sin (length ropeDim/2 each) for position pos exactly as cpuref.RoPE
-// computes them: theta_i = pos * base^(-2i/ropeDim) in float64, then cos and sin rounded to f32.
-func ropeTable(cos, sin []float32, pos, ropeDim int, base float32) {
-	for i := range cos {
-		theta := float64(pos) * math.Pow(float64(base), -2*float64(i)/float64(ropeDim))
-		cos[i] = float32(math.Cos(theta))
-		sin[i] = float32(math.Sin(theta))
-	}
-}
-
-// rope rotates x ([heads][headDim]) in place with the tables of ropeTable, as cpuref.RoPE does
-// (same pairs for model.RoPENeox and model.RoPENorm, same f32 operations in the same order).
-func rope(x, cos, sin []float32, heads, headDim int, mode model.RoPEMode) {
-	half := len(cos)
-	for h := range heads {
-		v := x[h*headDim : (h+1)*headDim]
-		for i := range half {
-			ia, ib := i, i+half
-			if mode == model.RoPENorm {
-				ia, ib = 2*i, 2*i+1
-			}
-			a, b := v[ia], v[ib]
-			v[ia] = float32(float32(a*cos[i]) - float32(b*sin[i]))
-			v[ib] = float32(float32(a*sin[i]) + float32(b*cos[i]))
-		}
-	}
-}
 
 // attentionHead computes one query head of cpuref.Attention for a token at position pos: q and
 // out are that head's [headDim] slices, off the KV head's offset within a cache row of kvDim

@@ -98,14 +98,27 @@ func RoPE(x []float32, heads, headDim, ropeDim, pos int, base float32, mode mode
 	if mode != model.RoPENeox && mode != model.RoPENorm {
 		return fmt.Errorf("cpuref: RoPE: unknown mode %d", mode)
 	}
-	half := ropeDim / 2
-	cos := make([]float32, half)
-	sin := make([]float32, half)
-	for i := range half {
+	cos := make([]float32, ropeDim/2)
+	sin := make([]float32, ropeDim/2)
+	RoPEAngles(cos, sin, pos, ropeDim, base)
+	RoPERotate(x, cos, sin, heads, headDim, mode)
+	return nil
+}
+
+// RoPEAngles fills cos and sin (ropeDim/2 values each) for position pos as RoPE computes them:
+// theta_i = pos * base^(-2i/ropeDim) in float64, cos and sin rounded to f32.
+func RoPEAngles(cos, sin []float32, pos, ropeDim int, base float32) {
+	for i := range cos {
 		theta := float64(pos) * math.Pow(float64(base), -2*float64(i)/float64(ropeDim))
 		cos[i] = float32(math.Cos(theta))
 		sin[i] = float32(math.Sin(theta))
 	}
+}
+
+// RoPERotate applies RoPE's rotation with the angles of RoPEAngles (len(cos) = ropeDim/2) to every
+// head of x ([heads][headDim]), in place; shapes are the caller's to check (RoPE does).
+func RoPERotate(x, cos, sin []float32, heads, headDim int, mode model.RoPEMode) {
+	half := len(cos)
 	for h := range heads {
 		v := x[h*headDim : (h+1)*headDim]
 		for i := range half {
@@ -118,7 +131,6 @@ func RoPE(x []float32, heads, headDim, ropeDim, pos int, base float32, mode mode
 			v[ib] = float32(float32(a*sin[i]) + float32(b*cos[i]))
 		}
 	}
-	return nil
 }
 
 // StoreKV writes one token's row (length kvHeads*headDim) into an f16 cache laid out
