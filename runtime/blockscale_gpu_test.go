@@ -3,14 +3,13 @@
 package runtime
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/bitgpu/bitgpu/cpuref"
-	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
 )
 
@@ -85,45 +84,10 @@ func TestTernaryMatMulBlockScalesParity(t *testing.T) {
 				for _, oscale := range []float32{0, 1.5} {
 					w := &TernaryWeights{Name: "w", Rows: uint32(c.rows), Cols: uint32(c.cols), Scale: scale, OutScale: oscale, BlockScales: off, Buf: bw.Whole()}
 					for _, T := range []int{1, 3, 17} {
-						x := randFloats(rng, uint32(T*c.cols))
-						q := make([]int8, T*c.cols)
-						s := make([]float32, T)
-						sq := make([]uint32, 2*T)
-						for tok := 0; tok < T; tok++ {
-							s[tok], err = cpuref.QuantizeActivations(q[tok*c.cols:(tok+1)*c.cols], x[tok*c.cols:(tok+1)*c.cols])
-							require.NoError(t, err)
-							var sum int32
-							for _, v := range q[tok*c.cols : (tok+1)*c.cols] {
-								sum += int32(v)
-							}
-							sq[2*tok], sq[2*tok+1] = math.Float32bits(cpuref.Rcp32(s[tok])), uint32(sum)
-						}
-						want := make([]float32, T*c.rows)
-						require.NoError(t, cpuref.TernaryMatMul(want, m, q, s))
-						if oscale != 0 {
-							for i := range want {
-								want[i] *= oscale
-							}
-						}
-						base := randFloats(rng, uint32(T*c.rows))
-						ba, bsq := newBuf(t, d, PackInt8(q)), newBuf(t, d, sq)
-						by, byAcc := zeroBuf(t, d, 4*T*c.rows), newBuf(t, d, base)
-						require.NoError(t, d.Run(func(s *gpu.Sequence) error {
-							args := MatMulArgs{T: uint32(T), YStride: uint32(c.rows)}
-							if err := ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), by.Whole(), args); err != nil {
-								return err
-							}
-							args.Accumulate = true
-							return ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), byAcc.Whole(), args)
-						}))
-						got, gotAcc := readF32(t, by, T*c.rows), readF32(t, byAcc, T*c.rows)
-						for i := range want {
-							require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "%s %dx%d T=%d oscale %v i=%d: cpu %v gpu %v", c.typ, c.rows, c.cols, T, oscale, i, want[i], got[i])
-							require.Equal(t, math.Float32bits(base[i]+want[i]), math.Float32bits(gotAcc[i]), "accumulate %dx%d T=%d i=%d", c.rows, c.cols, T, i)
-						}
-						for _, b := range []*gpu.Buffer{ba, bsq, by, byAcc} {
-							b.Release()
-						}
+						q, s, sq := quantTokens(t, rng, T, c.cols)
+						want := bitLinear(t, m, q, s, oscale)
+						requireTernaryMatMul(t, d, ks, w, q, sq, want, randFloats(rng, uint32(T*c.rows)),
+							fmt.Sprintf("%s %dx%d T=%d oscale %v", c.typ, c.rows, c.cols, T, oscale))
 					}
 				}
 				bw.Release()

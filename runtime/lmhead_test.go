@@ -46,16 +46,7 @@ func TestQ8MatMulParity(t *testing.T) {
 				mat := uploadQ8Chunked(t, d, q, c.rows, c.cols, 50)
 				for _, T := range []int{1, 3, 17} {
 					name := fmt.Sprintf("%dx%d T=%d", c.rows, c.cols, T)
-					x := randFloats(rng, uint32(T*c.cols))
-					a := make([]int8, T*c.cols)
-					s := make([]float32, T)
-					sq := make([]uint32, 2*T)
-					for tok := range T {
-						var err error
-						s[tok], err = cpuref.QuantizeActivations(a[tok*c.cols:(tok+1)*c.cols], x[tok*c.cols:(tok+1)*c.cols])
-						require.NoError(t, err)
-						sq[2*tok] = math.Float32bits(cpuref.Rcp32(s[tok]))
-					}
+					a, s, sq := quantTokens(t, rng, T, c.cols)
 					ba, bsq, by := newBuf(t, d, PackInt8(a)), newBuf(t, d, sq), zeroBuf(t, d, 4*T*c.rows)
 					require.NoError(t, d.Run(func(sq *gpu.Sequence) error {
 						return ks.Q8MatMul(sq, mat, ba.Whole(), bsq.Whole(), by.Whole(), Q8Args{T: uint32(T), YStride: uint32(c.rows)})

@@ -3,6 +3,7 @@
 package runtime
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -152,44 +153,41 @@ func TestTernaryMatMulParity(t *testing.T) {
 				bw := newBuf(t, d, words)
 				w := &TernaryWeights{Name: "w", Rows: uint32(c.rows), Cols: uint32(c.cols), Scale: scale, Buf: bw.Whole()}
 				for _, T := range []int{1, 2, 17} {
-					x := randFloats(rng, uint32(T*c.cols))
-					q := make([]int8, T*c.cols)
-					s := make([]float32, T)
-					sq := make([]uint32, 2*T)
-					for tok := 0; tok < T; tok++ {
-						s[tok], err = cpuref.QuantizeActivations(q[tok*c.cols:(tok+1)*c.cols], x[tok*c.cols:(tok+1)*c.cols])
-						require.NoError(t, err)
-						var sum int32
-						for _, v := range q[tok*c.cols : (tok+1)*c.cols] {
-							sum += int32(v)
-						}
-						sq[2*tok], sq[2*tok+1] = math.Float32bits(cpuref.Rcp32(s[tok])), uint32(sum)
-					}
+					q, s, sq := quantTokens(t, rng, T, c.cols)
 					want := make([]float32, T*c.rows)
 					require.NoError(t, cpuref.TernaryMatMul(want, m, q, s))
-					base := randFloats(rng, uint32(T*c.rows))
-					ba, bsq := newBuf(t, d, PackInt8(q)), newBuf(t, d, sq)
-					by, byAcc := zeroBuf(t, d, 4*T*c.rows), newBuf(t, d, base)
-					require.NoError(t, d.Run(func(s *gpu.Sequence) error {
-						args := MatMulArgs{T: uint32(T), YStride: uint32(c.rows)}
-						if err := ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), by.Whole(), args); err != nil {
-							return err
-						}
-						args.Accumulate = true
-						return ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), byAcc.Whole(), args)
-					}))
-					got, gotAcc := readF32(t, by, T*c.rows), readF32(t, byAcc, T*c.rows)
-					for i := range want {
-						require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "%dx%d T=%d i=%d: cpu %v gpu %v", c.rows, c.cols, T, i, want[i], got[i])
-						require.Equal(t, math.Float32bits(base[i]+want[i]), math.Float32bits(gotAcc[i]), "accumulate %dx%d T=%d i=%d", c.rows, c.cols, T, i)
-					}
-					for _, b := range []*gpu.Buffer{ba, bsq, by, byAcc} {
-						b.Release()
-					}
+					requireTernaryMatMul(t, d, ks, w, q, sq, want, randFloats(rng, uint32(T*c.rows)), fmt.Sprintf("%dx%d T=%d", c.rows, c.cols, T))
 				}
 				bw.Release()
 			}
 		})
+	}
+}
+
+// requireTernaryMatMul runs ks.TernaryMatMul for w on the quantized tokens (q, sq) twice — writing,
+// and accumulating onto base — and requires want and base+want bit for bit; what labels failures.
+func requireTernaryMatMul(t *testing.T, d *gpu.Device, ks *Kernels, w *TernaryWeights, q []int8, sq []uint32, want, base []float32, what string) {
+	t.Helper()
+	T, rows := len(sq)/2, int(w.Rows)
+	ba, bsq := newBuf(t, d, PackInt8(q)), newBuf(t, d, sq)
+	by, byAcc := zeroBuf(t, d, 4*T*rows), newBuf(t, d, base)
+	defer func() {
+		for _, b := range []*gpu.Buffer{ba, bsq, by, byAcc} {
+			b.Release()
+		}
+	}()
+	require.NoError(t, d.Run(func(s *gpu.Sequence) error {
+		args := MatMulArgs{T: uint32(T), YStride: uint32(rows)}
+		if err := ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), by.Whole(), args); err != nil {
+			return err
+		}
+		args.Accumulate = true
+		return ks.TernaryMatMul(s, w, ba.Whole(), bsq.Whole(), byAcc.Whole(), args)
+	}), what)
+	got, gotAcc := readF32(t, by, T*rows), readF32(t, byAcc, T*rows)
+	for i := range want {
+		require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "%s i=%d: cpu %v gpu %v", what, i, want[i], got[i])
+		require.Equal(t, math.Float32bits(base[i]+want[i]), math.Float32bits(gotAcc[i]), "accumulate %s i=%d", what, i)
 	}
 }
 
