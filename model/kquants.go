@@ -35,12 +35,9 @@ func q4KScaleMin(j int, q []byte) (sc, m uint8) {
 // what both of bitgpu's backends read. It returns an error for a length that is not a multiple
 // of 256 or short data.
 func DecodeQ4_KRow(data []byte, dst []float32) error {
-	if len(dst)%KBlockElems != 0 {
-		return fmt.Errorf("model: Q4_K row length %d is not a multiple of %d", len(dst), KBlockElems)
-	}
-	nb := len(dst) / KBlockElems
-	if len(data) < nb*Q4_KBlockBytes {
-		return fmt.Errorf("model: Q4_K row of %d elements needs %d bytes, got %d", len(dst), nb*Q4_KBlockBytes, len(data))
+	nb, err := blockCount("Q4_K", len(dst), KBlockElems, Q4_KBlockBytes, len(data))
+	if err != nil {
+		return err
 	}
 	for b := 0; b < nb; b++ {
 		blk := data[b*Q4_KBlockBytes : (b+1)*Q4_KBlockBytes]
@@ -75,12 +72,9 @@ func DecodeQ4_KRow(data []byte, dst []float32) error {
 // with d the f16 at the block's end and each product rounded to f32. It returns an error for a
 // length that is not a multiple of 256 or short data.
 func DecodeQ6_KRow(data []byte, dst []float32) error {
-	if len(dst)%KBlockElems != 0 {
-		return fmt.Errorf("model: Q6_K row length %d is not a multiple of %d", len(dst), KBlockElems)
-	}
-	nb := len(dst) / KBlockElems
-	if len(data) < nb*Q6_KBlockBytes {
-		return fmt.Errorf("model: Q6_K row of %d elements needs %d bytes, got %d", len(dst), nb*Q6_KBlockBytes, len(data))
+	nb, err := blockCount("Q6_K", len(dst), KBlockElems, Q6_KBlockBytes, len(data))
+	if err != nil {
+		return err
 	}
 	for b := 0; b < nb; b++ {
 		blk := data[b*Q6_KBlockBytes : (b+1)*Q6_KBlockBytes]

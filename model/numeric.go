@@ -116,16 +116,27 @@ func DecodeBF16Row(data []byte, dst []float32) error {
 	return nil
 }
 
+// blockCount checks a row of n elements of a block format (blockElems elements in blockBytes
+// bytes) against dataLen bytes of data and returns its number of blocks; the error names the
+// format and the sizes.
+func blockCount(format string, n, blockElems, blockBytes, dataLen int) (int, error) {
+	if n%blockElems != 0 {
+		return 0, fmt.Errorf("model: %s row length %d is not a multiple of %d", format, n, blockElems)
+	}
+	nb := n / blockElems
+	if dataLen < nb*blockBytes {
+		return 0, fmt.Errorf("model: %s row of %d elements needs %d bytes, got %d", format, n, nb*blockBytes, dataLen)
+	}
+	return nb, nil
+}
+
 // DecodeQ8_0Row decodes len(dst) Q8_0 elements from data into dst: block k (34 bytes) is an f16
 // scale d then 32 int8 values q, and element 32k+i is float32(d) * float32(q[i]). len(dst) must be
 // a multiple of 32 and data must hold len(dst)/32 blocks; otherwise it returns an error.
 func DecodeQ8_0Row(data []byte, dst []float32) error {
-	if len(dst)%Q8_0BlockElems != 0 {
-		return fmt.Errorf("model: Q8_0 row length %d is not a multiple of %d", len(dst), Q8_0BlockElems)
-	}
-	nb := len(dst) / Q8_0BlockElems
-	if len(data) < nb*Q8_0BlockBytes {
-		return fmt.Errorf("model: Q8_0 row of %d elements needs %d bytes, got %d", len(dst), nb*Q8_0BlockBytes, len(data))
+	nb, err := blockCount("Q8_0", len(dst), Q8_0BlockElems, Q8_0BlockBytes, len(data))
+	if err != nil {
+		return err
 	}
 	for b := 0; b < nb; b++ {
 		blk := data[b*Q8_0BlockBytes : (b+1)*Q8_0BlockBytes]
