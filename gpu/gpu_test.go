@@ -20,6 +20,19 @@ import (
 // device the test is skipped, unless BITGPU_REQUIRE_GPU=1 (as `make test` sets), where it fails.
 func openTest(t *testing.T, opts ...func(*Options)) *Device {
 	t.Helper()
+	d := openValidated(t, opts...)
+	t.Cleanup(func() {
+		require.NoError(t, d.Close())
+		require.Empty(t, d.ValidationMessages(), "validation layer messages")
+	})
+	return d
+}
+
+// openValidated opens the default device with validation on (opts edit the options), skipping
+// the test without a Vulkan device unless BITGPU_REQUIRE_GPU=1; the caller closes it and reads
+// its validation messages.
+func openValidated(t *testing.T, opts ...func(*Options)) *Device {
+	t.Helper()
 	o := OptionsFromEnv()
 	o.Validate = true
 	for _, f := range opts {
@@ -30,10 +43,6 @@ func openTest(t *testing.T, opts ...func(*Options)) *Device {
 		t.Skipf("no Vulkan device: %v", err)
 	}
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		require.NoError(t, d.Close())
-		require.Empty(t, d.ValidationMessages(), "validation layer messages")
-	})
 	return d
 }
 
@@ -97,13 +106,7 @@ func TestSelect(t *testing.T) {
 // TestValidationMessengerIsLive provokes a validation error on a throw-away device (a buffer of
 // size 0, VUID-VkBufferCreateInfo-size-00912) and requires the messenger to deliver it.
 func TestValidationMessengerIsLive(t *testing.T) {
-	o := OptionsFromEnv()
-	o.Validate = true
-	d, err := Open(o)
-	if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-		t.Skipf("no Vulkan device: %v", err)
-	}
-	require.NoError(t, err)
+	d := openValidated(t)
 	var buf vk.Buffer
 	r := vk.CreateBuffer(d.dev, &vk.BufferCreateInfo{
 		SType: vk.StructureTypeBufferCreateInfo, Size: 0,
@@ -273,13 +276,7 @@ func TestBarriersOrderDependentDispatches(t *testing.T) {
 // automatic barriers dropped and requires synchronization validation to report the hazards: the
 // proof that the barrier test above would fail if Dispatch stopped inserting them.
 func TestMissingBarrierIsReported(t *testing.T) {
-	o := OptionsFromEnv()
-	o.Validate = true
-	d, err := Open(o)
-	if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-		t.Skipf("no Vulkan device: %v", err)
-	}
-	require.NoError(t, err)
+	d := openValidated(t)
 	recordChain(t, d, true)
 	require.NoError(t, d.Close())
 	msgs := strings.Join(d.ValidationMessages(), "\n")
@@ -387,16 +384,10 @@ func TestTimer(t *testing.T) {
 // must report them (ErrLeak, with counts and bytes) and still release them all, or the validation
 // layer reports the Vulkan objects left behind when the device is destroyed.
 func TestCloseReportsAndReleasesLeaks(t *testing.T) {
-	o := OptionsFromEnv()
-	o.Validate = true
-	d, err := Open(o)
-	if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-		t.Skipf("no Vulkan device: %v", err)
-	}
-	require.NoError(t, err)
+	d := openValidated(t)
 	require.Equal(t, Live{}, d.Live())
 	_ = kernel(t, d, "copy", 2, []int{1}, 4)
-	_, err = d.NewBuffer(1 << 10)
+	_, err := d.NewBuffer(1 << 10)
 	require.NoError(t, err)
 	_, err = d.NewHostBuffer(1 << 10)
 	require.NoError(t, err)

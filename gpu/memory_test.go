@@ -3,8 +3,6 @@
 package gpu
 
 import (
-	"errors"
-	"os"
 	"testing"
 
 	vk "github.com/goki/vulkan"
@@ -47,14 +45,7 @@ func TestDeviceLocalOrder(t *testing.T) {
 // mapped, so uploads and reads go through the staging buffer — and still round-trip, with
 // synchronization validation on.
 func TestHiddenHostVisibleVRAM(t *testing.T) {
-	o := OptionsFromEnv()
-	o.Validate = true
-	o.Disable = append(o.Disable, "host-visible-vram")
-	d, err := Open(o)
-	if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-		t.Skipf("no Vulkan device: %v", err)
-	}
-	require.NoError(t, err)
+	d := openValidated(t, func(o *Options) { o.Disable = append(o.Disable, "host-visible-vram") })
 	b, err := NewBufferFrom(d, []float32{1, 2, 3, 4, 5})
 	require.NoError(t, err)
 	require.False(t, b.HostVisible(), "device-local buffers go through staging")
