@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil/fifotest"
 )
 
 // TestPipelineCacheIgnoresNonRegularPath points BITGPU_PIPELINE_CACHE at a FIFO: opening the
@@ -20,26 +22,17 @@ func TestPipelineCacheIgnoresNonRegularPath(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "pipelines.bin")
 	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
 	t.Setenv("BITGPU_PIPELINE_CACHE", fifo)
-	done := make(chan error, 1)
-	go func() {
+	err := fifotest.Within(t, fifo, 20*time.Second, "opening the device", func() error {
 		d, err := Open(OptionsFromEnv())
 		if err == nil {
 			err = d.Close()
 		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
-			t.Skipf("no Vulkan device: %v", err)
-		}
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = w.Close() // unblock the reader
-		}
-		t.Fatal("opening the device blocked on the FIFO pipeline cache")
+		return err
+	})
+	if errors.Is(err, ErrNoDevice) && os.Getenv("BITGPU_REQUIRE_GPU") != "1" {
+		t.Skipf("no Vulkan device: %v", err)
 	}
+	require.NoError(t, err)
 	st, err := os.Lstat(fifo)
 	require.NoError(t, err)
 	require.NotZero(t, st.Mode()&fs.ModeNamedPipe, "the FIFO was replaced: %v", st.Mode())

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil/fifotest"
 )
 
 // replaceWithFIFO replaces path (absent or a file) by a FIFO.
@@ -19,25 +21,6 @@ func replaceWithFIFO(t *testing.T, path string) {
 	t.Helper()
 	_ = os.Remove(path)
 	require.NoError(t, syscall.Mkfifo(path, 0o644))
-}
-
-// openWithin runs open in a goroutine and returns its error, failing the test if open has not
-// returned within a few seconds — a FIFO opened for reading waits for a writer — after
-// unblocking it by opening fifo for writing, so a regression fails instead of hanging.
-func openWithin(t *testing.T, fifo string, open func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- open() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(5 * time.Second):
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = w.Close()
-		}
-		t.Fatalf("opening with %s as a model file blocked", fifo)
-		return nil
-	}
 }
 
 // requireNotRegular checks err is the one-line error naming fifo and that fifo is still a FIFO.
@@ -55,8 +38,8 @@ func TestOpenRefusesFIFOModelFiles(t *testing.T) {
 	t.Run("gguf", func(t *testing.T) {
 		fifo := filepath.Join(t.TempDir(), "m.gguf")
 		replaceWithFIFO(t, fifo)
-		requireNotRegular(t, openWithin(t, fifo, func() error { _, err := Open(fifo); return err }), fifo)
-		requireNotRegular(t, openWithin(t, fifo, func() error { _, err := OpenGGUF(fifo); return err }), fifo)
+		requireNotRegular(t, fifotest.Within(t, fifo, 5*time.Second, "opening a model file", func() error { _, err := Open(fifo); return err }), fifo)
+		requireNotRegular(t, fifotest.Within(t, fifo, 5*time.Second, "opening a model file", func() error { _, err := OpenGGUF(fifo); return err }), fifo)
 	})
 	for _, name := range []string{"config.json", "model.safetensors", HFTokenizerFile, HFTokenizerConfigFile} {
 		t.Run(name, func(t *testing.T) {
@@ -64,11 +47,11 @@ func TestOpenRefusesFIFOModelFiles(t *testing.T) {
 			require.NoError(t, WriteSyntheticHF(dir, SynthOptions{Vocab: 300, Dim: 256, Layers: 1, Heads: 4, KVHeads: 2, FFN: 512, Ctx: 64}))
 			fifo := filepath.Join(dir, name)
 			replaceWithFIFO(t, fifo)
-			requireNotRegular(t, openWithin(t, fifo, func() error { _, err := Open(dir); return err }), fifo)
+			requireNotRegular(t, fifotest.Within(t, fifo, 5*time.Second, "opening a model file", func() error { _, err := Open(dir); return err }), fifo)
 			if name == "model.safetensors" {
-				requireNotRegular(t, openWithin(t, fifo, func() error { _, err := Open(fifo); return err }), fifo)
+				requireNotRegular(t, fifotest.Within(t, fifo, 5*time.Second, "opening a model file", func() error { _, err := Open(fifo); return err }), fifo)
 			}
-			requireNotRegular(t, openWithin(t, fifo, func() error { return ConvertHF(dir, filepath.Join(t.TempDir(), "x.gguf"), TypeI2_S) }), fifo)
+			requireNotRegular(t, fifotest.Within(t, fifo, 5*time.Second, "opening a model file", func() error { return ConvertHF(dir, filepath.Join(t.TempDir(), "x.gguf"), TypeI2_S) }), fifo)
 		})
 	}
 }

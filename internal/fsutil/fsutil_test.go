@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/internal/fsutil/fifotest"
 )
 
 // mkfifo makes a FIFO named name in a fresh temporary directory and returns its path and
@@ -73,31 +75,12 @@ func TestWriteAtomicRefusesNonRegularTargets(t *testing.T) {
 	requireOnly(t, dir, "out.gguf", "sub", "reg", "new")
 }
 
-// readWithin runs read in a goroutine and fails the test if it has not returned within a few
-// seconds (a FIFO opened for reading blocks until a writer comes); it then unblocks the reader
-// by opening fifo for writing, so a regression fails instead of hanging.
-func readWithin(t *testing.T, fifo string, read func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- read() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(5 * time.Second):
-		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
-			_ = w.Close()
-		}
-		t.Fatalf("reading %s blocked", fifo)
-		return nil
-	}
-}
-
 func TestReadRegularRefusesFIFOWithoutBlocking(t *testing.T) {
 	fifo, dir := mkfifo(t, "config.json")
-	err := readWithin(t, fifo, func() error { _, err := ReadRegular(fifo); return err })
+	err := fifotest.Within(t, fifo, 5*time.Second, "reading", func() error { _, err := ReadRegular(fifo); return err })
 	require.ErrorIs(t, err, ErrNotRegular)
 	require.ErrorContains(t, err, fifo+": not a regular file (it is a named pipe)")
-	err = readWithin(t, fifo, func() error {
+	err = fifotest.Within(t, fifo, 5*time.Second, "reading", func() error {
 		f, err := OpenRegular(fifo)
 		if err == nil {
 			f.Close()
