@@ -48,7 +48,7 @@ func openBackend(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtim
 	case "cpu":
 		return openCPU(o, m, ctx, head)
 	case "cpuref":
-		b, err := cpuref.New(m, ctx, cpuref.WithLMHead(head))
+		b, err := cpuref.New(m, ctx, cpuref.WithLMHead(head), cpuref.WithLoRA(o.adapters...))
 		if err != nil {
 			return nil, "", err
 		}
@@ -71,7 +71,7 @@ func openBackend(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtim
 
 // openCPU is the fast CPU backend (package cpu) with the head logits head.
 func openCPU(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtime.Backend, string, error) {
-	b, err := cpu.New(m, ctx, cpu.WithLMHead(head))
+	b, err := cpu.New(m, ctx, cpu.WithLMHead(head), cpu.WithLoRA(o.adapters...))
 	if err != nil {
 		return nil, "", err
 	}

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/bitgpu/bitgpu/assets"
@@ -52,6 +54,59 @@ type Options struct {
 	// *gpu.Device, typed loosely so that CPU-only builds compile), e.g. to read its validation
 	// messages after Close.
 	OnVulkanDevice func(dev interface{ ValidationMessages() []string })
+	// LoRA are the adapters to apply, in order, to every forward pass (see LoRA); a Sequence
+	// can change their scales (Sequence.SetLoRAScales).
+	LoRA []LoRA
+
+	adapters []cpuref.Adapter // LoRA, opened and checked against the model by Open
+}
+
+// LoRA names a low-rank adapter to apply (`--lora FILE[:SCALE]`): Path is a llama.cpp GGUF LoRA
+// adapter or a PEFT directory (model.OpenLoRA), Scale multiplies its output (1: as trained; 0
+// loads it switched off). Each adapted projection computes y = BitLinear(x) + Scale·(alpha/r)·B(A·x)
+// on its float input x (model.LoRA, cpuref.ApplyLoRA).
+type LoRA struct {
+	Path  string
+	Scale float32
+}
+
+// ParseLoRA parses `--lora`'s value FILE[:SCALE]: a suffix after the last ':' that parses as a
+// finite number is the scale, otherwise the whole value is the path and the scale is 1. Errors
+// name the flag: an empty path, a non-finite scale.
+func ParseLoRA(v string) (LoRA, error) {
+	l := LoRA{Path: v, Scale: 1}
+	if i := strings.LastIndexByte(v, ':'); i >= 0 {
+		if s, err := strconv.ParseFloat(v[i+1:], 32); err == nil {
+			if math.IsNaN(s) || math.IsInf(s, 0) {
+				return LoRA{}, fmt.Errorf("--lora %q: scale %s must be a finite number", v, v[i+1:])
+			}
+			l = LoRA{Path: v[:i], Scale: float32(s)}
+		}
+	}
+	if l.Path == "" {
+		return LoRA{}, fmt.Errorf("--lora %q: want FILE[:SCALE] (a GGUF LoRA adapter or a PEFT directory)", v)
+	}
+	return l, nil
+}
+
+// openAdapters opens o.LoRA's adapters and checks each against m (model.LoRA.Check: targets,
+// shapes, architecture), in order. Errors name the adapter's path.
+func openAdapters(specs []LoRA, m *model.Model) ([]cpuref.Adapter, error) {
+	var ads []cpuref.Adapter
+	for _, s := range specs {
+		l, err := model.OpenLoRA(s.Path)
+		if err == nil {
+			err = l.Check(m)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), s.Path) {
+				err = fmt.Errorf("%s: %w", s.Path, err)
+			}
+			return nil, err
+		}
+		ads = append(ads, cpuref.Adapter{LoRA: l, Scale: s.Scale})
+	}
+	return ads, nil
 }
 
 // Model is an open model with a backend and its KV cache. Close releases both.
@@ -61,6 +116,8 @@ type Model struct {
 	ctx     int
 	backend string
 	reopen  func() (runtime.Backend, error) // another backend of the same kind (NewSequence)
+	// adapters are the LoRA adapters every backend applies (Options.LoRA).
+	adapters []cpuref.Adapter
 }
 
 // Open loads the model at path — a GGUF file, a Hugging Face checkpoint directory, or "" for the
@@ -91,6 +148,13 @@ func Open(path string, o Options) (*Model, error) {
 		return nil, err
 	}
 	o.note("context %d tokens (--ctx; the model's context length is %d)", ctx, m.Config.ContextLength)
+	if o.adapters, err = openAdapters(o.LoRA, m); err != nil {
+		m.Close()
+		return nil, err
+	}
+	for _, a := range o.adapters {
+		o.note("LoRA adapter %s: %d projections, scale %g", a.LoRA.Path, len(a.LoRA.Targets), a.Scale)
+	}
 	b, name, err := openBackend(o, m, ctx, head)
 	if err != nil {
 		m.Close()
@@ -98,7 +162,7 @@ func Open(path string, o Options) (*Model, error) {
 	}
 	o.Verbose = false // a second backend (NewSequence) repeats no notes
 	reopen := func() (runtime.Backend, error) { b, _, err := openBackend(o, m, ctx, head); return b, err }
-	return &Model{m: m, b: b, ctx: ctx, backend: name, reopen: reopen}, nil
+	return &Model{m: m, b: b, ctx: ctx, backend: name, reopen: reopen, adapters: o.adapters}, nil
 }
 
 // ContextSize resolves a requested KV-cache size against a model whose context length is limit:
@@ -142,6 +206,15 @@ func (m *Model) Close() error {
 	err = errors.Join(err, m.m.Close())
 	m.m = nil
 	return err
+}
+
+// Adapters returns the LoRA adapters the Model applies (Options.LoRA), in order, each with the
+// scale it was loaded at; nil when none.
+func (m *Model) Adapters() []cpuref.Adapter {
+	if m == nil {
+		return nil
+	}
+	return m.adapters
 }
 
 // Backend names the backend in use: "gpu", "cpu" or "cpuref".

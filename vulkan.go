@@ -19,7 +19,7 @@ func init() {
 		return names, types, err
 	}
 	vulkanOpen = func(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtime.Backend, error) {
-		opts := runtime.GPUOptions{Ctx: ctx, LMHead: head, Progress: o.Progress}
+		opts := runtime.GPUOptions{Ctx: ctx, LMHead: head, Progress: o.Progress, LoRA: o.adapters}
 		if o.OnVulkanDevice != nil {
 			opts.OnDevice = func(d *gpu.Device) { o.OnVulkanDevice(d) }
 		}

@@ -29,6 +29,9 @@ type Backend struct {
 	forked bool // made by NewSequence: the worker pool is the parent's, not closed here
 	eng    engine
 	sc     scratch
+	// lora holds the user scale of each adapter (WithLoRA); loraRank the largest term rank.
+	lora     cpuref.LoRAScales
+	loraRank int
 }
 
 // layer is one transformer block: norms as cpuref has them (nil sub-norms when the model has
@@ -36,6 +39,8 @@ type Backend struct {
 type layer struct {
 	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
 	qkv, o, gateUp, down                       *packed
+	// lora are the LoRA terms of q, k, v, o, gate, up and down (model.LoRAProjections order).
+	lora [7][]cpuref.LoRATerm
 }
 
 // scratch holds the forward's buffers, reused from call to call (grown as needed).
@@ -45,6 +50,15 @@ type scratch struct {
 	sa                               []float32
 	cos, sin                         []float32
 	in                               acts
+	loraU, loraD                     []float32 // cpuref.ApplyLoRA's scratch
+	at                               []place   // Prefill's tokens' places
+}
+
+// place is where one token of a forward pass belongs: the sequence whose KV cache it is stored
+// in and attends over, and whose LoRA scales apply to it, and its position in that sequence.
+type place struct {
+	seq *Backend
+	pos int
 }
 
 // options are New's settings.
@@ -52,6 +66,7 @@ type options struct {
 	threads int
 	kernel  Kernel
 	head    cpuref.LMHead
+	lora    []cpuref.Adapter
 }
 
 // Option configures New (WithThreads, WithKernel, WithLMHead).
@@ -68,6 +83,12 @@ func WithKernel(k Kernel) Option { return func(o *options) { o.kernel = k } }
 // WithLMHead computes the logits with head h, as cpuref.WithLMHead does (cpuref.LMHeadF16 or
 // cpuref.LMHeadQ8_0; "" is cpuref.DefaultLMHead).
 func WithLMHead(h cpuref.LMHead) Option { return func(o *options) { o.head = h } }
+
+// WithLoRA applies the adapters, in order, as cpuref.WithLoRA does (the same terms and
+// arithmetic, cpuref.ApplyLoRA), each at its Scale until SetLoRAScales changes them.
+func WithLoRA(adapters ...cpuref.Adapter) Option {
+	return func(o *options) { o.lora = append(o.lora, adapters...) }
+}
 
 // New checks m exactly as cpuref.New does (the same hyper-parameters, tensor names, shapes and
 // types; the same KV cache memory plan, cpuref.CheckKVCache) and returns a Backend with a KV
@@ -101,7 +122,7 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 		threads = goruntime.GOMAXPROCS(0)
 	}
 	b := &Backend{cfg: cfg, ctx: ctx, eng: engine{pool: newPool(threads), kernel: kernel}}
-	if err := b.load(m, o.head); err != nil {
+	if err := b.load(m, o.head, o.lora); err != nil {
 		b.eng.pool.close()
 		return nil, err
 	}
@@ -111,17 +132,22 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 
 // load reads the tensors cpuref.New reads, with its checks (cpuref.LoadWeights), and packs the
 // projections: q/k/v together, gate/up together.
-func (b *Backend) load(m *model.Model, head cpuref.LMHead) error {
+func (b *Backend) load(m *model.Model, head cpuref.LMHead, adapters []cpuref.Adapter) error {
 	w, err := cpuref.LoadWeights(m, b.cfg, head)
 	if err != nil {
 		return prefixed(err)
 	}
+	if err := cpuref.AttachLoRA(w, b.cfg, adapters); err != nil {
+		return prefixed(err)
+	}
+	b.lora, b.loraRank = cpuref.AdapterScales(adapters), cpuref.MaxLoRARank(w)
 	b.embd, b.out, b.norm = w.Embd, w.Out, w.Norm
 	b.layers = make([]layer, len(w.Layers))
 	src := func(p cpuref.Projection) source { return source{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra} }
 	for i, lw := range w.Layers {
 		l := &b.layers[i]
 		l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm = lw.AttnNorm, lw.AttnSubNorm, lw.FFNNorm, lw.FFNSubNorm
+		l.lora = [7][]cpuref.LoRATerm{lw.Q.LoRA, lw.K.LoRA, lw.V.LoRA, lw.O.LoRA, lw.Gate.LoRA, lw.Up.LoRA, lw.Down.LoRA}
 		if l.qkv, err = pack(b.eng.pool, src(lw.Q), src(lw.K), src(lw.V)); err != nil {
 			return err
 		}
@@ -215,7 +241,11 @@ func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 			case c1 == len(tokens):
 				dst = logits
 			}
-			if err := b.forward(tokens[c0:c1], b.pos+c0, dst, allLogits); err != nil {
+			b.sc.at = grow(b.sc.at, c1-c0)
+			for t := range b.sc.at {
+				b.sc.at[t] = place{seq: b, pos: b.pos + c0 + t}
+			}
+			if err := b.forward(tokens[c0:c1], b.sc.at, dst, allLogits); err != nil {
 				return err
 			}
 		}
@@ -228,9 +258,12 @@ func (b *Backend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	return logits, nil
 }
 
-// forward runs cpuref's forward (cpuref.Backend's doc comment) over tokens at positions pos..;
-// with dst non-nil it writes logits there: every token's rows when all, else the last token's.
-func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error {
+// forward runs cpuref's forward (cpuref.Backend's doc comment) over tokens, token t at place
+// at[t] (its sequence and position: RoPE at that position, its K/V stored into and attention over
+// that sequence's cache, LoRA at that sequence's scales; a sequence's tokens in ascending
+// positions), with b's scratch and pool: every product is one matmul over all the tokens. With
+// dst non-nil it writes logits there: every token's rows when all, else the last token's.
+func (b *Backend) forward(tokens []int, at []place, dst []float32, all bool) error {
 	c := &b.cfg
 	n := len(tokens)
 	dim, qDim, kvDim, ffn := c.Dim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim, c.FFNDim
@@ -254,7 +287,7 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 		if err := cpuref.Embedding(x[t*dim:(t+1)*dim], b.embd, tok); err != nil {
 			return err
 		}
-		cpuref.RoPEAngles(sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half], pos+t, c.RoPEDim, c.RoPEBase)
+		cpuref.RoPEAngles(sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half], at[t].pos, c.RoPEDim, c.RoPEBase)
 	}
 	glu := cpuref.ReLU2GLU
 	if c.Act == model.ActSiLU {
@@ -269,26 +302,32 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 		if err := b.eng.matmul(sc.qkv[:n*qkvDim], l.qkv, &sc.in); err != nil {
 			return err
 		}
+		if err := b.applyLoRA(sc.qkv[:n*qkvDim], at, l.lora[:3], qDim, kvDim, kvDim); err != nil {
+			return err
+		}
 		for t := range n {
 			row := sc.qkv[t*qkvDim : (t+1)*qkvDim]
 			q, k, v := row[:qDim], row[qDim:qDim+kvDim], row[qDim+kvDim:]
 			cs, sn := sc.cos[t*half:(t+1)*half], sc.sin[t*half:(t+1)*half]
 			cpuref.RoPERotate(q, cs, sn, c.Heads, c.HeadDim, c.RoPEMode)
 			cpuref.RoPERotate(k, cs, sn, c.KVHeads, c.HeadDim, c.RoPEMode)
-			if err := cpuref.StoreKV(b.kCache[li], pos+t, k); err != nil {
+			if err := cpuref.StoreKV(at[t].seq.kCache[li], at[t].pos, k); err != nil {
 				return err
 			}
-			if err := cpuref.StoreKV(b.vCache[li], pos+t, v); err != nil {
+			if err := cpuref.StoreKV(at[t].seq.vCache[li], at[t].pos, v); err != nil {
 				return err
 			}
 		}
-		if err := b.attention(li, n, pos); err != nil {
+		if err := b.attention(li, at); err != nil {
 			return err
 		}
 		if err := b.normQuant(sc.att[:n*qDim], l.attnSubNorm, n, qDim); err != nil {
 			return err
 		}
 		if err := b.eng.matmul(sc.proj[:n*dim], l.o, &sc.in); err != nil {
+			return err
+		}
+		if err := b.applyLoRA(sc.proj[:n*dim], at, l.lora[3:4], dim); err != nil {
 			return err
 		}
 		if err := cpuref.Add(x, x, sc.proj[:n*dim]); err != nil {
@@ -301,6 +340,9 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 		if err := b.eng.matmul(sc.gu[:n*2*ffn], l.gateUp, &sc.in); err != nil {
 			return err
 		}
+		if err := b.applyLoRA(sc.gu[:n*2*ffn], at, l.lora[4:6], ffn, ffn); err != nil {
+			return err
+		}
 		for t := range n {
 			g, u := sc.gu[t*2*ffn:t*2*ffn+ffn], sc.gu[t*2*ffn+ffn:(t+1)*2*ffn]
 			if err := glu(sc.h[t*ffn:(t+1)*ffn], g, u); err != nil {
@@ -311,6 +353,9 @@ func (b *Backend) forward(tokens []int, pos int, dst []float32, all bool) error 
 			return err
 		}
 		if err := b.eng.matmul(sc.proj[:n*dim], l.down, &sc.in); err != nil {
+			return err
+		}
+		if err := b.applyLoRA(sc.proj[:n*dim], at, l.lora[6:7], dim); err != nil {
 			return err
 		}
 		if err := cpuref.Add(x, x, sc.proj[:n*dim]); err != nil {
@@ -360,25 +405,37 @@ func (b *Backend) normQuant(in, w []float32, n, d int) error {
 	return nil
 }
 
-// attention runs cpuref.Attention for the n tokens at pos.. of layer li (their K/V already in
-// the cache), every (token, head) pair an independent item split across the pool.
-func (b *Backend) attention(li, n, pos int) error {
+// attention runs cpuref.Attention in layer li for the tokens of b.sc.qkv, token t over its
+// place's cache up to its position (its K/V already stored), every (token, head) pair an
+// independent item split across the pool.
+func (b *Backend) attention(li int, at []place) error {
 	c := &b.cfg
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	qkvDim := qDim + 2*kvDim
 	group := c.Heads / c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	kc, vc := b.kCache[li], b.vCache[li]
-	items := n * c.Heads
-	grain := max(1, minPartWork/max(1, 2*(pos+n)*c.HeadDim))
+	items := len(at) * c.Heads
+	keys := 0 // the most keys a token attends over
+	for _, p := range at {
+		keys = max(keys, p.pos+1)
+	}
+	// An item is at most 2·keys·HeadDim scalar products with f16 lookups, each worth about
+	// scalarWork products of the ternary kernel.
+	grain := max(1, minPartWork/max(1, scalarWork*2*keys*c.HeadDim))
 	return b.eng.pool.run(items, grain, func(lo, hi int) error {
-		s := make([]float32, cpuref.AttentionChunk)
-		oc := make([]float32, c.HeadDim)
+		var sBuf [cpuref.AttentionChunk]float32
+		var ocBuf [256]float32 // no allocation for head sizes up to 256
+		s, oc := sBuf[:], ocBuf[:]
+		if c.HeadDim > len(oc) {
+			oc = make([]float32, c.HeadDim)
+		}
+		oc = oc[:c.HeadDim]
 		for it := lo; it < hi; it++ {
 			t, h := it/c.Heads, it%c.Heads
 			q := b.sc.qkv[t*qkvDim+h*c.HeadDim : t*qkvDim+(h+1)*c.HeadDim]
 			out := b.sc.att[t*qDim+h*c.HeadDim : t*qDim+(h+1)*c.HeadDim]
-			attentionHead(out, q, kc, vc, pos+t, (h/group)*c.HeadDim, kvDim, scale, s, oc)
+			p := at[t]
+			attentionHead(out, q, p.seq.kCache[li], p.seq.vCache[li], p.pos, (h/group)*c.HeadDim, kvDim, scale, s, oc)
 		}
 		return nil
 	})
@@ -408,7 +465,7 @@ func (b *Backend) logits(dst, x []float32) error {
 		if len(data) < 2*dim*len(dst) {
 			return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", b.out.Name, b.out.Shape, 2*dim*len(dst), len(data))
 		}
-		return b.eng.pool.run(len(dst), max(1, minPartWork/dim), func(lo, hi int) error {
+		return b.eng.pool.run(len(dst), max(1, minPartWork/(scalarWork*dim)), func(lo, hi int) error {
 			// The matrix is memory-mapped: a fault (the file shrank) becomes this part's error.
 			return model.CatchFault(func() error {
 				for v := lo; v < hi; v++ {
@@ -490,3 +547,49 @@ func logitQ8(q []int8, row []byte) float32 {
 	}
 	return cpuref.TreeSum(partial[:])
 }
+
+// applyLoRA adds the LoRA terms of a packed product's segments to its output y ([n][Σ widths],
+// n = len(at): each token's row is the segments' outputs side by side, widths in order, terms[i]
+// those of segment i) from the float rows of b.sc.in, token by token with cpuref.ApplyLoRA (the
+// same bits as cpuref), token t at the scales of its sequence at[t].seq.
+func (b *Backend) applyLoRA(y []float32, at []place, terms [][]cpuref.LoRATerm, widths ...int) error {
+	has := false
+	for _, t := range terms {
+		has = has || len(t) > 0
+	}
+	if !has {
+		return nil
+	}
+	sc := &b.sc
+	stride, wide := 0, 0
+	for _, w := range widths {
+		stride += w
+		wide = max(wide, w)
+	}
+	sc.loraU, sc.loraD = grow(sc.loraU, b.loraRank), grow(sc.loraD, wide)
+	n := len(at)
+	cols := len(sc.in.x) / n
+	for t := range n {
+		x, off := sc.in.x[t*cols:(t+1)*cols], t*stride
+		for i, w := range widths {
+			if err := cpuref.ApplyLoRA(y[off:off+w], x, 1, terms[i], at[t].seq.lora, sc.loraU, sc.loraD); err != nil {
+				return err
+			}
+			off += w
+		}
+	}
+	return nil
+}
+
+// SetLoRAScales sets the user scale of each adapter New was given (WithLoRA), in order; 0 turns
+// one off. It returns an error, changing nothing, for the wrong length or a non-finite value.
+func (b *Backend) SetLoRAScales(scales []float32) error {
+	if err := cpuref.LoRAScales(scales).Check(len(b.lora)); err != nil {
+		return prefixed(err)
+	}
+	copy(b.lora, scales)
+	return nil
+}
+
+// LoRAAdapters is the number of adapters New was given (WithLoRA).
+func (b *Backend) LoRAAdapters() int { return len(b.lora) }

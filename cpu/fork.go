@@ -22,7 +22,8 @@ func (b *Backend) NewSequence() (*Backend, error) {
 		return nil, err
 	}
 	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers,
-		forked: true, eng: engine{pool: b.eng.pool, kernel: b.eng.kernel}}
+		forked: true, eng: engine{pool: b.eng.pool, kernel: b.eng.kernel},
+		lora: append(cpuref.LoRAScales(nil), b.lora...), loraRank: b.loraRank}
 	n.kCache, n.vCache = cpuref.NewKVCache(b.cfg, b.ctx)
 	return n, nil
 }

@@ -1,9 +1,17 @@
 package cpu
 
-// minPartWork is the least work a part of a parallel run gets, in weight·token products (or
-// their equivalent): below it, waking a helper costs more than it saves, so small matrices run on
-// fewer threads (never slower with 2 threads than with 1). See BenchmarkThreads.
-const minPartWork = 1 << 16
+// minPartWork is the least work a part of a parallel run gets, in weight·token products of the
+// ternary kernel (or their equivalent, scalarWork): below it, handing a part to a helper costs
+// more than it saves, so small matrices run on fewer threads (never slower with 2 threads than
+// with 1). 1<<14 products of 256-column rows are 64 rows, about 2 µs with the per-row overhead
+// on this project's Zen 3 VM, against well under 1 µs to hand a part to a polling helper; 1<<16
+// (an earlier value) left the built-in model's o and down products and every attention head on
+// one thread. Measured with `bitgpu bench e2e --device cpu --threads 1,2` (README, CPU backend).
+const minPartWork = 1 << 14
+
+// scalarWork is how many ternary-kernel products one scalar float step of attention or the F16
+// logits (a multiply-add with an f16 table lookup, ~1 ns) counts as for minPartWork.
+const scalarWork = 16
 
 // engine is what the matrix products share: the worker pool, the kernel and its scratch.
 type engine struct {

@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -256,4 +260,77 @@ func TestLogitsQ8Parity(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPoolStallBackoff: a wait for a helper's block longer than stallMin and stallFactor times
+// the caller's own block time is a stall; after one the caller runs the next runs alone (not
+// published to the helpers, every item still computed once), soloMin of them, doubling while the
+// probing runs stall, up to soloMax, and back to soloMin after a run without a stall.
+func TestPoolStallBackoff(t *testing.T) {
+	us := time.Microsecond
+	require.False(t, isStall(40*us, 1*us), "below stallMin")
+	require.False(t, isStall(60*us, 20*us), "within stallFactor of the caller's own blocks")
+	require.True(t, isStall(100*us, 20*us))
+	require.True(t, isStall(3*time.Millisecond, 100*us), "an OS time slice")
+
+	p := newPool(2)
+	defer p.close()
+	p.noteStall(false)
+	require.Equal(t, 0, p.solo)
+	want := soloMin
+	for range 8 {
+		p.noteStall(true)
+		require.Equal(t, want, p.solo)
+		p.solo = 0 // the solo runs are done; the probing run stalls again
+		want = min(2*want, soloMax)
+	}
+	require.Equal(t, soloMax, want)
+	p.noteStall(false)
+	require.Equal(t, 0, p.solo)
+	p.noteStall(true)
+	require.Equal(t, soloMin, p.solo, "reset by a run without a stall")
+
+	p.solo = 3
+	before := p.cur.Load()
+	for i := range 3 {
+		seen := make([]int, 100)
+		require.NoError(t, p.run(100, 1, func(lo, hi int) error {
+			for j := lo; j < hi; j++ {
+				seen[j]++
+			}
+			return nil
+		}))
+		require.Equal(t, slices.Repeat([]int{1}, 100), seen)
+		require.Equal(t, 2-i, p.solo)
+		require.Same(t, before, p.cur.Load(), "a solo run is not published to the helpers")
+	}
+}
+
+// TestPoolDetectsStall: a helper that holds its block far longer than the caller's blocks take
+// (as when the OS preempts it) makes run note a stall and back off.
+func TestPoolDetectsStall(t *testing.T) {
+	p := newPool(2)
+	defer p.close()
+	caller := goid()
+	var helped atomic.Bool
+	require.NoError(t, p.run(8, 1, func(lo, hi int) error {
+		if goid() != caller {
+			helped.Store(true)
+			time.Sleep(20 * time.Millisecond) // a helper preempted mid-block
+			return nil
+		}
+		time.Sleep(200 * time.Microsecond) // long enough for the helper to wake and claim a block
+		return nil
+	}))
+	require.True(t, helped.Load(), "the helper took a block")
+	require.Equal(t, soloMin, p.solo)
+}
+
+// goid returns the current goroutine's id (from its stack header), to tell the caller from the
+// helpers in tests.
+func goid() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
 }

@@ -28,6 +28,10 @@ type pool struct {
 	wake    []chan struct{} // one per helper, capacity 1
 	cur     atomic.Pointer[poolRun]
 	quit    atomic.Bool
+	// Stall back-off (the caller's side only): solo is how many more runs the caller does alone,
+	// backoff how many it will after the next stall (soloMin..soloMax, doubling on a stall of a
+	// probing run, reset by a run without one).
+	solo, backoff int
 }
 
 // poolRun is one run: its function, its blocks, and the first error in block order.
@@ -45,6 +49,20 @@ type poolRun struct {
 
 // spinFor is how long an idle helper polls for the next run before it parks.
 const spinFor = 100 * time.Microsecond
+
+// A stall: the caller, its own blocks done, waits for a helper's claimed block for more than
+// stallMin and more than stallFactor times its own mean block time. On a machine with more
+// runnable threads than cores the OS preempts a helper mid-block for a whole time slice
+// (milliseconds), and a decode step of a small model is dozens of runs of microseconds; so after
+// a stall the caller runs the next soloMin runs alone (doubling up to soloMax while the probing
+// runs keep stalling), and 2 threads stay about as fast as 1 on an overloaded machine. Results
+// never depend on it: every item is computed by one call in a fixed order either way.
+const (
+	stallMin    = 50 * time.Microsecond
+	stallFactor = 4
+	soloMin     = 64
+	soloMax     = 4096
+)
 
 // blocksPerThread is how many blocks a run is cut into per thread, for balance when the threads
 // do not all start at once.
@@ -81,6 +99,12 @@ func (p *pool) run(n, grain int, fn func(lo, hi int) error) error {
 	if blocks == 1 {
 		return fn(0, n)
 	}
+	if p.solo > 0 { // backing off after a stall: the caller computes every block itself
+		p.solo--
+		r := &poolRun{fn: fn, n: n, blocks: blocks}
+		r.work()
+		return r.err
+	}
 	r := &poolRun{fn: fn, n: n, blocks: blocks}
 	p.cur.Store(r)
 	for _, w := range p.wake {
@@ -89,22 +113,52 @@ func (p *pool) run(n, grain int, fn func(lo, hi int) error) error {
 		default: // already awake or about to be
 		}
 	}
-	r.work()
+	t0 := time.Now()
+	mine := r.work()
+	var waitFrom time.Time
+	stalled := false
 	for i := 1; r.done.Load() != int64(blocks); i++ {
 		if i%64 == 0 {
+			if waitFrom.IsZero() {
+				waitFrom = time.Now()
+			} else if !stalled {
+				own := waitFrom.Sub(t0) / time.Duration(max(mine, 1))
+				stalled = isStall(time.Since(waitFrom), own)
+			}
 			goruntime.Gosched()
 		}
 	}
+	p.noteStall(stalled)
 	return r.err
 }
 
-// work claims and computes blocks of r until none is left.
-func (r *poolRun) work() {
+// isStall reports whether waiting wait for a helper's block, after the caller's own blocks took
+// own each on average, is a stall (see stallMin).
+func isStall(wait, own time.Duration) bool {
+	return wait > stallMin && wait > stallFactor*own
+}
+
+// noteStall updates the back-off after a parallel run: a stall makes the caller run the next
+// p.backoff runs alone and doubles p.backoff (up to soloMax) for the next stall; a run without
+// one resets p.backoff to soloMin.
+func (p *pool) noteStall(stalled bool) {
+	if !stalled {
+		p.backoff = soloMin
+		return
+	}
+	p.solo = max(p.backoff, soloMin)
+	p.backoff = min(2*p.solo, soloMax)
+}
+
+// work claims and computes blocks of r until none is left, and returns how many it computed.
+func (r *poolRun) work() int {
+	did := 0
 	for {
 		b := int(r.next.Add(1) - 1)
 		if b >= r.blocks {
-			return
+			return did
 		}
+		did++
 		if err := r.fn(b*r.n/r.blocks, (b+1)*r.n/r.blocks); err != nil {
 			r.mu.Lock()
 			if r.err == nil || b < r.errAt {

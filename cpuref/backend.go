@@ -21,6 +21,7 @@ type Backend struct {
 	vCache [][]uint16
 	pos    int
 	closed bool
+	lora   LoRAScales // per adapter (WithLoRA), the user scale in effect
 }
 
 // layer holds one transformer block's weights.
@@ -37,6 +38,7 @@ type bitLinear struct {
 	f     *model.Tensor
 	scale float32
 	extra bool
+	lora  []LoRATerm
 }
 
 // New checks m's hyper-parameters and tensors against the README's Numerics section and returns a Backend
@@ -74,9 +76,14 @@ func New(m *model.Model, ctx int, opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, prefixed(err)
 	}
-	b := &Backend{cfg: cfg, ctx: ctx, embd: w.Embd, out: w.Out, norm: w.Norm, layers: make([]layer, cfg.Layers)}
+	if err := AttachLoRA(w, cfg, o.lora); err != nil {
+		return nil, prefixed(err)
+	}
+	b := &Backend{cfg: cfg, ctx: ctx, embd: w.Embd, out: w.Out, norm: w.Norm, layers: make([]layer, cfg.Layers), lora: AdapterScales(o.lora)}
 	for i, lw := range w.Layers {
-		bl := func(p Projection) bitLinear { return bitLinear{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra} }
+		bl := func(p Projection) bitLinear {
+			return bitLinear{w: p.W, f: p.F, scale: p.Scale, extra: p.Extra, lora: p.LoRA}
+		}
 		b.layers[i] = layer{attnNorm: lw.AttnNorm, attnSubNorm: lw.AttnSubNorm, ffnNorm: lw.FFNNorm, ffnSubNorm: lw.FFNSubNorm,
 			q: bl(lw.Q), k: bl(lw.K), v: bl(lw.V), o: bl(lw.O), gate: bl(lw.Gate), up: bl(lw.Up), down: bl(lw.Down)}
 	}
@@ -288,12 +295,14 @@ func NormWeights(m *model.Model, name string, n int) ([]float32, error) {
 
 // Projection is one opened *_proj: a ternary matrix W, or a float tensor F (F16, F32 or BF16;
 // FloatMatMul), and the optional extra output scale of a `bitnet` file's base+".scale" tensor
-// (Extra true; Scale 1 otherwise).
+// (Extra true; Scale 1 otherwise). LoRA holds the adapters' terms on it (AttachLoRA), applied
+// after the extra scale (ApplyLoRA).
 type Projection struct {
 	W     *model.TernaryMatrix
 	F     *model.Tensor
 	Scale float32
 	Extra bool
+	LoRA  []LoRATerm
 }
 
 // LoadProjection opens the projection base+".weight" (GGUF shape [cols, rows]) and its optional
@@ -418,7 +427,7 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 			w   bitLinear
 			dst []float32
 		}{{l.q, q}, {l.k, k}, {l.v, v}} {
-			if err := p.w.apply(p.dst, xf, qa[:n*dim], sa); err != nil {
+			if err := p.w.apply(p.dst, xf, qa[:n*dim], sa, b.lora); err != nil {
 				return nil, err
 			}
 		}
@@ -445,7 +454,7 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 		if xf, err = b.normQuant(normed, qa, sa, att, l.attnSubNorm, n, qDim); err != nil {
 			return nil, err
 		}
-		if err := l.o.apply(proj, xf, qa[:n*qDim], sa); err != nil {
+		if err := l.o.apply(proj, xf, qa[:n*qDim], sa, b.lora); err != nil {
 			return nil, err
 		}
 		if err := Add(x, x, proj); err != nil {
@@ -455,10 +464,10 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 		if xf, err = b.normQuant(normed, qa, sa, x, l.ffnNorm, n, dim); err != nil {
 			return nil, err
 		}
-		if err := l.gate.apply(gate, xf, qa[:n*dim], sa); err != nil {
+		if err := l.gate.apply(gate, xf, qa[:n*dim], sa, b.lora); err != nil {
 			return nil, err
 		}
-		if err := l.up.apply(up, xf, qa[:n*dim], sa); err != nil {
+		if err := l.up.apply(up, xf, qa[:n*dim], sa, b.lora); err != nil {
 			return nil, err
 		}
 		glu := ReLU2GLU
@@ -471,7 +480,7 @@ func (b *Backend) forward(tokens []int, allLogits bool) ([]float32, error) {
 		if xf, err = b.normQuant(normed, qa, sa, gate, l.ffnSubNorm, n, ffn); err != nil {
 			return nil, err
 		}
-		if err := l.down.apply(proj, xf, qa[:n*ffn], sa); err != nil {
+		if err := l.down.apply(proj, xf, qa[:n*ffn], sa, b.lora); err != nil {
 			return nil, err
 		}
 		if err := Add(x, x, proj); err != nil {
@@ -534,8 +543,9 @@ func (b *Backend) normQuant(normed []float32, qa []int8, sa, in, w []float32, n,
 
 // apply runs the BitLinear on quantized activations q ([n][cols], scales s) into dst
 // ([n][rows]) — or, for a float projection, FloatMatMul on the float rows x ([n][cols]) — then
-// multiplies by the extra output scale when the model has one.
-func (bl bitLinear) apply(dst, x []float32, q []int8, s []float32) error {
+// multiplies by the extra output scale when the model has one, then adds the LoRA terms on x at
+// the adapters' scales (ApplyLoRA).
+func (bl bitLinear) apply(dst, x []float32, q []int8, s []float32, scales LoRAScales) error {
 	if bl.f != nil {
 		if err := FloatMatMul(dst, bl.f, x, len(s)); err != nil {
 			return err
@@ -548,5 +558,12 @@ func (bl bitLinear) apply(dst, x []float32, q []int8, s []float32) error {
 			dst[i] *= bl.scale
 		}
 	}
-	return nil
+	if len(bl.lora) == 0 {
+		return nil
+	}
+	r := 0
+	for _, t := range bl.lora {
+		r = max(r, t.Pair.Rank())
+	}
+	return ApplyLoRA(dst, x, len(s), bl.lora, scales, make([]float32, r), make([]float32, len(dst)/len(s)))
 }

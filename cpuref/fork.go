@@ -13,7 +13,8 @@ func (b *Backend) NewSequence() (*Backend, error) {
 	if err := CheckKVCache(b.cfg, b.ctx); err != nil {
 		return nil, err
 	}
-	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers}
+	n := &Backend{cfg: b.cfg, ctx: b.ctx, embd: b.embd, out: b.out, norm: b.norm, layers: b.layers,
+		lora: append(LoRAScales(nil), b.lora...)} // the same adapters, at b's scales, set apart
 	n.kCache, n.vCache = NewKVCache(b.cfg, b.ctx)
 	return n, nil
 }

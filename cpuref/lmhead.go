@@ -121,6 +121,13 @@ type Option func(*options)
 
 type options struct {
 	head LMHead
+	lora []Adapter
+}
+
+// WithLoRA makes New apply the adapters, in order, to the projections they target
+// (AttachLoRA, ApplyLoRA), each at its Scale until SetLoRAScales changes them.
+func WithLoRA(adapters ...Adapter) Option {
+	return func(o *options) { o.lora = append(o.lora, adapters...) }
 }
 
 // WithLMHead makes New compute the logits with head h (LMHeadF16 or LMHeadQ8_0; "" is

@@ -33,31 +33,51 @@ func TestBenchE2ESpread(t *testing.T) {
 }
 
 // TestBenchE2EStructure: the structural figures of a decode step. The tiny model (2 layers)
-// records 9 steps a layer — rmsnorm_quant, the stacked q/k/v GEMV with RoPE and the KV store
-// fused, attention, sub-norm, o, rmsnorm_quant, the stacked gate/up GEMV with the GLU fused,
-// sub-norm, down — then the output norm and the LM head, one dispatch each (a 10-token cache is
-// one attention split: no merge): 9·layers + 2 (10·layers + 2 before rope_kv was fused, 14·layers
-// + 2 before q/k/v, gate/up and the GLU were). Barriers: one when the command buffer begins
-// (earlier submissions and host writes visible), one before each dependent stage — every step of
-// a layer is one (9), less the first norm, which depends on nothing recorded, plus the output
-// norm and the head — and one at the end making the logits visible to the host: 9·layers + 3
-// (10·layers + 3 before rope_kv was fused, 11·layers + 3 before the GLU was).
+// records the embedding gather (the token id to x's row), then 7 steps a layer — the stacked
+// q/k/v GEMV with attn_norm's rmsnorm_quant in its prologue and RoPE and the KV store in its
+// epilogue, attention, sub-norm, o, the stacked gate/up GEMV with ffn_norm in its prologue and the
+// GLU in its epilogue, sub-norm, down — then the output norm and the LM head, one dispatch each
+// (a 10-token cache is one attention split: no merge): 7·layers + 3 (9·layers + 2 before the
+// input norms were fused and the gather moved to the device, 10·layers + 2 before rope_kv was
+// fused, 14·layers + 2 before q/k/v, gate/up and the GLU were). Barriers: one when the command
+// buffer begins (earlier submissions and host writes visible), one before each dependent stage —
+// every step of a layer is one (7), the gather, which depends on nothing recorded, is not — plus
+// the output norm and the head, and one at the end making the logits visible to the host:
+// 7·layers + 4 (9·layers + 3 before). One submit a token, also without host-visible VRAM: only
+// the token id crosses the bus, into a host-visible buffer (the host-gathered row needed a staging
+// copy there).
 func TestBenchE2EStructure(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
 	const copyGBps = 10.0
 	for _, c := range []struct {
 		disable []string
 		submits int
-	}{{nil, 1}, {[]string{"host-visible-vram"}, 2}} {
+	}{{nil, 1}, {[]string{"host-visible-vram"}, 1}} {
 		res, err := BenchE2E(gputest.Open(t, c.disable...), m, []int{8}, 2, copyGBps, cpuref.LMHeadQ8_0)
 		require.NoError(t, err)
 		layers := m.Config.Layers
-		require.Equal(t, 9*layers+2, res.DispatchesPerToken, "9 steps a layer, the output norm and the head")
-		require.Equal(t, 9*layers+3, res.BarriersPerToken, "begin, the dependent stages, end")
+		require.Equal(t, 7*layers+3, res.DispatchesPerToken, "the gather, 7 steps a layer, the output norm and the head")
+		require.Equal(t, 7*layers+4, res.BarriersPerToken, "begin, the dependent stages, end")
 		require.Equal(t, c.submits, res.SubmitsPerToken, "%v", c.disable)
 		p := res.Points[0]
 		require.Equal(t, p.DecodeBytesPerToken, p.WeightBytesPerToken+p.HeadBytesPerToken+p.KVBytesPerToken)
 		require.Equal(t, Q8HeadBytes(m.Config.VocabSize, m.Config.Dim), p.HeadBytesPerToken)
 		require.InDelta(t, copyGBps*1e9/float64(p.DecodeBytesPerToken), p.RooflineTokS, 1e-9)
+	}
+}
+
+// TestDecodeBytesMatchPlan: the CPU report counts the bytes the GPU's memory plan holds —
+// DecodeBytesOf's weights and head are PlanMemoryHead's weights less the token-embedding table
+// (planEmbedBytes: one row of it is read a token), its KV bytes per token the plan's KV cache per
+// token — for ternary and F16 projections and both heads.
+func TestDecodeBytesMatchPlan(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, nil)
+	c := m.Config
+	for _, f16 := range []bool{false, true} {
+		for _, head := range []cpuref.LMHead{cpuref.LMHeadF16, cpuref.LMHeadQ8_0} {
+			d, p := DecodeBytesOf(c, f16, head), PlanMemoryHead(c, 100, f16, head)
+			require.Equal(t, p.Weights-planEmbedBytes(c, head), d.Weights+d.Head, "f16 %v, head %s", f16, head)
+			require.Equal(t, p.KVCache, 100*d.KVPerToken)
+		}
 	}
 }

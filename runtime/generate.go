@@ -69,7 +69,8 @@ type GenerateOptions struct {
 	// Sampled, when not nil, is called with each generated token (a final EOS/EOT included) and
 	// the logits row it was sampled from, before its text is emitted; the row is only valid
 	// during the call. An error from it stops generation and is returned. Setting it turns off
-	// the device-side greedy path (GreedyDecoder), which returns no logits.
+	// the device-side greedy and candidate paths (GreedyDecoder, CandidateDecoder), which return
+	// no logits row.
 	Sampled func(token int, logits []float32) error
 }
 
@@ -119,6 +120,19 @@ func EncodePrompt(tok model.Tokenizer, text string) []int {
 // it when sampling is plain greedy (temperature 0, no repetition penalty).
 type GreedyDecoder interface {
 	DecodeGreedy(token int) (int, error)
+}
+
+// CandidateDecoder is implemented by backends that can select the sampler's candidates
+// themselves: DecodeCandidates appends token to the KV cache and returns the n best logits of the
+// next token (1 <= n <= MaxSampleCandidates) with their ids, in the candidate order
+// (TopCandidates: logit descending by CandidateKey, ties to the lower id), the logits bit for bit
+// those Decode would return. The Vulkan backend selects them on the device, so 8n bytes come back
+// per token instead of the whole row. Generate uses it when the sampler can pick from candidates
+// (Sampler.CandidateCount > 0: top-k sampling, or greedy with a repetition penalty >= 1) and
+// nothing needs the whole row (GenerateOptions.Sampled is nil); Sampler.SampleCandidates then
+// gives the token Sample would give from the row.
+type CandidateDecoder interface {
+	DecodeCandidates(token, n int) (ids []int, logits []float32, err error)
 }
 
 // Generate appends prompt to b's KV cache (at b.Pos(); call b.Reset first for a fresh sequence),
@@ -228,10 +242,22 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 	greedy, onDevice := b.(GreedyDecoder)
 	so := s.Options()
 	onDevice = onDevice && so.Temperature == 0 && so.RepeatPenalty == 1 && opts.Sampled == nil
+	// Otherwise a backend that selects candidates on the device returns only those when the
+	// sampler's options allow (Sampler.CandidateCount), chosen per token: the penalty window
+	// changes the count.
+	candDec, candidates := b.(CandidateDecoder)
+	candidates = candidates && !onDevice && opts.Sampled == nil
+	vocab := b.Config().VocabSize
+	var candIDs []int // the candidates of the next token when the last step returned candidates
+	var candLogits []float32
 	pending := -1
 	for opts.MaxTokens < 0 || len(st.Tokens) < opts.MaxTokens {
 		id := pending
-		if id < 0 {
+		if id < 0 && candIDs != nil {
+			if id, err = s.SampleCandidates(candIDs, candLogits, vocab); err != nil {
+				return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
+			}
+		} else if id < 0 {
 			if id, err = s.Sample(logits); err != nil {
 				return st, fmt.Errorf("generate: token %d: %w", len(st.Tokens), err)
 			}
@@ -268,9 +294,17 @@ func Generate(b Backend, tok model.Tokenizer, prompt []int, opts GenerateOptions
 		if decodeStart.IsZero() {
 			decodeStart = time.Now()
 		}
-		if onDevice {
+		candIDs = nil
+		n := 0 // candidates the next Sample needs (after Accept(id): the window includes id)
+		if candidates {
+			n = s.CandidateCount(vocab)
+		}
+		switch {
+		case onDevice:
 			pending, err = greedy.DecodeGreedy(id)
-		} else {
+		case n > 0:
+			candIDs, candLogits, err = candDec.DecodeCandidates(id, n)
+		default:
 			logits, err = b.Decode(id)
 		}
 		if err != nil {

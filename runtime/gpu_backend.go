@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/schollz/progressbar/v3"
@@ -32,6 +33,9 @@ type GPUOptions struct {
 	// cpuref.LMHeadQ8_0 (re-quantized to Q8_0 at load, q8_matvec on the int8 output norm); ""
 	// means cpuref.DefaultLMHead. A file whose logits matrix is already Q8_0 always runs q8_0.
 	LMHead cpuref.LMHead
+	// LoRA are the adapters to apply, in order (cpuref.AttachLoRA, cpuref.ApplyLoRA), each at
+	// its Scale until SetLoRAScales changes them.
+	LoRA []cpuref.Adapter
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
@@ -49,7 +53,7 @@ type GPU struct {
 	pos     int
 	closed  bool
 
-	embdHost *model.Tensor // host copy of token_embd for the input gather
+	embdHost *model.Tensor // token_embd as mapped from the file: the host gather when embd is nil
 	out      *F16Matrix    // logits matrix on the device: output.weight, or token_embd when tied
 	outQ8    *Q8Matrix     // the same as Q8_0, instead of out, for the q8_0 head
 	head     cpuref.LMHead // the head in effect (effectiveHead)
@@ -58,7 +62,8 @@ type GPU struct {
 	rope     *gpu.Buffer
 	plan     MemoryPlan
 
-	// Activations for up to MaxBatch tokens.
+	// Activations for up to MaxBatch tokens; nil where the model's recorded steps do not use them
+	// (allocScratch: k, v, up, normed, xn, qa, sq).
 	x, q, k, v, att, gate, up, xn *gpu.Buffer
 	normed                        *gpu.Buffer // [MaxBatch][widest] f32 inputs of F16 projections
 	f16                           bool        // projections are F16 (the full-precision baseline)
@@ -69,12 +74,23 @@ type GPU struct {
 	decode    *gpu.Sequence // the recorded one-token step
 	embedRows []float32     // host staging of the input embeddings, reused every call
 
+	// embd is token_embd on the device for the embed_gather step (nil for block-quantized tables,
+	// which the host gathers); embdShared when its chunks are out's (the tied F16 head), not its own.
+	embd       *EmbedTable
+	embdShared bool
+	tokens     *gpu.Buffer // host-visible [MaxBatch] uint32: the step's token ids, embed_gather's input
+	tokenIDs   []uint32    // host staging of the token ids, reused every call
+
 	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
 	// argmax token id comes back.
 	greedySeq    *gpu.Sequence
 	greedyLogits *gpu.Buffer
 	tokenOut     *gpu.Buffer
 	greedySteps  int // tokens DecodeGreedy ran through the on-device argmax
+	// Sampling from candidates selected on the device (DecodeCandidates, gpu_candidates.go).
+	cand *gpuCandidates
+	// lora holds the LoRA adapters (GPUOptions.LoRA, lora_gpu.go); nil without them.
+	lora *gpuLoRA
 
 	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
 	profSeq   *gpu.Sequence
@@ -115,58 +131,6 @@ func (p projection) buffers() []*gpu.Buffer {
 	return bs
 }
 
-// MemoryPlan is the device memory a model needs, in bytes.
-type MemoryPlan struct {
-	Weights, KVCache, Scratch uint64
-}
-
-// Total is the sum of the parts.
-func (p MemoryPlan) Total() uint64 { return p.Weights + p.KVCache + p.Scratch }
-
-// String reports the plan in MiB.
-func (p MemoryPlan) String() string {
-	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
-	return fmt.Sprintf("weights %.1f MiB, KV cache %.1f MiB, scratch %.1f MiB, total %.1f MiB",
-		mib(p.Weights), mib(p.KVCache), mib(p.Scratch), mib(p.Total()))
-}
-
-// PlanMemory computes the device memory NewGPU will allocate for cfg with a ctx-token cache and
-// the default LM head (cpuref.DefaultLMHead); f16 means F16 projections (2 bytes a weight instead
-// of 2 bits).
-func PlanMemory(cfg model.Config, ctx int, f16 bool) MemoryPlan {
-	return PlanMemoryHead(cfg, ctx, f16, "")
-}
-
-// PlanMemoryHead is PlanMemory for the LM head in effect head (cpuref.LMHeadF16: the F16 matrix,
-// 2 bytes a logit weight; cpuref.LMHeadQ8_0: Q8HeadBytes, 1.0625; "": the default).
-func PlanMemoryHead(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead) MemoryPlan {
-	headBytes := uint64(cfg.VocabSize) * uint64(cfg.Dim) * 2
-	if head == cpuref.LMHeadQ8_0 || head == "" && cpuref.DefaultLMHead == cpuref.LMHeadQ8_0 {
-		headBytes = Q8HeadBytes(cfg.VocabSize, cfg.Dim)
-	}
-	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	weights := uint64(cfg.Dim*qDim + 2*cfg.Dim*kvDim + qDim*cfg.Dim + 3*cfg.Dim*cfg.FFNDim)
-	if f16 {
-		weights *= 2
-	} else {
-		weights /= 4
-	}
-	norms := 2 * cfg.Dim // attn_norm, ffn_norm
-	if cfg.SubNorms {
-		norms += qDim + cfg.FFNDim // attn_sub_norm, ffn_sub_norm
-	}
-	perLayer := weights + uint64(4*norms)
-	p := MemoryPlan{
-		Weights: uint64(cfg.Layers)*perLayer + headBytes + uint64(4*cfg.Dim),
-		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
-	}
-	B := uint64(MaxBatch)
-	widest := uint64(max(cfg.Dim, qDim, cfg.FFNDim))
-	p.Scratch = 4*B*uint64(2*cfg.Dim+qDim+2*kvDim+qDim+2*cfg.FFNDim) + 5*B*widest + 8*B + 4*B*uint64(cfg.VocabSize) +
-		uint64(ctx*cfg.RoPEDim*4) + max(4, AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx)))
-	return p
-}
-
 // NewGPU uploads m to dev and records the decode step. It checks the memory plan against the
 // device's heaps first and returns an error naming both sizes when the model does not fit; shapes
 // the GPU path does not support (widths not multiples of 16) are errors naming the tensor. A TQ
@@ -193,6 +157,14 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		return nil, err
 	}
 	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, head: head, plan: PlanMemoryHead(cfg, ctx, f16, head)}
+	if g.lora, err = newGPULoRA(cfg, opts.LoRA); err != nil {
+		return nil, err
+	}
+	g.plan.LoRA = g.lora.bytes(cfg, f16)
+	if e := m.Tensors["token_embd.weight"]; e != nil { // the plan assumed a tied or separate F16 table
+		shared := head == cpuref.LMHeadF16 && (cfg.TiedEmbedding || m.Tensors["output.weight"] == nil) && e.Type == model.TypeF16
+		g.plan.Weights = g.plan.Weights - planEmbedBytes(cfg, head) + deviceEmbedBytes(e.Type, cfg.VocabSize, cfg.Dim, shared)
+	}
 	var heap uint64
 	for _, h := range dev.Info().Heaps {
 		if h.DeviceLocal {
@@ -217,6 +189,10 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		g.Close()
 		return nil, err
 	}
+	if err := g.uploadLoRA(); err != nil {
+		g.Close()
+		return nil, err
+	}
 	if g.decode, err = g.record(1, nil); err != nil {
 		g.Close()
 		return nil, err
@@ -225,11 +201,13 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 }
 
 // DecodeStructure counts what one recorded decode step submits: its dispatches and pipeline
-// barriers (dependent stages), and the queue submissions a Decode makes — 1, plus 1 when the
-// input row is uploaded through the staging buffer (device-local memory the host cannot map).
+// barriers (dependent stages), and the queue submissions a Decode makes — 1 (the token id goes
+// into a host-visible buffer and the step gathers its embedding), plus 1 when the host gathers
+// the input row (block-quantized embeddings) and uploads it through the staging buffer
+// (device-local memory the host cannot map).
 func (g *GPU) DecodeStructure() (dispatches, barriers, submits int) {
 	submits = 1
-	if !g.x.HostVisible() {
+	if g.embd == nil && !g.x.HostVisible() {
 		submits++
 	}
 	return g.decode.Dispatches(), g.decode.Barriers(), submits
@@ -388,6 +366,12 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		return err
 	}
 	advance(uint64(len(out.Data)))
+	if err := g.uploadEmbedding(embd, out); err != nil {
+		return err
+	}
+	if g.embd != nil && !g.embdShared {
+		advance(uint64(c.VocabSize) * uint64(c.Dim) * embedElemBytes(embd.Type))
+	}
 	if g.outNorm, err = norm("output_norm.weight", c.Dim); err != nil {
 		return err
 	}
@@ -413,7 +397,7 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 				return
 			},
 			func() (err error) {
-				if !g.f16 {
+				if !g.f16 && !g.lora.has(i, 0, 1, 2) { // adapted q, k, v stay apart: their LoRA terms go before RoPE
 					l.qkv, err = stacked(p+"attn_qkv", []string{p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"}, []int{qDim, kvDim, kvDim}, c.Dim, false)
 					return
 				}
@@ -426,7 +410,7 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 			},
 			func() (err error) { l.o, err = ternary(p+"attn_output.weight", qDim, c.Dim); return },
 			func() (err error) {
-				if !g.f16 {
+				if !g.f16 && !g.lora.has(i, 4, 5) { // adapted gate and up stay apart: their LoRA terms go before the GLU
 					l.gateUp, err = stacked(p+"ffn_gate_up", []string{p + "ffn_gate.weight", p + "ffn_up.weight"}, []int{c.FFNDim, c.FFNDim}, c.Dim, true)
 					return
 				}
@@ -450,38 +434,15 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 }
 
 // uploadF16 copies an F16 matrix of rows x cols to the device in row chunks no larger than the
-// device's maxStorageBufferRange (the 2B4T embedding alone is 656 MB). On an error, or a fault
-// reading the memory-mapped tensor (a panic model.CatchFault turns into an error), it releases
-// the chunks it allocated.
+// device's maxStorageBufferRange (the 2B4T embedding alone is 656 MB; uploadRows). On an error,
+// or a fault reading the memory-mapped tensor (a panic model.CatchFault turns into an error), it
+// releases the chunks it allocated.
 func (g *GPU) uploadF16(t *model.Tensor, rows, cols int) (*F16Matrix, error) {
-	rowBytes := uint64(2 * cols)
-	if uint64(len(t.Data)) < rowBytes*uint64(rows) {
-		return nil, fmt.Errorf("tensor %s: %d bytes, want %d", t.Name, len(t.Data), rowBytes*uint64(rows))
+	chunks, err := g.uploadRows(t, rows, uint64(2*cols))
+	if err != nil {
+		return nil, err
 	}
-	limit := min(g.dev.Info().MaxStorageBufferRange, 1<<30)
-	per := max(uint64(1), limit/rowBytes)
-	mat := &F16Matrix{Name: t.Name, Rows: uint32(rows), Cols: uint32(cols)}
-	done := false
-	defer func() {
-		if !done {
-			for _, c := range mat.Chunks {
-				c.Buf.Buf.Release()
-			}
-		}
-	}()
-	for r0 := uint64(0); r0 < uint64(rows); r0 += per {
-		n := min(per, uint64(rows)-r0)
-		b, err := g.dev.NewBuffer(n * rowBytes)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
-		}
-		mat.Chunks = append(mat.Chunks, F16Chunk{Row0: uint32(r0), Rows: uint32(n), Buf: b.Whole()})
-		if err := b.Upload(0, t.Data[r0*rowBytes:(r0+n)*rowBytes]); err != nil {
-			return nil, err
-		}
-	}
-	done = true
-	return mat, nil
+	return &F16Matrix{Name: t.Name, Rows: uint32(rows), Cols: uint32(cols), Chunks: chunks}, nil
 }
 
 func (g *GPU) allocScratch() error {
@@ -495,19 +456,31 @@ func (g *GPU) allocScratch() error {
 			*dst, err = g.dev.NewBuffer(bytes)
 		}
 	}
+	// Only what the recorded steps use (scratchBytes counts the same): see the buffers' fields.
 	alloc(&g.x, 4*B*uint64(c.Dim))
-	alloc(&g.xn, 4*B*uint64(c.Dim))
+	if g.outQ8 == nil { // the f16 head's normed f32 input
+		alloc(&g.xn, 4*B*uint64(c.Dim))
+	}
 	alloc(&g.q, 4*B*qDim)
-	alloc(&g.k, 4*B*kvDim)
-	alloc(&g.v, 4*B*kvDim)
+	if g.f16 || !RoPEFusable(c.HeadDim, c.RoPEDim) || g.lora != nil { // k and v unless the q/k/v GEMV stores them
+		alloc(&g.k, 4*B*kvDim)
+		alloc(&g.v, 4*B*kvDim)
+	}
 	alloc(&g.att, 4*B*qDim)
 	alloc(&g.gate, 4*B*uint64(c.FFNDim))
-	alloc(&g.up, 4*B*uint64(c.FFNDim))
-	alloc(&g.qa, B*widest)
-	alloc(&g.normed, 4*B*widest)
-	alloc(&g.sq, 8*B)
+	if g.f16 || g.lora != nil { // F16 projections or LoRA adapters: separate up, f32 inputs
+		alloc(&g.up, 4*B*uint64(c.FFNDim))
+		alloc(&g.normed, 4*B*widest)
+	}
+	if !g.f16 || g.outQ8 != nil { // int8 activations of the ternary projections and the q8_0 head
+		alloc(&g.qa, B*widest)
+		alloc(&g.sq, 8*B)
+	}
 	alloc(&g.attnScratch, max(4, AttentionScratchBytes(uint32(c.Heads), uint32(c.HeadDim), uint32(g.ctx))))
 	if err != nil {
+		return err
+	}
+	if g.tokens, err = g.dev.NewHostBuffer(4 * B); err != nil {
 		return err
 	}
 	g.logits, err = g.dev.NewHostBuffer(4 * B * uint64(c.VocabSize))
@@ -535,10 +508,11 @@ type step struct {
 	rec   func() error
 }
 
-// profileMarks is how many timestamps a profiled one-token step takes at most: 14 ops a layer (F16
-// projections; a ternary model's stacked q/k/v and gate/up with the fused GLU make it 10), the
-// final norm and the logits, and the start mark.
-func profileMarks(layers int) int { return 14*layers + 3 }
+// profileMarks is how many timestamps a profiled one-token step takes at most: the embedding
+// gather, 24 ops a layer (a layer with every projection LoRA-adapted: 14 ops of F16
+// projections plus the adapters' f32 norms, terms and residual adds; a ternary model's fused
+// steps make it 7), the final norm and the logits, and the start mark.
+func profileMarks(layers int) int { return 24*layers + 4 }
 
 func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits *gpu.Buffer) error {
 	c := &g.cfg
@@ -593,8 +567,68 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			return err
 		}
 	}
+	if g.embd != nil { // the step's token ids (embed) to x's rows
+		if err := run([]step{{"embed_gather", func() error { return ks.EmbedGather(s, g.embd, g.tokens.Whole(), g.x.Whole(), T) }}}); err != nil {
+			return err
+		}
+	}
+	// Decode (one token) of a ternary model fuses attn_norm and ffn_norm into the GEMV that
+	// consumes them (MatMulArgs.Norm: every workgroup normalizes and quantizes x itself, with
+	// rmsnorm_quant's code), one dispatch and one dependent stage fewer each; prefill keeps the
+	// separate rmsnorm_quant.
+	fuseNorm := T == 1 && !g.f16 && c.Dim <= NormFuseMaxCols
+	normIn := func(w *gpu.Buffer) *NormInput {
+		if !fuseNorm {
+			return nil
+		}
+		return &NormInput{X: g.x.Whole(), W: w.Whole(), Eps: c.RMSEps}
+	}
+	fusedLabel := func(in *NormInput, label string) string {
+		if in != nil {
+			return norm + "+" + label
+		}
+		return label
+	}
 	kvDim := uint32(c.KVHeads * c.HeadDim)
-	for _, l := range g.layers {
+	// loraIn gives the float input of adapted projections reading d-wide rows of in after the
+	// norm w (nil: none), and the step that computes it: the F16 path's normQuant has already
+	// written it to normed; a ternary model needs the RMSNorm on its own (rmsnorm: the bits of
+	// cpuref.RMSNorm, which the int8 quantization reads too).
+	loraIn := func(in, w *gpu.Buffer, d uint32) (gpu.Range, []step) {
+		switch {
+		case g.f16:
+			return g.normed.Whole(), nil
+		case w == nil:
+			return in.Whole(), nil
+		}
+		return g.normed.Whole(), []step{{"rmsnorm lora", func() error {
+			return ks.RMSNorm(s, in.Whole(), w.Whole(), g.normed.Whole(), RMSNormArgs{D: d, T: T, XStride: d, OutStride: d, Eps: c.RMSEps})
+		}}}
+	}
+	// adapted is the step that adds layer li's LoRA terms of projs to their outputs: x their float
+	// input, outs[i] (width widths[i] a token) that of projs[i].
+	adapted := func(li int, x gpu.Range, projs []int, outs []*gpu.Buffer, widths []uint32) step {
+		return step{"lora", func() error {
+			for i, p := range projs {
+				if err := g.lora.record(ks, s, T, li, p, x, outs[i], 0, widths[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+	}
+	// residualLoRA is an adapted o or down projection: p's output and its LoRA terms (layer li,
+	// projection proj) in lora.proj, then the residual add x += proj — the order cpuref's
+	// BitLinear + Add has.
+	residualLoRA := func(li, proj int, p projection, in, w *gpu.Buffer, d uint32) []step {
+		xf, pre := loraIn(in, w, d)
+		return append(pre,
+			step{matmul + " " + model.LoRAProjections[proj].GGUF, func() error { return mm(p, g.lora.proj, false) }},
+			adapted(li, xf, []int{proj}, []*gpu.Buffer{g.lora.proj}, []uint32{dim}),
+			step{"add residual", func() error { return ks.Add(s, g.x.Whole(), g.lora.proj.Whole(), g.x.Whole(), T*dim) }})
+	}
+	for li, l := range g.layers {
+		attnIn, ffnIn := normIn(l.attnNorm), normIn(l.ffnNorm)
 		qkv := []step{
 			{matmul + " q", func() error { return mm(l.q, g.q, false) }},
 			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
@@ -605,16 +639,20 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 				RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
 		}}}
 		if l.qkv.tern != nil && l.qkv.tern.RoPE != nil { // q, k, v, RoPE and the KV store: one dispatch (decode and prefill)
-			qkv = []step{{matmul + " qkv+rope_kv", func() error {
+			qkv = []step{{fusedLabel(attnIn, matmul+" qkv+rope_kv"), func() error {
 				return ks.TernaryQKVRoPE(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), g.q.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
-					MatMulArgs{T: T, YStride: qDim}, uint32(g.ctx))
+					MatMulArgs{T: T, YStride: qDim, Norm: attnIn}, uint32(g.ctx))
 			}}}
 			ropeKV = nil
 		} else if l.qkv.tern != nil { // one dispatch over the stacked q, k and v rows
-			qkv = []step{{matmul + " qkv", func() error {
-				return ks.TernaryMatMulStacked(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), MatMulArgs{T: T},
+			qkv = []step{{fusedLabel(attnIn, matmul+" qkv"), func() error {
+				return ks.TernaryMatMulStacked(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), MatMulArgs{T: T, Norm: attnIn},
 					[]SegmentOut{{Y: g.q.Whole(), YStride: qDim}, {Y: g.k.Whole(), YStride: kvDim}, {Y: g.v.Whole(), YStride: kvDim}})
 			}}}
+		}
+		if g.lora.has(li, 0, 1, 2) { // uploaded apart (upload): the terms go in before RoPE
+			xf, pre := loraIn(g.x, l.attnNorm, dim)
+			qkv = append(append(qkv, pre...), adapted(li, xf, []int{0, 1, 2}, []*gpu.Buffer{g.q, g.k, g.v}, []uint32{qDim, kvDim, kvDim}))
 		}
 		qkv = append(qkv, ropeKV...)
 		ffnSteps := []step{
@@ -622,28 +660,42 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
 			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
 		}
+		if g.lora.has(li, 4, 5) { // uploaded apart: the terms go in before the GLU
+			xf, pre := loraIn(g.x, l.ffnNorm, dim)
+			ffnSteps = slices.Insert(ffnSteps, 2, append(pre, adapted(li, xf, []int{4, 5}, []*gpu.Buffer{g.gate, g.up}, []uint32{ffn, ffn}))...)
+		}
 		if l.gateUp.tern != nil { // gate, up and the GLU in one dispatch
-			ffnSteps = []step{{matmul + " gate_up+glu", func() error {
-				return ks.TernaryGLU(s, l.gateUp.tern, g.qa.Whole(), g.sq.Whole(), g.gate.Whole(), MatMulArgs{T: T, YStride: ffn}, c.Act)
+			ffnSteps = []step{{fusedLabel(ffnIn, matmul+" gate_up+glu"), func() error {
+				return ks.TernaryGLU(s, l.gateUp.tern, g.qa.Whole(), g.sq.Whole(), g.gate.Whole(), MatMulArgs{T: T, YStride: ffn, Norm: ffnIn}, c.Act)
 			}}}
 		}
-		steps := append([]step{
-			{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }},
-		}, qkv...)
+		if ffnIn == nil || l.gateUp.tern == nil {
+			ffnSteps = append([]step{{norm, func() error { return normQuant(g.x, l.ffnNorm, dim) }}}, ffnSteps...)
+		}
+		var steps []step
+		if attnIn == nil || l.qkv.tern == nil {
+			steps = append(steps, step{norm, func() error { return normQuant(g.x, l.attnNorm, dim) }})
+		}
+		steps = append(steps, qkv...)
 		steps = append(steps, []step{
 			{"attention", func() error {
 				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
 					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
 			}},
 			{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
-			{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }},
-			{norm, func() error { return normQuant(g.x, l.ffnNorm, dim) }},
 		}...)
+		if g.lora.has(li, 3) {
+			steps = append(steps, residualLoRA(li, 3, l.o, g.att, l.attnSubNorm, qDim)...)
+		} else {
+			steps = append(steps, step{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }})
+		}
 		steps = append(steps, ffnSteps...)
-		steps = append(steps, []step{
-			{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }},
-			{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }},
-		}...)
+		steps = append(steps, step{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }})
+		if g.lora.has(li, 6) {
+			steps = append(steps, residualLoRA(li, 6, l.down, g.gate, l.ffnSubNorm, ffn)...)
+		} else {
+			steps = append(steps, step{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }})
+		}
 		if err := run(steps); err != nil {
 			return err
 		}
@@ -740,9 +792,22 @@ func (g *GPU) Reset() { g.pos = 0 }
 
 var errClosed = errors.New("backend is closed")
 
-// embed writes the f32 embeddings of tokens into x (host-side gather from the F16 table, exactly
-// the CPU reference's values).
+// embed sets up the inputs of a step over tokens: with the table on the device (g.embd) it
+// writes the token ids (4 bytes each) for the step's embed_gather; otherwise (block-quantized
+// tables) it gathers the f32 rows on the host (model.FloatRow, exactly the CPU reference's
+// values; a fault reading the mapped file is an error) and writes them into x (4·dim bytes each).
 func (g *GPU) embed(tokens []int) error {
+	if g.embd != nil {
+		ids := g.tokenIDs[:0]
+		for _, tok := range tokens {
+			if tok < 0 || tok >= g.cfg.VocabSize {
+				return fmt.Errorf("token %d outside the vocabulary [0, %d)", tok, g.cfg.VocabSize)
+			}
+			ids = append(ids, uint32(tok))
+		}
+		g.tokenIDs = ids
+		return gpu.Write(g.tokens, 0, ids)
+	}
 	dim := g.cfg.Dim
 	if cap(g.embedRows) < len(tokens)*dim {
 		g.embedRows = make([]float32, MaxBatch*dim)
@@ -936,7 +1001,16 @@ func (g *GPU) Close() error {
 	if g.greedySeq != nil {
 		g.greedySeq.Release()
 	}
-	bufs := []*gpu.Buffer{g.greedyLogits, g.tokenOut, g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
+	if g.cand != nil {
+		g.cand.release()
+	}
+	g.lora.release()
+	if g.embd != nil && !g.embdShared {
+		for _, c := range g.embd.Chunks {
+			c.Buf.Buf.Release()
+		}
+	}
+	bufs := []*gpu.Buffer{g.tokens, g.greedyLogits, g.tokenOut, g.outNorm, g.rope, g.x, g.xn, g.q, g.k, g.v, g.att, g.gate, g.up, g.qa, g.normed, g.sq, g.logits, g.attnScratch}
 	for _, l := range g.layers {
 		bufs = append(bufs, l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm, l.kCache, l.vCache)
 		for _, p := range []projection{l.q, l.k, l.v, l.o, l.gate, l.up, l.down, l.qkv, l.gateUp} {

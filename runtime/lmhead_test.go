@@ -246,8 +246,9 @@ func TestGPUGreedyOnDeviceQ8Head(t *testing.T) {
 }
 
 // TestGPUMemoryPlanQ8Head: with either LM head the plan NewGPU reports (PlanMemoryHead) is what it
-// allocates, to the byte, with an odd vocabulary (the Q8_0 scales' padding), and the q8_0 head's
-// weights are the F16 head's less vocab*dim*(2 - 34/32) bytes.
+// allocates, to the byte, with an odd vocabulary (the Q8_0 scales' padding). The tied F16 head is
+// also the table the step gathers its input from (one copy), while the q8_0 head leaves the F16
+// table on the device beside it: its weights are the F16 head's plus Q8HeadBytes.
 func TestGPUMemoryPlanQ8Head(t *testing.T) {
 	dev := gputest.Open(t)
 	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Vocab = 301 })
@@ -256,6 +257,8 @@ func TestGPUMemoryPlanQ8Head(t *testing.T) {
 		before := dev.Live()
 		g, err := NewGPU(dev, m, GPUOptions{Ctx: 64, LMHead: h})
 		require.NoError(t, err)
+		require.NotNil(t, g.embd, "an F16 table is gathered on the device")
+		require.Equal(t, h == cpuref.LMHeadF16, g.embdShared, "%s: the gather reads the head's own chunks", h)
 		after := dev.Live()
 		plan := PlanMemoryHead(m.Config, 64, false, h)
 		require.Equal(t, plan, g.Plan())
@@ -265,6 +268,6 @@ func TestGPUMemoryPlanQ8Head(t *testing.T) {
 		plans = append(plans, plan)
 	}
 	cfg := m.Config
-	require.Equal(t, plans[0].Weights-uint64(cfg.VocabSize*cfg.Dim*2)+Q8HeadBytes(cfg.VocabSize, cfg.Dim), plans[1].Weights)
+	require.Equal(t, plans[0].Weights+Q8HeadBytes(cfg.VocabSize, cfg.Dim), plans[1].Weights)
 	require.Equal(t, uint64(301*256+(301*8*2)), Q8HeadBytes(301, 256))
 }

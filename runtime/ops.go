@@ -34,6 +34,16 @@ func init() {
 		{spv: "ternary_matmul_rope_subgroup", need: subgroupArith},
 		{spv: "ternary_matmul_rope_shared"},
 	}
+	ternaryNorm := []variant{
+		{spv: "ternary_matmul_norm_dot", need: dotAndSubgroup},
+		{spv: "ternary_matmul_norm_subgroup", need: subgroupArith},
+		{spv: "ternary_matmul_norm_shared"},
+	}
+	ternaryRoPENorm := []variant{
+		{spv: "ternary_matmul_rope_norm_dot", need: dotAndSubgroup},
+		{spv: "ternary_matmul_rope_norm_subgroup", need: subgroupArith},
+		{spv: "ternary_matmul_rope_norm_shared"},
+	}
 	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupShuffle}, {spv: "f16_matvec_shared"}}
 	kernelDefs = append(kernelDefs,
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
@@ -45,6 +55,9 @@ func init() {
 		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}},
 		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{1}},
 		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemv_glu_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1, 1}},
+		kernelDef{name: "ternary_gemv_rope_norm", variants: ternaryRoPENorm, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 108, spec: []uint32{1}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
@@ -57,7 +70,8 @@ func init() {
 // invocations per row for the F16 kernels (cpuref.LogitLanes, the canonical lane count) and the
 // shared-memory ternary kernel, else one subgroup per row (workgroups of 256).
 func (ks *Kernels) rowsPerGroup(kernel string) uint32 {
-	if v := ks.variant[kernel]; v == "ternary_matmul_shared" || v == "ternary_matmul_rope_shared" || v == "f16_matvec_subgroup" || v == "f16_matvec_shared" {
+	switch ks.variant[kernel] {
+	case "ternary_matmul_shared", "ternary_matmul_rope_shared", "ternary_matmul_norm_shared", "ternary_matmul_rope_norm_shared", "f16_matvec_subgroup", "f16_matvec_shared":
 		return 256 / cpuref.LogitLanes
 	}
 	return 256 / ks.dev.Info().SubgroupSize
@@ -355,12 +369,38 @@ func RepackTernaryBlocks(m *model.TernaryMatrix) (words []uint32, scale float32,
 
 // MatMulArgs places the T tokens of a ternary matmul: activations of token t start at uvec4 AOff
 // + t*Cols/16 of a (16 int8 each), its (1/scale, Σq) pair at slot SOff + t of sq, its outputs at
-// float YOff + t*YStride of y. Accumulate adds to y (the fused residual connection).
+// float YOff + t*YStride of y. Accumulate adds to y (the fused residual connection). Norm, when
+// not nil, fuses the RMSNorm and quantization of the input into the matmul (one token; a and sq
+// are then unused and may be empty ranges).
 type MatMulArgs struct {
 	T             uint32
 	AOff, SOff    uint32
 	YOff, YStride uint32
 	Accumulate    bool
+	Norm          *NormInput
+}
+
+// NormFuseMaxCols is the widest input a one-token ternary matmul normalizes and quantizes itself
+// (MatMulArgs.Norm): ternary_matmul.comp's NORM_MAX_K, the int8 activations it keeps in shared
+// memory (8 KiB). The 2B4T shapes need 2560.
+const NormFuseMaxCols = 8192
+
+// NormInput is the fused prologue of a one-token ternary matmul (MatMulArgs.Norm; the
+// ternary_gemv*_norm kernels, ternary_matmul.comp with NORMQ=1): every workgroup computes
+// RMSNorm(X, W, Eps) of the token's f32 input X [Cols] with weight W [Cols] and its int8
+// quantization with the code of rmsnorm_quant (shaders/norm_quant.glsl, the same order), so the
+// outputs are bit for bit RMSNormQuant followed by the plain matmul, with one dispatch fewer.
+type NormInput struct {
+	X, W gpu.Range
+	Eps  float32
+}
+
+// check validates a fused-norm matmul of w over m's tokens.
+func (n *NormInput) check(op string, w *TernaryWeights, m MatMulArgs) error {
+	if m.T != 1 || w.Cols > NormFuseMaxCols {
+		return fmt.Errorf("%s %s: a fused input norm takes 1 token and at most %d columns, not %d tokens and %d", op, w.Name, NormFuseMaxCols, m.T, w.Cols)
+	}
+	return checkLen(op+" "+w.Name+" norm", w.Cols, n.X, n.W)
 }
 
 // TernaryMatMul records y[t][r] (+)= ((float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t])) *
@@ -435,6 +475,13 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 	if m.Accumulate {
 		acc = 1
 	}
+	if m.Norm != nil {
+		if err := m.Norm.check("ternary matmul", w, m); err != nil {
+			return err
+		}
+		name += "_norm"
+		a, sq = m.Norm.X, m.Norm.W
+	}
 	groups := [3]uint32{(units + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
 	// Unused segments: empty (starting at N), with segment 0's scales and output.
 	for len(segs) < 3 {
@@ -452,6 +499,9 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 	seg1, seg2 := min(w.Rows, segs[0].Rows), min(w.Rows, segs[0].Rows+segs[1].Rows)
 	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, outs[0].YOff, outs[0].YStride, ws[0], acc, os[0], w.BlockScales,
 		seg1, seg2, ws[1], ws[2], os[1], os[2], outs[1].YOff, outs[1].YStride, outs[2].YOff, outs[2].YStride, glu}
+	if m.Norm != nil {
+		push = append(push, gpu.F32(m.Norm.Eps))
+	}
 	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, outs[0].Y, outs[1].Y, outs[2].Y)
 }
 
@@ -537,6 +587,13 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 	if m.T > 1 {
 		name, tile = "ternary_gemm_rope", GEMMTokens
 	}
+	if m.Norm != nil {
+		if err := m.Norm.check("ternary qkv+rope", w, m); err != nil {
+			return err
+		}
+		name += "_norm"
+		a, sq = m.Norm.X, m.Norm.W
+	}
 	segs := w.segments()
 	var ws, os [3]uint32
 	for i, sg := range segs {
@@ -552,6 +609,9 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 	l := w.RoPE
 	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, ws[0], 0, os[0], w.BlockScales,
 		seg1, seg2, ws[1], ws[2], os[1], os[2], 0, 0, 0, 0, 0, l.HeadDim, l.RoPEDim, uint32(l.Mode), ctx}
+	if m.Norm != nil {
+		push = append(push, gpu.F32(m.Norm.Eps))
+	}
 	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache)
 }
 

@@ -180,6 +180,12 @@ func (s *Sampler) Sample(logits []float32) (int, error) {
 		}
 	}
 	s.cands = c
+	return s.draw(c)
+}
+
+// draw runs steps 5 to 9 of the algorithm on c, the candidates with a finite scaled logit in any
+// order: top-k, softmax, top-p, min-p and the seeded draw (one value of the generator).
+func (s *Sampler) draw(c []candidate) (int, error) {
 	if len(c) == 0 {
 		return 0, fmt.Errorf("sampler: every logit is -Inf")
 	}

@@ -1,5 +1,6 @@
 // to_half: f32 to IEEE binary16 bits (rope_kv.comp and ternary_matmul.comp's fused RoPE/KV
-// epilogue share it, so both round the KV cache exactly like cpuref.StoreKV).
+// epilogue share it, so both round the KV cache exactly like cpuref.StoreKV); and the exact
+// conversion back (embed_gather.comp, as model.F16ToF32).
 #ifndef BITGPU_HALF_GLSL
 #define BITGPU_HALF_GLSL
 
@@ -32,4 +33,25 @@ uint to_half(float f) {
 	return sign | h;
 }
 
+// half_bits_to_float_bits converts IEEE binary16 bits h to the bits of the equal f32 (exact):
+// subnormals normalized, infinities kept, a NaN quieted with its payload shifted up — bit for bit
+// model.F16ToF32 (x448/float16's f16bitsToF32bits, whose steps it follows, uint32 wrap included).
+uint half_bits_to_float_bits(uint h) {
+	uint sign = (h & 0x8000u) << 16;
+	uint e = (h & 0x7c00u) >> 10;
+	uint coef = (h & 0x03ffu) << 13;
+	if (e == 0x1fu) {
+		return coef == 0u ? (sign | 0x7f800000u) : (sign | 0x7fc00000u | coef);
+	}
+	if (e == 0u) {
+		if (coef == 0u) return sign;
+		e++;
+		while ((coef & 0x7f800000u) == 0u) {
+			coef <<= 1;
+			e--;
+		}
+		coef &= 0x007fffffu;
+	}
+	return sign | ((e + (0x7fu - 0xfu)) << 23) | coef;
+}
 #endif

@@ -11,7 +11,8 @@
 //     (cr_rcp(s) as float bits, Σq as int) that the ternary matmul needs.
 //   quantize       (QUANT=1, NORM=0): the quantization alone on y = x, for BitLinear inputs that
 //     have no sub-norm before them (llama-arch ternary models): q and the pair as above.
-// D must be a multiple of 4 when QUANT=1. local_size_x must be 64 (cpuref.NormLanes).
+// D must be a multiple of 4 when QUANT=1. local_size_x must be 64 (cpuref.NormLanes). The
+// arithmetic is norm_quant.glsl's, which ternary_matmul.comp's fused prologue (NORMQ=1) shares.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "numerics.glsl"
@@ -44,92 +45,32 @@ layout(push_constant) uniform Push {
 	float eps;
 } p;
 
-shared float red[gl_WorkGroupSize.x];
-shared int redi[gl_WorkGroupSize.x];
-
-float reduce_sum(float v) {
-	uint lid = gl_LocalInvocationID.x;
-	red[lid] = v;
-	barrier();
-	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-		if (lid < s) {
-			precise float sum = red[lid] + red[lid + s];
-			red[lid] = sum;
-		}
-		barrier();
-	}
-	float r = red[0];
-	barrier();
-	return r;
-}
-
-float reduce_max(float v) {
-	uint lid = gl_LocalInvocationID.x;
-	red[lid] = v;
-	barrier();
-	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-		if (lid < s) red[lid] = max(red[lid], red[lid + s]);
-		barrier();
-	}
-	float r = red[0];
-	barrier();
-	return r;
-}
-
-int reduce_isum(int v) {
-	uint lid = gl_LocalInvocationID.x;
-	redi[lid] = v;
-	barrier();
-	for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-		if (lid < s) redi[lid] += redi[lid + s];
-		barrier();
-	}
-	int r = redi[0];
-	barrier();
-	return r;
-}
+// The token's input and the norm weight, for norm_quant.glsl.
+uint x_base; // first float of this workgroup's token in x
+#define NQ_X(i) (x[x_base + (i)])
+#define NQ_W(i) (w[(i)])
+#define NQ_NORM NORM
+#include "norm_quant.glsl"
 
 void main() {
 	uint t = gl_WorkGroupID.x;
-	uint base = p.x_off + t * p.x_stride;
+	x_base = p.x_off + t * p.x_stride;
 	uint lid = gl_LocalInvocationID.x;
 	uint nt = gl_WorkGroupSize.x;
 
 #if NORM
-	precise float ss = 0.0;
-	for (uint i = lid; i < p.D; i += nt) {
-		float v = x[base + i];
-		ss = ss + v * v;
-	}
-	precise float mean = reduce_sum(ss) * cr_rcp(float(p.D));
-	float inv = cr_rsqrt(mean + p.eps);
-#define NORMED(i) (x[base + (i)] * inv * w[(i)])
+	float inv = nq_inv(p.D, p.eps);
 #else
-#define NORMED(i) (x[base + (i)])
+	float inv = 1.0; // unused: y = x
 #endif
 #if QUANT
-	float amax = 0.0;
-	for (uint i = lid; i < p.D; i += nt) {
-		precise float yv = NORMED(i);
-		amax = max(amax, abs(yv));
-	}
-	amax = reduce_max(amax);
-	precise float s = 127.0 * cr_rcp(max(amax, uintBitsToFloat(0x3727C5ACu))); // 1e-5
+	float s = nq_scale(p.D, inv);
 	int qsum = 0;
 	uint obase = p.out_off + t * p.out_stride;
 	for (uint i4 = lid; i4 < p.D / 4; i4 += nt) {
-		uint word = 0u;
-		for (uint b = 0u; b < 4u; b++) {
-			uint i = 4u * i4 + b;
-			precise float yv = NORMED(i);
-			precise float scaled = yv * s;
-			int qv = int(clamp(roundEven(scaled), -128.0, 127.0));
-			qsum += qv;
-			word |= (uint(qv) & 0xffu) << (8u * b);
-		}
-		q[obase + i4] = word;
+		q[obase + i4] = nq_word(i4, inv, s, qsum);
 	}
-	qsum = reduce_isum(qsum);
+	qsum = nq_reduce_isum(qsum);
 	if (lid == 0) {
 		s_out[2 * (p.s_off + t)] = floatBitsToUint(cr_rcp(s));
 		s_out[2 * (p.s_off + t) + 1] = uint(qsum);
@@ -137,7 +78,7 @@ void main() {
 #else
 	uint obase = p.out_off + t * p.out_stride;
 	for (uint i = lid; i < p.D; i += nt) {
-		precise float yv = NORMED(i);
+		precise float yv = NQ_Y(i, inv);
 		y[obase + i] = yv;
 	}
 #endif

@@ -37,6 +37,12 @@ var Variants = []Variant{
 	{Name: "ternary_matmul_rope_dot", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1", "ROPE=1"}},
 	{Name: "ternary_matmul_rope_subgroup", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=1", "ROPE=1"}},
 	{Name: "ternary_matmul_rope_shared", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=0", "ROPE=1"}},
+	{Name: "ternary_matmul_norm_dot", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1", "NORMQ=1"}},
+	{Name: "ternary_matmul_norm_subgroup", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=1", "NORMQ=1"}},
+	{Name: "ternary_matmul_norm_shared", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=0", "NORMQ=1"}},
+	{Name: "ternary_matmul_rope_norm_dot", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1", "ROPE=1", "NORMQ=1"}},
+	{Name: "ternary_matmul_rope_norm_subgroup", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=1", "ROPE=1", "NORMQ=1"}},
+	{Name: "ternary_matmul_rope_norm_shared", Source: "ternary_matmul.comp", Defines: []string{"USE_DOT=0", "USE_SUBGROUP=0", "ROPE=1", "NORMQ=1"}},
 	{Name: "f16_matvec_subgroup", Source: "f16_matvec.comp", Defines: []string{"USE_SUBGROUP=1"}},
 	{Name: "f16_matvec_shared", Source: "f16_matvec.comp", Defines: []string{"USE_SUBGROUP=0"}},
 	{Name: "q8_matvec_dot", Source: "q8_matvec.comp", Defines: []string{"USE_DOT=1", "USE_SUBGROUP=1"}},
@@ -45,6 +51,8 @@ var Variants = []Variant{
 	{Name: "rope_kv", Source: "rope_kv.comp"},
 	{Name: "glu", Source: "glu.comp"},
 	{Name: "argmax", Source: "argmax.comp"},
+	{Name: "embed_gather", Source: "embed_gather.comp"},
+	{Name: "topk", Source: "topk.comp"},
 	{Name: "numerics_check", Source: "numerics_check.comp"},
 }
 

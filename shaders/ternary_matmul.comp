@@ -49,11 +49,22 @@
 // as two words of f16 pairs (e0, e1), (e2, e3) into the caches kc and vc at that position
 // (cpuref.StoreKV's rounding, half.glsl): no q/k/v round trip, no rope_kv dispatch.
 //
+// Fused input norm (NORMQ=1, the *_norm modules; one token, TOKENS = 1): instead of reading the
+// int8 activations and their (1/s, Σq) pair (bindings 1 and 2), each workgroup computes them from
+// the token's f32 input x (binding 1, K floats) and the RMSNorm weight nw (binding 2) with
+// norm_quant.glsl — the code rmsnorm_quant runs, in the same order, so every workgroup gets the
+// standalone kernel's bits — into shared memory (K <= NORM_MAX_K), then runs the kernel above on
+// them. The step before a layer's q/k/v or gate/up GEMV (attn_norm, ffn_norm) needs no dispatch
+// of its own; the input is read once per workgroup, as the activations are anyway.
+//
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
 // USE_SUBGROUP=1 reduces with subgroupAdd; USE_SUBGROUP=0 with shared memory.
 #ifndef ROPE
 #define ROPE 0
+#endif
+#ifndef NORMQ
+#define NORMQ 0
 #endif
 #extension GL_GOOGLE_include_directive : require
 #if USE_DOT
@@ -73,8 +84,13 @@ layout(constant_id = 3) const uint TOKENS = 1;
 layout(constant_id = 4) const uint GLU = 0; // 1: each row group computes a gate/up pair (header)
 
 layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
+#if NORMQ
+layout(set = 0, binding = 1) readonly buffer X { float xin[]; }; // the token's input [K]
+layout(set = 0, binding = 2) readonly buffer NW { float nw[]; }; // the RMSNorm weight [K]
+#else
 layout(set = 0, binding = 1) readonly buffer A { uvec4 a[]; };
 layout(set = 0, binding = 2) readonly buffer S { uint sq[]; }; // [token][2]: 1/s bits, Σq
+#endif
 layout(set = 0, binding = 3) buffer Y { float y[]; };
 layout(set = 0, binding = 4) buffer Y1 { float y1[]; };
 layout(set = 0, binding = 5) buffer Y2 { float y2[]; };
@@ -109,7 +125,44 @@ layout(push_constant) uniform Push {
 	uint mode;     // 0 NEOX, 1 NORM
 	uint ctx;      // rows of the cos/sin table and of the caches
 #endif
+#if NORMQ
+	float eps;     // the RMSNorm epsilon
+#endif
 } p;
+
+#if NORMQ
+const uint NORM_MAX_K = 8192u; // widest fused input (runtime.NormFuseMaxCols): 8 KiB of shared q
+shared uint qsh[NORM_MAX_K / 4u]; // the token's int8 activations, four a word
+#define NQ_X(i) (xin[(i)])
+#define NQ_W(i) (nw[(i)])
+#include "norm_quant.glsl"
+float nq_inv_s; // cr_rcp(s): what rmsnorm_quant writes as the pair's first word
+int nq_qsum;    // Σq: the pair's second word
+
+// normPrologue quantizes the normed input into qsh and sets nq_inv_s and nq_qsum; every
+// invocation of the workgroup calls it.
+void normPrologue() {
+	float inv = nq_inv(p.K, p.eps);
+	float s = nq_scale(p.K, inv);
+	int qsum = 0;
+	for (uint i4 = gl_LocalInvocationID.x; i4 < p.K / 4u; i4 += gl_WorkGroupSize.x) {
+		qsh[i4] = nq_word(i4, inv, s, qsum);
+	}
+	nq_qsum = nq_reduce_isum(qsum); // its barriers also publish qsh
+	nq_inv_s = cr_rcp(s);
+}
+
+uvec4 actWords(uint tok, uint w) { return uvec4(qsh[4u * w], qsh[4u * w + 1u], qsh[4u * w + 2u], qsh[4u * w + 3u]); }
+float invScale(uint tok) { return nq_inv_s; }
+int qSum(uint tok) { return nq_qsum; }
+#else
+// actWords returns the 16 int8 activations of columns 16w .. 16w+15 of token tok.
+uvec4 actWords(uint tok, uint w) { return a[p.a_off + tok * (p.K / 16u) + w]; }
+// invScale returns token tok's dequantization factor cr_rcp(s).
+float invScale(uint tok) { return uintBitsToFloat(sq[2 * (p.s_off + tok)]); }
+// qSum returns token tok's Σq.
+int qSum(uint tok) { return int(sq[2 * (p.s_off + tok) + 1]); }
+#endif
 
 // segOf returns the segment of a stacked row (see the header).
 uint segOf(uint row) {
@@ -219,7 +272,7 @@ void blockValues(uint row, uint t0, uint words) {
 				uint c3 = (code >> 6) & 0x03030303u;
 				for (uint t = 0; t < TOKENS; t++) {
 					if (t0 + t < p.T) {
-						uvec4 av = a[p.a_off + (t0 + t) * words + w];
+						uvec4 av = actWords(t0 + t, w);
 						part[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
 						part[t] -= dot4(av.x, 0x01010101u) + dot4(av.y, 0x01010101u) + dot4(av.z, 0x01010101u) + dot4(av.w, 0x01010101u);
 					}
@@ -248,7 +301,7 @@ void blockValues(uint row, uint t0, uint words) {
 		uint tok = t0 + t;
 		vals[t] = 0.0;
 		if (row < p.N && tok < p.T) {
-			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
+			float inv_s = invScale(tok);
 			precise float v = yv[t] * inv_s * os; // cpuref's order
 			vals[t] = v;
 		}
@@ -275,7 +328,7 @@ void rowValues(uint row, uint t0, uint words) {
 			uint c3 = (code >> 6) & 0x03030303u;
 			for (uint t = 0; t < TOKENS; t++) {
 				if (t0 + t < p.T) {
-					uvec4 av = a[p.a_off + (t0 + t) * words + w];
+					uvec4 av = actWords(t0 + t, w);
 					acc[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
 				}
 			}
@@ -289,8 +342,8 @@ void rowValues(uint row, uint t0, uint words) {
 		uint tok = t0 + t;
 		vals[t] = 0.0;
 		if (row < p.N && tok < p.T) {
-			float inv_s = uintBitsToFloat(sq[2 * (p.s_off + tok)]);
-			int qsum = int(sq[2 * (p.s_off + tok) + 1]);
+			float inv_s = invScale(tok);
+			int qsum = qSum(tok);
 			precise float v = float(total - qsum) * ws * inv_s * os; // cpuref's order
 			vals[t] = v;
 		}
@@ -354,6 +407,9 @@ void main() {
 	bool leader = subgroupElect();
 #else
 	bool leader = LANE == 0u;
+#endif
+#if NORMQ
+	normPrologue();
 #endif
 #if ROPE
 	float quad[4][TOKENS];

@@ -83,6 +83,7 @@ func addModelFlags(cmd *cobra.Command, ctxHelp string) {
 	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
 	f.Int("ctx", 0, ctxHelp)
 	f.String("lm-head", string(cpuref.DefaultLMHead), "logits head: f16 (the F16 output matrix, f32 dot products) or q8_0 (the matrix re-quantized to Q8_0 at load, int8 dot products with the quantized output norm: half the bytes per token); a file whose output matrix is Q8_0 always runs q8_0")
+	f.StringArray("lora", nil, "apply a LoRA adapter: FILE[:SCALE], a llama.cpp GGUF LoRA adapter or a PEFT directory (adapter_config.json + adapter_model.safetensors), SCALE 1 by default; repeat for several (applied in order)")
 	f.String("device", "auto", "backend: auto (a discrete, integrated or virtual GPU if there is one, else cpu), gpu (Vulkan on any device, CPU-type ones included; falls back to cpu without one), cpu (the fast CPU backend: AVX2 where the CPU has it, GOMAXPROCS threads) or cpuref (the CPU reference backend, the same bits)")
 }
 
@@ -107,6 +108,14 @@ func openSession(cmd *cobra.Command, defCtx int) (*session, error) {
 	o.LMHead, _ = f.GetString("lm-head")
 	if o.Ctx < 0 {
 		return nil, fmt.Errorf("--ctx %d: must be positive", o.Ctx)
+	}
+	loras, _ := f.GetStringArray("lora")
+	for _, v := range loras {
+		l, err := bitgpu.ParseLoRA(v)
+		if err != nil {
+			return nil, err
+		}
+		o.LoRA = append(o.LoRA, l)
 	}
 	if err := bitgpu.CheckDevice(o.Device); err != nil {
 		return nil, err

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -24,12 +23,7 @@ import (
 )
 
 func init() {
-	bench := &cobra.Command{
-		Use:   "bench",
-		Short: "Kernel and end-to-end benchmarks",
-	}
-	bench.AddCommand(benchKernelsCmd())
-	rootCmd.AddCommand(bench)
+	benchCmd().AddCommand(benchKernelsCmd())
 }
 
 // benchReport is what --json writes: the device, the date and the results.
@@ -126,35 +120,6 @@ func printKernelTable(w io.Writer, res []runtime.KernelResult) {
 			r.MedianNS/1e3, r.MinNS/1e3, r.MaxNS/1e3, float64(r.Bytes)/1e6, r.GBps, r.GOPs, r.RooflineRatio)
 	}
 	tw.Flush()
-}
-
-// checkBenchOutputs checks --json FILE and --plot DIR (either may be "": not written) before a
-// benchmark runs, so that a bad path fails at once rather than after the timing: FILE's directory
-// must exist and FILE be absent or a regular file; DIR must be an existing directory. bitgpu
-// creates no directories (`make bench` creates its results directory itself).
-func checkBenchOutputs(jsonPath, plotDir string) error {
-	if jsonPath != "" {
-		if err := checkOutputFile("--json", jsonPath); err != nil {
-			return err
-		}
-	}
-	if plotDir != "" {
-		return checkOutputDir("--plot", plotDir)
-	}
-	return nil
-}
-
-// writeJSON writes v as indented JSON to the --json file path atomically (writeOutput: temp file
-// + rename; a non-regular path is refused, never replaced).
-func writeJSON(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeOutput("--json", path, func(w io.Writer) error {
-		_, err := w.Write(append(data, '\n'))
-		return err
-	})
 }
 
 // savePlot writes p as dir/name.png and dir/name.svg (7 x 4 inches, and wider by its legend's

@@ -44,6 +44,9 @@ func runInspect(w io.Writer, path string) error {
 	if err != nil {
 		return err
 	}
+	if isPEFTDir(path, st.IsDir()) {
+		return inspectPEFT(w, path)
+	}
 	if st.IsDir() || strings.HasSuffix(path, ".safetensors") {
 		m, err := model.Open(path)
 		if err != nil {
@@ -74,6 +77,9 @@ func runInspect(w io.Writer, path string) error {
 // inspectGGUF prints the report for a parsed GGUF file (g.Path names it).
 func inspectGGUF(w io.Writer, g *model.GGUF) error {
 	path := g.Path
+	if t, _ := g.Meta[model.KeyGeneralType].(string); t == "adapter" {
+		return inspectAdapterGGUF(w, g)
+	}
 	fmt.Fprintf(w, "file:        %s\nformat:      GGUF v%d, %d metadata keys, %d tensors, alignment %d, data at byte %d\n",
 		printable(path), g.Version, len(g.Keys), len(g.Tensors), g.Alignment, g.DataOffset)
 	if name, ok := g.Meta["general.name"].(string); ok {

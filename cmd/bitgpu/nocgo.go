@@ -15,20 +15,15 @@ import (
 // Vulkan backend (the binding to the Vulkan loader is cgo).
 var errNoVulkan = errors.New("this build has no Vulkan backend (built with CGO_ENABLED=0); --device cpu works, rebuild with cgo for the GPU")
 
-// In a build without cgo, `devices` and `bench` exist (scripts keep working) and fail with one
-// error line; --device gpu falls back to the CPU with a warning, as without a Vulkan device.
+// In a build without cgo, `devices` and `bench kernels` exist (scripts keep working) and fail
+// with one error line (bench_nocgo.go; `bench e2e` runs with --device cpu or cpuref); --device
+// gpu falls back to the CPU with a warning, as without a Vulkan device.
 func init() {
 	rootCmd.AddCommand(&cobra.Command{
 		Use:   "devices",
 		Short: "List Vulkan devices with their limits and features",
 		Args:  cobra.NoArgs,
 		RunE:  func(*cobra.Command, []string) error { return errNoVulkan },
-	})
-	rootCmd.AddCommand(&cobra.Command{
-		Use:                "bench",
-		Short:              "Kernel and end-to-end benchmarks",
-		DisableFlagParsing: true,
-		RunE:               func(*cobra.Command, []string) error { return errNoVulkan },
 	})
 }
 

@@ -83,7 +83,16 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 		name = strings.TrimSuffix(filepath.Base(path), ".gguf")
 	}
 	stderr := cmd.ErrOrStderr()
-	api := httpapi.New(httpapi.Options{ModelName: name, APIKey: key, Log: stderr})
+	var adapters []httpapi.LoRAAdapter
+	loras, _ := f.GetStringArray("lora")
+	for _, v := range loras {
+		l, err := bitgpu.ParseLoRA(v)
+		if err != nil {
+			return err
+		}
+		adapters = append(adapters, httpapi.LoRAAdapter{Path: l.Path, Scale: l.Scale})
+	}
+	api := httpapi.New(httpapi.Options{ModelName: name, APIKey: key, Log: stderr, LoRA: adapters})
 
 	// SIGTERM and SIGINT stop the server instead of ending the process.
 	stop := make(chan struct{})
@@ -129,7 +138,11 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 		}
 		backends = append(backends, b)
 	}
-	eng, err := serve.New(serve.Options{Backends: backends, Tokenizer: s.m.Tokenizer, Context: s.ctx, Queue: queue})
+	var scales []float32
+	for _, a := range s.lib.Adapters() {
+		scales = append(scales, a.Scale)
+	}
+	eng, err := serve.New(serve.Options{Backends: backends, Tokenizer: s.m.Tokenizer, Context: s.ctx, Queue: queue, LoRAScales: scales})
 	if err != nil {
 		closeHTTP()
 		return err

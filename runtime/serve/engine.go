@@ -7,20 +7,25 @@
 // that slot's backend. Every forward pass of every active sequence goes through one scheduler
 // goroutine, which works in rounds: each round takes the steps that are pending — at most one per
 // active sequence, a decode step of one token or a prefill chunk of at most PrefillChunk prompt
-// tokens — and runs them one after another in slot order. New requests join between rounds and
-// finished or cancelled ones leave, so a long prompt is prefilled in chunks interleaved with the
-// other sequences' decode steps.
+// tokens. New requests join between rounds and finished or cancelled ones leave, so a long
+// prompt is prefilled in chunks interleaved with the other sequences' decode steps.
 //
-// The step is per sequence today: each forward reads the weights once per sequence. A batched
-// step (one forward over one token of every active sequence, each weight read once for all of
-// them) needs a batched Backend method — a ternary GEMM over B columns with attention per
-// sequence — and a KV cache paged in blocks of 32 positions shared by all sequences; the rounds
-// above are where it plugs in.
+// Continuous batching. The decode steps of a round run as ONE batched forward pass
+// (runtime.BatchDecoder: one token of each sequence, every weight read once for all of them,
+// RoPE, KV store, attention and LoRA per sequence) over the slots whose backends batch together
+// — on the fast CPU backend, the slots made by NewSequence from one parent; the prefill chunks,
+// and every step of backends without a batched step (cpuref, the GPU today), run one sequence
+// at a time in slot order. So that the sequences' steps meet in one round, the scheduler waits,
+// up to Options.BatchWait, for each sequence of the previous round to post its next step (or
+// leave) before it starts the next round; a sequence that takes longer (a slow client) joins a
+// later round. Stats counts the batched steps and their tokens.
 //
 // Batch invariance holds exactly: a sequence's forward passes read only its own KV cache, and
-// every backend computes the same bits whatever the grouping of prompt tokens into Prefill calls
-// (the README's bit-exact contract), so a request's tokens — greedy or seeded — are the same
-// alone or alongside others, and greedy ones equal `bitgpu generate`'s.
+// every backend computes the same bits whatever the grouping of tokens — prompt tokens into
+// Prefill calls, sequences into a batched step (the README's bit-exact contract) — so a
+// request's tokens, greedy or seeded, are the same alone or alongside others, and greedy ones
+// equal `bitgpu generate`'s. Still missing: a KV cache paged in blocks of 32 positions shared
+// by all sequences (each slot owns a whole context's cache) and the GPU's batched step.
 package serve
 
 import (
@@ -43,6 +48,10 @@ const DefaultQueue = 64
 // DefaultPrefillChunk is the most prompt tokens one scheduler step prefills when
 // Options.PrefillChunk is 0.
 const DefaultPrefillChunk = 64
+
+// DefaultBatchWait is Options.BatchWait's default: how long the scheduler waits for the
+// sequences of a round to post their next steps, so that their decode steps batch.
+const DefaultBatchWait = 2 * time.Millisecond
 
 // BlockSize is the number of positions in one KV block, the unit the KV metrics count in (the
 // attention kernels' key chunk).
@@ -74,8 +83,10 @@ func (e *PromptTooLongError) Error() string {
 type Options struct {
 	// Backends are the sequence slots, one Backend each with its own KV cache (see
 	// bitgpu.Model.NewSequence); their number is the most sequences that run at once. The
-	// engine resets them but does not close them. It steps them one at a time, so backends
-	// that share a worker pool (cpu.Backend.NewSequence) are safe.
+	// engine resets them but does not close them. It runs one forward pass at a time (batched
+	// or not), so backends that share a worker pool (cpu.Backend.NewSequence) are safe. Slots
+	// whose backends batch together (runtime.AsBatchDecoder, CanBatch: the model's backend and
+	// its NewSequence sequences on the fast CPU backend) decode in batched steps.
 	Backends []runtime.Backend
 	// Tokenizer decodes generated text and names the end-of-text tokens.
 	Tokenizer model.Tokenizer
@@ -85,6 +96,17 @@ type Options struct {
 	Queue int
 	// PrefillChunk is the most prompt tokens one step prefills: 0 means DefaultPrefillChunk.
 	PrefillChunk int
+	// LoRAScales are the scales of the backends' LoRA adapters for a request that names none
+	// (Request.LoRA nil), in load order; every backend must then be a runtime.LoRABackend with
+	// that many adapters. Nil when no adapters are loaded.
+	LoRAScales []float32
+	// Unbatched runs every decode step alone, one forward pass per sequence, even where the
+	// backends batch (the engine without continuous batching, for comparisons).
+	Unbatched bool
+	// BatchWait is the longest the scheduler waits for the sequences of a round to post their
+	// next steps before it starts the next round without them: 0 means DefaultBatchWait. It
+	// matters only where decode steps batch.
+	BatchWait time.Duration
 }
 
 // Request is one generation.
@@ -108,6 +130,11 @@ type Request struct {
 	// OnPiece, when not nil, receives the text as it is generated (never half a UTF-8 character,
 	// never a stop string). An error from it ends the request with that error.
 	OnPiece func(Piece) error
+	// LoRA, when not nil, are the scales of the loaded LoRA adapters for this request, one per
+	// adapter in load order (0 switches one off; llama-server's per-request "lora" field); nil
+	// means Options.LoRAScales. Requests with different scales run side by side, each slot
+	// with its own.
+	LoRA []float32
 }
 
 // Piece is a stretch of generated text and, when asked for, the log-probabilities of the tokens
@@ -158,6 +185,11 @@ type Stats struct {
 	KVBlocksUsed, KVBlocksTotal int
 	// Steps counts the scheduler rounds so far.
 	Steps int64
+	// DecodeTokens counts the decode steps run so far (one generated token's forward pass
+	// each, batched or alone); BatchedSteps the batched forward passes among them
+	// (runtime.BatchDecoder over two sequences or more) and BatchedTokens the decode steps
+	// those ran, so BatchedTokens/BatchedSteps is the mean batch width.
+	DecodeTokens, BatchedSteps, BatchedTokens int64
 }
 
 // Engine runs requests over its slots. Its methods are safe for concurrent use.
@@ -167,6 +199,14 @@ type Engine struct {
 	quit  chan struct{}
 	loop  sync.WaitGroup
 
+	// batch is per slot the batched step of its group (nil: the slot steps alone); group the
+	// slot's group, the lowest slot index of the backends that batch with it (-1: none);
+	// batching whether some group has two slots or more.
+	batch    []runtime.BatchDecoder
+	group    []int
+	batching bool
+	wake     chan struct{} // release pokes the scheduler waiting for a round's sequences
+
 	mu       sync.Mutex
 	free     []int     // free slot indices, lowest first
 	waiters  []*waiter // FIFO
@@ -175,6 +215,9 @@ type Engine struct {
 	inflight sync.WaitGroup
 	cancels  map[*sequence]context.CancelCauseFunc
 	rounds   int64
+	decoded  int64 // Stats.DecodeTokens
+	batched  int64 // Stats.BatchedSteps
+	bTokens  int64 // Stats.BatchedTokens
 }
 
 // waiter is a request queued for a slot; slot receives the slot granted.
@@ -187,11 +230,28 @@ type sequence struct {
 	pos  atomic.Int64 // b.Pos() after the last step, for Stats
 }
 
-// step is one forward pass of one sequence, run by the scheduler goroutine.
+// step is one forward pass of one sequence, run by the scheduler goroutine: a decode step of
+// token (logits out), or fn (a prefill chunk). A step whose ctx is done when its turn comes
+// does nothing and fails with ctx's cause.
 type step struct {
-	slot int
-	fn   func()
-	done chan struct{}
+	seq    *sequence
+	ctx    context.Context
+	decode bool
+	token  int
+	logits []float32
+	fn     func() error
+	err    error
+	done   chan struct{}
+}
+
+// runAlone runs s as a forward pass of its sequence alone.
+func (s *step) runAlone() {
+	if s.decode {
+		s.logits, s.err = s.seq.b.Decode(s.token)
+	} else {
+		s.err = s.fn()
+	}
+	s.seq.pos.Store(int64(s.seq.b.Pos()))
 }
 
 // New starts an engine over o.Backends. Shutdown stops it.
@@ -206,6 +266,12 @@ func New(o Options) (*Engine, error) {
 		if b == nil {
 			return nil, fmt.Errorf("serve: backend %d is nil", i)
 		}
+		if len(o.LoRAScales) == 0 {
+			continue
+		}
+		if lb, ok := b.(runtime.LoRABackend); !ok || lb.LoRAAdapters() != len(o.LoRAScales) {
+			return nil, fmt.Errorf("serve: backend %d does not hold the %d LoRA adapters of Options.LoRAScales", i, len(o.LoRAScales))
+		}
 	}
 	if o.Context <= 0 {
 		o.Context = o.Backends[0].Config().ContextLength
@@ -216,18 +282,50 @@ func New(o Options) (*Engine, error) {
 	if o.PrefillChunk <= 0 {
 		o.PrefillChunk = DefaultPrefillChunk
 	}
+	if o.BatchWait <= 0 {
+		o.BatchWait = DefaultBatchWait
+	}
 	e := &Engine{opts: o, steps: make(chan *step, len(o.Backends)), quit: make(chan struct{}),
-		running: map[int]*sequence{}, cancels: map[*sequence]context.CancelCauseFunc{}}
+		running: map[int]*sequence{}, cancels: map[*sequence]context.CancelCauseFunc{},
+		batch: make([]runtime.BatchDecoder, len(o.Backends)), group: make([]int, len(o.Backends)),
+		wake: make(chan struct{}, 1)}
 	for i := range o.Backends {
 		e.free = append(e.free, i)
 	}
+	e.groupSlots()
 	e.loop.Add(1)
 	go e.schedule()
 	return e, nil
 }
 
+// groupSlots sets e.group and e.batch: each slot whose backend has a batched step joins the group
+// of the first slot before it whose step can take it (CanBatch), or starts its own group.
+func (e *Engine) groupSlots() {
+	size := map[int]int{}
+	for i, b := range e.opts.Backends {
+		e.group[i] = -1
+		d, ok := runtime.AsBatchDecoder(b)
+		if e.opts.Unbatched || !ok || !d.CanBatch(b) {
+			continue
+		}
+		e.group[i], e.batch[i] = i, d
+		for j := range i {
+			if e.group[j] == j && e.batch[j].CanBatch(b) {
+				e.group[i], e.batch[i] = j, e.batch[j]
+				break
+			}
+		}
+		size[e.group[i]]++
+		e.batching = e.batching || size[e.group[i]] > 1
+	}
+}
+
 // Slots is the number of sequences that can run at once.
 func (e *Engine) Slots() int { return len(e.opts.Backends) }
+
+// LoRAScales returns a copy of Options.LoRAScales: the scales of the loaded LoRA adapters for
+// requests that name none (nil when none are loaded).
+func (e *Engine) LoRAScales() []float32 { return slices.Clone(e.opts.LoRAScales) }
 
 // Context is each sequence's KV-cache capacity in tokens.
 func (e *Engine) Context() int { return e.opts.Context }
@@ -240,17 +338,19 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := Stats{Slots: len(e.opts.Backends), Running: len(e.running), Queued: len(e.waiters), Steps: e.rounds,
-		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize)}
+		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize),
+		DecodeTokens:  e.decoded, BatchedSteps: e.batched, BatchedTokens: e.bTokens}
 	for _, sq := range e.running {
 		s.KVBlocksUsed += (int(sq.pos.Load()) + BlockSize - 1) / BlockSize
 	}
 	return s
 }
 
-// schedule is the scheduler goroutine: it runs the pending steps in rounds, in slot order.
+// schedule is the scheduler goroutine: it runs the pending steps in rounds (runRound).
 func (e *Engine) schedule() {
 	defer e.loop.Done()
 	var round []*step
+	var prev []*sequence // the previous round's sequences
 	for {
 		round = round[:0]
 		select {
@@ -259,41 +359,137 @@ func (e *Engine) schedule() {
 		case <-e.quit:
 			return
 		}
-	drain:
-		for {
-			select {
-			case s := <-e.steps:
-				round = append(round, s)
-			default:
-				break drain
-			}
-		}
-		slices.SortFunc(round, func(a, b *step) int { return a.slot - b.slot })
+		round = e.gather(round, prev)
+		e.runRound(round)
+		prev = prev[:0]
 		for _, s := range round {
-			s.fn()
-			close(s.done)
+			prev = append(prev, s.seq)
 		}
-		e.mu.Lock()
-		e.rounds++
-		e.mu.Unlock()
 	}
 }
 
-// run has the scheduler run fn as one step of slot's sequence and waits for it. A step queued
-// before ctx is cancelled still waits for its turn (its backend must not be reused before), but
-// then does nothing and returns ctx's cause.
-func (e *Engine) run(ctx context.Context, slot int, fn func() error) error {
-	var err error
-	s := &step{slot: slot, done: make(chan struct{}), fn: func() {
-		if ctx.Err() != nil {
-			err = context.Cause(ctx)
-			return
+// gather adds to round the steps posted meanwhile and, where decode steps batch, waits up to
+// BatchWait for every sequence of the previous round (prev) to post its next step or leave.
+func (e *Engine) gather(round []*step, prev []*sequence) []*step {
+drain:
+	for {
+		select {
+		case s := <-e.steps:
+			round = append(round, s)
+		default:
+			break drain
 		}
-		err = fn()
-	}}
+	}
+	if !e.batching || len(prev) == 0 {
+		return round
+	}
+	timer := time.NewTimer(e.opts.BatchWait)
+	defer timer.Stop()
+	for !e.posted(round, prev) {
+		select {
+		case s := <-e.steps:
+			round = append(round, s)
+		case <-e.wake:
+		case <-timer.C:
+			return round
+		case <-e.quit:
+			return round
+		}
+	}
+	return round
+}
+
+// posted reports whether every sequence of prev has a step in round or has left its slot.
+func (e *Engine) posted(round []*step, prev []*sequence) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range prev {
+		if e.running[p.slot] == p && !slices.ContainsFunc(round, func(s *step) bool { return s.seq == p }) {
+			return false
+		}
+	}
+	return true
+}
+
+// runRound runs one round's steps: those whose context is done fail with its cause; the decode
+// steps of each batch group, when there are two or more, run as one batched forward pass (if
+// that fails, each runs alone, so that each request gets its own error); the rest run alone in
+// slot order.
+func (e *Engine) runRound(round []*step) {
+	slices.SortFunc(round, func(a, b *step) int { return a.seq.slot - b.seq.slot })
+	var alone []*step
+	groups := map[int][]*step{}
+	var leaders []int
+	for _, s := range round {
+		switch {
+		case s.ctx.Err() != nil:
+			s.err = context.Cause(s.ctx)
+		case s.decode && e.group[s.seq.slot] >= 0:
+			g := e.group[s.seq.slot]
+			if groups[g] == nil {
+				leaders = append(leaders, g)
+			}
+			groups[g] = append(groups[g], s)
+		default:
+			alone = append(alone, s)
+		}
+	}
+	var decoded, batched, bTokens int64
+	for _, g := range leaders {
+		ss := groups[g]
+		if len(ss) < 2 || !e.decodeBatch(e.batch[g], ss) {
+			alone = append(alone, ss...)
+			continue
+		}
+		batched++
+		bTokens += int64(len(ss))
+		decoded += int64(len(ss))
+	}
+	slices.SortFunc(alone, func(a, b *step) int { return a.seq.slot - b.seq.slot })
+	for _, s := range alone {
+		s.runAlone()
+		if s.decode && s.err == nil {
+			decoded++
+		}
+	}
+	e.mu.Lock()
+	e.rounds++
+	e.decoded += decoded
+	e.batched += batched
+	e.bTokens += bTokens
+	e.mu.Unlock()
+	for _, s := range round {
+		close(s.done)
+	}
+}
+
+// decodeBatch runs the decode steps ss as one batched forward pass of d and reports whether it
+// succeeded (a failure changes no sequence: the caller runs the steps alone).
+func (e *Engine) decodeBatch(d runtime.BatchDecoder, ss []*step) bool {
+	bs := make([]runtime.Backend, len(ss))
+	toks := make([]int, len(ss))
+	for i, s := range ss {
+		bs[i], toks[i] = s.seq.b, s.token
+	}
+	rows, err := d.DecodeBatch(bs, toks)
+	if err != nil {
+		return false
+	}
+	for i, s := range ss {
+		s.logits = rows[i]
+		s.seq.pos.Store(int64(s.seq.b.Pos()))
+	}
+	return true
+}
+
+// run has the scheduler run fn as one step of seq and waits for it. A step queued before ctx is
+// cancelled still waits for its turn (its backend must not be reused before), but then does
+// nothing and returns ctx's cause.
+func (e *Engine) run(ctx context.Context, seq *sequence, fn func() error) error {
+	s := &step{seq: seq, ctx: ctx, fn: fn, done: make(chan struct{})}
 	e.steps <- s
 	<-s.done
-	return err
+	return s.err
 }
 
 // Submit runs r to completion and returns its result: it waits for a slot (ErrQueueFull when
@@ -321,6 +517,18 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	scales := r.LoRA
+	if scales == nil {
+		scales = e.opts.LoRAScales
+	}
+	if len(scales) != len(e.opts.LoRAScales) {
+		return res, fmt.Errorf("serve: %d LoRA scales for %d loaded adapters", len(scales), len(e.opts.LoRAScales))
+	}
+	for i, s := range scales {
+		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+			return res, fmt.Errorf("serve: LoRA adapter %d: scale %v must be finite", i, s)
+		}
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	seq, err := e.acquire(ctx, cancel)
@@ -331,6 +539,11 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 	res.Queued = time.Since(start)
 
 	seq.b.Reset()
+	if len(scales) > 0 {
+		if err := seq.b.(runtime.LoRABackend).SetLoRAScales(scales); err != nil {
+			return res, err
+		}
+	}
 	var (
 		pending []TokenLogprob
 		last    time.Time
@@ -433,6 +646,10 @@ func (e *Engine) release(seq *sequence) {
 	delete(e.running, seq.slot)
 	delete(e.cancels, seq)
 	e.mu.Unlock()
+	select { // a scheduler waiting for seq's next step stops waiting
+	case e.wake <- struct{}{}:
+	default:
+	}
 	e.handOn(seq.slot)
 	e.inflight.Done()
 }
@@ -500,14 +717,13 @@ type stepBackend struct {
 	seq *sequence
 }
 
-// Decode runs one decode step when the scheduler gives this sequence its turn.
-func (s *stepBackend) Decode(token int) (logits []float32, err error) {
-	err = s.e.run(s.ctx, s.seq.slot, func() error {
-		logits, err = s.Backend.Decode(token)
-		s.seq.pos.Store(int64(s.Backend.Pos()))
-		return err
-	})
-	return logits, err
+// Decode runs one decode step when the scheduler gives this sequence its turn, batched with the
+// round's other decode steps where the backends allow.
+func (s *stepBackend) Decode(token int) ([]float32, error) {
+	st := &step{seq: s.seq, ctx: s.ctx, decode: true, token: token, done: make(chan struct{})}
+	s.e.steps <- st
+	<-st.done
+	return st.logits, st.err
 }
 
 // Prefill runs the prompt in chunks of PrefillChunk tokens, one scheduler step each; the bit-exact
@@ -516,9 +732,8 @@ func (s *stepBackend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	var all, logits []float32
 	for lo := 0; lo < len(tokens); lo += s.e.opts.PrefillChunk {
 		hi := min(len(tokens), lo+s.e.opts.PrefillChunk)
-		err := s.e.run(s.ctx, s.seq.slot, func() error {
+		err := s.e.run(s.ctx, s.seq, func() error {
 			l, err := s.Backend.Prefill(tokens[lo:hi], allLogits)
-			s.seq.pos.Store(int64(s.Backend.Pos()))
 			if allLogits {
 				all = append(all, l...)
 			}

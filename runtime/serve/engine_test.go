@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -82,7 +83,12 @@ func TestBatchInvariance(t *testing.T) {
 				require.NoError(t, errs[i])
 				require.Equal(t, j.want, got[i], "request %d", i)
 			}
-			require.Greater(t, eng.Stats().Steps, int64(12), "steps ran in rounds")
+			st := eng.Stats()
+			require.Greater(t, st.Steps, int64(12), "steps ran in rounds")
+			require.Equal(t, int64(6*11), st.DecodeTokens)
+			if device == "cpuref" {
+				require.Zero(t, st.BatchedSteps, "cpuref has no batched step")
+			}
 		})
 	}
 }
@@ -142,4 +148,66 @@ func TestSubmitErrors(t *testing.T) {
 	require.NoError(t, eng.Shutdown(context.Background()))
 	_, err = eng.Submit(context.Background(), serve.Request{Prompt: []int{1}, MaxTokens: 1})
 	require.ErrorIs(t, err, serve.ErrClosed)
+}
+
+// TestBatchedSteps: four requests on four fast-CPU slots (greedy and seeded, prompts of
+// different lengths, so the sequences decode at different positions) decode in batched steps —
+// Stats counts batched forward passes of two tokens or more, and every decode step is counted —
+// and each request's tokens are those of runtime.Generate alone on a fresh backend.
+func TestBatchedSteps(t *testing.T) {
+	const n, tokens = 4, 16
+	m, slots := openSlots(t, "cpu", n+1, 256)
+	mm, solo := m.Internals()
+	tok := mm.Tokenizer
+	// A long BatchWait: once two sequences are in a round, every later round waits for both.
+	eng, err := serve.New(serve.Options{Backends: slots[1:], Tokenizer: tok, Context: 256, PrefillChunk: 8, BatchWait: time.Second})
+	require.NoError(t, err)
+	defer eng.Shutdown(context.Background())
+	reqs := make([]serve.Request, n)
+	want := make([][]int, n)
+	for i := range reqs {
+		prompt := runtime.EncodePrompt(tok, fmt.Sprintf("Stream %d: %s", i, strings.Repeat("a long prompt ", 3*i)))
+		so := runtime.SamplerOptions{}
+		if i%2 == 1 {
+			so = runtime.SamplerOptions{Temperature: 0.8, TopK: 40, Seed: uint64(i)}
+		}
+		s, err := runtime.NewSampler(so)
+		require.NoError(t, err)
+		solo.Reset()
+		st, err := runtime.Generate(solo, tok, prompt, runtime.GenerateOptions{MaxTokens: tokens, Context: 256, Sampler: s, IgnoreEOS: true})
+		require.NoError(t, err)
+		want[i] = st.Tokens
+		first := true
+		reqs[i] = serve.Request{Prompt: prompt, MaxTokens: tokens, Sampler: so, IgnoreEOS: true,
+			OnPiece: func(serve.Piece) error { // at the first piece, wait until every request holds a slot
+				for first && eng.Stats().Running < n {
+					time.Sleep(time.Millisecond)
+				}
+				first = false
+				return nil
+			}}
+	}
+	got := make([][]int, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := eng.Submit(context.Background(), reqs[i])
+			got[i], errs[i] = res.Tokens, err
+		}()
+	}
+	wg.Wait()
+	for i := range reqs {
+		require.NoError(t, errs[i])
+		require.Equal(t, want[i], got[i], "request %d", i)
+	}
+	st := eng.Stats()
+	require.Equal(t, int64(n*(tokens-1)), st.DecodeTokens, "every generated token but the last is decoded")
+	require.Positive(t, st.BatchedSteps)
+	require.GreaterOrEqual(t, st.BatchedTokens, 2*st.BatchedSteps, "a batched step decodes two tokens or more")
+	require.LessOrEqual(t, st.BatchedTokens, int64(n)*st.BatchedSteps)
+	t.Logf("%d decode steps, %d in %d batched steps (%.2f tokens each), %d rounds", st.DecodeTokens,
+		st.BatchedTokens, st.BatchedSteps, float64(st.BatchedTokens)/float64(st.BatchedSteps), st.Steps)
 }

@@ -240,6 +240,9 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, maxNames ...strin
 		return nil, nil, c, false
 	}
 	c, e := s.parseCommon(f, maxNames...)
+	if e == nil {
+		c.req.LoRA, e = f.loras("lora", b.eng.LoRAScales())
+	}
 	if e != nil {
 		writeError(w, e)
 		return nil, nil, c, false

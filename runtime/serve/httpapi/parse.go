@@ -182,3 +182,44 @@ func (f fields) stops(name string) ([]string, *apiError) {
 	}
 	return list, nil
 }
+
+// loras reads llama-server's per-request `lora` field, [{"id": N, "scale": S}, ...], into one
+// scale per loaded adapter (defaults: their count and load-time scales): adapters the list does
+// not name get 0, as llama-server does; absent or null keeps defaults. Errors name the field:
+// not an array of objects, an id outside [0, adapters) or given twice, a non-finite scale.
+func (f fields) loras(name string, defaults []float32) ([]float32, *apiError) {
+	if !f.has(name) {
+		return nil, nil
+	}
+	var list []fields
+	if err := json.Unmarshal(f[name], &list); err != nil {
+		return nil, wrongType(name, `an array of {"id", "scale"} objects`, f[name])
+	}
+	scales := make([]float32, len(defaults))
+	seen := make([]bool, len(defaults))
+	for i, item := range list {
+		param := fmt.Sprintf("%s[%d]", name, i)
+		id, e := item.integer("id", -1)
+		if e != nil {
+			e.Param = param + ".id"
+			return nil, e
+		}
+		if id < 0 || id >= int64(len(defaults)) {
+			return nil, badRequest(param+".id", "%s.id = %d: %d LoRA adapters are loaded (ids 0 to %d)", param, id, len(defaults), len(defaults)-1)
+		}
+		if seen[id] {
+			return nil, badRequest(param+".id", "%s.id = %d: adapter %d is named twice", param, id, id)
+		}
+		seen[id] = true
+		s, e := item.number("scale", 1)
+		if e != nil {
+			e.Param = param + ".scale"
+			return nil, e
+		}
+		if math.IsNaN(s) || math.IsInf(s, 0) || math.Abs(s) > math.MaxFloat32 {
+			return nil, badRequest(param+".scale", "%s.scale = %v: must be a finite number", param, s)
+		}
+		scales[id] = float32(s)
+	}
+	return scales, nil
+}

@@ -51,6 +51,15 @@ type Options struct {
 	Sampling *runtime.SamplerOptions
 	// RetryAfter is the Retry-After header, in seconds, of a 503 for a full queue (0: 1).
 	RetryAfter int
+	// LoRA lists the loaded LoRA adapters, in load order (their ids), for GET /lora-adapters.
+	LoRA []LoRAAdapter
+}
+
+// LoRAAdapter is one loaded adapter as GET /lora-adapters lists it (llama-server's shape: id,
+// path, scale): its file or directory and its scale for requests without a "lora" field.
+type LoRAAdapter struct {
+	Path  string
+	Scale float32
 }
 
 // Server is the HTTP API. It answers /health with 503 until SetEngine and after SetDraining.
@@ -84,6 +93,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST /v1/completions", s.completions)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.mux.HandleFunc("GET /lora-adapters", s.loraAdapters)
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("POST /tokenize", s.tokenize)
@@ -203,6 +213,19 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 // models lists the one model served.
+// loraAdapters answers GET /lora-adapters: [{"id", "path", "scale"}, ...] for the adapters
+// loaded at start (an empty array when none).
+func (s *Server) loraAdapters(w http.ResponseWriter, r *http.Request) {
+	if s.ready(w) == nil {
+		return
+	}
+	list := make([]any, 0, len(s.opts.LoRA))
+	for i, a := range s.opts.LoRA {
+		list = append(list, map[string]any{"id": i, "path": a.Path, "scale": a.Scale})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	if s.ready(w) == nil {
 		return

@@ -73,7 +73,13 @@ func start(t *testing.T, parallel, ctx, queue int, key string) *testServer {
 // startSlow is start with every decode step delayed by delay.
 func startSlow(t *testing.T, parallel, ctx, queue int, key string, delay time.Duration) *testServer {
 	t.Helper()
-	m, err := bitgpu.Open("", bitgpu.Options{Device: "cpu", Ctx: ctx})
+	return startWith(t, parallel, ctx, queue, key, delay, nil)
+}
+
+// startWith is startSlow with LoRA adapters loaded (their scales the defaults of requests).
+func startWith(t *testing.T, parallel, ctx, queue int, key string, delay time.Duration, loras []bitgpu.LoRA) *testServer {
+	t.Helper()
+	m, err := bitgpu.Open("", bitgpu.Options{Device: "cpu", Ctx: ctx, LoRA: loras})
 	require.NoError(t, err)
 	_, b := m.Internals()
 	backends := []runtime.Backend{b}
@@ -89,10 +95,15 @@ func startSlow(t *testing.T, parallel, ctx, queue int, key string, delay time.Du
 			slots = append(slots, slowBackend{b, delay})
 		}
 	}
-	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: tokenizer(m), Context: m.Context(), Queue: queue})
+	var scales []float32
+	var infos []httpapi.LoRAAdapter
+	for _, l := range loras {
+		scales, infos = append(scales, l.Scale), append(infos, httpapi.LoRAAdapter{Path: l.Path, Scale: l.Scale})
+	}
+	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: tokenizer(m), Context: m.Context(), Queue: queue, LoRAScales: scales})
 	require.NoError(t, err)
 	ts := &testServer{m: m, eng: eng, log: &syncBuffer{}}
-	ts.api = httpapi.New(httpapi.Options{ModelName: "tiny", APIKey: key, Log: ts.log})
+	ts.api = httpapi.New(httpapi.Options{ModelName: "tiny", APIKey: key, Log: ts.log, LoRA: infos})
 	ts.api.SetEngine(eng, m.Config().ChatTemplate)
 	ts.srv = httptest.NewServer(ts.api)
 	t.Cleanup(func() {
