@@ -40,7 +40,30 @@ type layer struct {
 	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
 	qkv, o, gateUp, down                       *packed
 	// lora are the LoRA terms of q, k, v, o, gate, up and down (model.LoRAProjections order).
-	lora [7][]cpuref.LoRATerm
+	lora [7][]loraTerm
+}
+
+// loraTerm is a cpuref.LoRATerm with its factors converted to float32 once (F16 to F32 is
+// exact): a is [r][in] and b [out][r], row-major.
+type loraTerm struct {
+	cpuref.LoRATerm
+	a, b []float32
+}
+
+// newLoRATerms converts terms' factors to float32.
+func newLoRATerms(terms []cpuref.LoRATerm) ([]loraTerm, error) {
+	var out []loraTerm
+	for _, t := range terms {
+		lt := loraTerm{LoRATerm: t, a: make([]float32, t.Pair.A.Shape[0]*t.Pair.A.Shape[1]), b: make([]float32, t.Pair.B.Shape[0]*t.Pair.B.Shape[1])}
+		if err := model.DecodeF16Row(t.Pair.A.Data, lt.a); err != nil {
+			return nil, err
+		}
+		if err := model.DecodeF16Row(t.Pair.B.Data, lt.b); err != nil {
+			return nil, err
+		}
+		out = append(out, lt)
+	}
+	return out, nil
 }
 
 // scratch holds the forward's buffers, reused from call to call (grown as needed).
@@ -147,7 +170,11 @@ func (b *Backend) load(m *model.Model, head cpuref.LMHead, adapters []cpuref.Ada
 	for i, lw := range w.Layers {
 		l := &b.layers[i]
 		l.attnNorm, l.attnSubNorm, l.ffnNorm, l.ffnSubNorm = lw.AttnNorm, lw.AttnSubNorm, lw.FFNNorm, lw.FFNSubNorm
-		l.lora = [7][]cpuref.LoRATerm{lw.Q.LoRA, lw.K.LoRA, lw.V.LoRA, lw.O.LoRA, lw.Gate.LoRA, lw.Up.LoRA, lw.Down.LoRA}
+		for j, terms := range [7][]cpuref.LoRATerm{lw.Q.LoRA, lw.K.LoRA, lw.V.LoRA, lw.O.LoRA, lw.Gate.LoRA, lw.Up.LoRA, lw.Down.LoRA} {
+			if l.lora[j], err = newLoRATerms(terms); err != nil {
+				return prefixed(err)
+			}
+		}
 		if l.qkv, err = pack(b.eng.pool, src(lw.Q), src(lw.K), src(lw.V)); err != nil {
 			return err
 		}
@@ -369,13 +396,7 @@ func (b *Backend) forward(tokens []int, at []place, dst []float32, all bool) err
 	if all {
 		first = 0
 	}
-	vocab := c.VocabSize
-	for t := first; t < n; t++ {
-		if err := b.logits(dst[(t-first)*vocab:(t-first+1)*vocab], x[t*dim:(t+1)*dim]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return b.logits(dst[:(n-first)*c.VocabSize], x[first*dim:n*dim], n-first)
 }
 
 // normQuant applies RMSNorm with weights w (nil: none, the input is quantized as it is) to each
@@ -441,60 +462,80 @@ func (b *Backend) attention(li int, at []place) error {
 	})
 }
 
-// logits writes one token's VocabSize logits for its final hidden state x: output_norm, then the
-// F16 head (logitF16, cpuref.Logits' bits) or the Q8_0 head (logitsQ8, cpuref.LogitsQ8's bits;
-// its int8 block sums by dotQ8BlocksAVX2 with the AVX2 kernel)
-// split by vocabulary rows across the pool, or cpuref.Logits for F32/BF16 matrices (it splits
-// rows itself).
-func (b *Backend) logits(dst, x []float32) error {
+// logits writes the VocabSize logits of each of n tokens (dst [n][VocabSize]) for their final
+// hidden states x ([n][Dim]): output_norm per token, then the F16 head (logitF16, cpuref.Logits'
+// bits) or the Q8_0 head (logitsQ8, cpuref.LogitsQ8's bits; its int8 block sums by
+// dotQ8BlocksAVX2 with the AVX2 kernel) split by vocabulary rows across the pool, each row read
+// once for the n tokens; or cpuref.Logits per token for F32/BF16 matrices (it splits rows
+// itself).
+func (b *Backend) logits(dst, x []float32, n int) error {
 	dim := b.cfg.Dim
-	xn := b.sc.normed[:dim]
-	if err := cpuref.RMSNorm(xn, x, b.norm, b.cfg.RMSEps); err != nil {
-		return err
+	vocab := len(dst) / n
+	xn := b.sc.normed[:n*dim]
+	for t := range n {
+		if err := cpuref.RMSNorm(xn[t*dim:(t+1)*dim], x[t*dim:(t+1)*dim], b.norm, b.cfg.RMSEps); err != nil {
+			return err
+		}
 	}
 	switch b.out.Type {
 	case model.TypeQ8_0:
-		qa := b.sc.qa[:dim]
-		s, err := cpuref.QuantizeActivations(qa, xn)
-		if err != nil {
-			return err
+		qa, sa := b.sc.qa[:n*dim], b.sc.sa[:n]
+		for t := range n {
+			s, err := cpuref.QuantizeActivations(qa[t*dim:(t+1)*dim], xn[t*dim:(t+1)*dim])
+			if err != nil {
+				return err
+			}
+			sa[t] = s
 		}
-		return b.logitsQ8(dst, qa, s)
+		return b.logitsQ8(dst, qa, sa)
 	case model.TypeF16:
 		data := b.out.Data
-		if len(data) < 2*dim*len(dst) {
-			return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", b.out.Name, b.out.Shape, 2*dim*len(dst), len(data))
+		if len(data) < 2*dim*vocab {
+			return fmt.Errorf("cpu: tensor %s: shape %v needs %d bytes, found %d", b.out.Name, b.out.Shape, 2*dim*vocab, len(data))
 		}
-		return b.eng.pool.run(len(dst), max(1, minPartWork/(scalarWork*dim)), func(lo, hi int) error {
+		return b.eng.pool.run(vocab, max(1, minPartWork/(scalarWork*dim*n)), func(lo, hi int) error {
 			// The matrix is memory-mapped: a fault (the file shrank) becomes this part's error.
 			return model.CatchFault(func() error {
 				for v := lo; v < hi; v++ {
-					dst[v] = logitF16(xn, data[2*v*dim:2*(v+1)*dim])
+					row := data[2*v*dim : 2*(v+1)*dim]
+					for t := range n {
+						dst[t*vocab+v] = logitF16(xn[t*dim:(t+1)*dim], row)
+					}
 				}
 				return nil
 			})
 		})
 	}
-	return cpuref.Logits(dst, xn, b.out)
+	for t := range n {
+		if err := cpuref.Logits(dst[t*vocab:(t+1)*vocab], xn[t*dim:(t+1)*dim], b.out); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// logitsQ8 is cpuref.LogitsQ8 (the q8_0 head) with the rows split across the pool: per row v,
-// acc_vb = Σ_j w_vj*q_j over block b (exact int32), partial[b mod LogitLanes] +=
-// float32(acc_vb)*d_vb in block order, dst[v] = TreeSum(partial) * Rcp32(s).
-func (b *Backend) logitsQ8(dst []float32, q []int8, s float32) error {
+// logitsQ8 is cpuref.LogitsQ8 (the q8_0 head) for n = len(s) tokens (q [n][dim] with scales s,
+// dst [n][vocab]) with the rows split across the pool, each row read once for all n: per row v
+// and token t, acc_vb = Σ_j w_vj*q_tj over block b (exact int32), partial[b mod LogitLanes] +=
+// float32(acc_vb)*d_vb in block order, dst[t][v] = TreeSum(partial) * Rcp32(s_t).
+func (b *Backend) logitsQ8(dst []float32, q []int8, s []float32) error {
 	e := b.out
-	dim := len(q)
-	if len(e.Shape) != 2 || e.Shape[0] != uint64(dim) || e.Shape[1] != uint64(len(dst)) || dim%model.Q8_0BlockElems != 0 {
-		return fmt.Errorf("cpu: logits: tensor %s is shape %v, want Q8_0 [%d, %d] (a multiple of %d columns)", e.Name, e.Shape, dim, len(dst), model.Q8_0BlockElems)
+	n := len(s)
+	dim, vocab := len(q)/n, len(dst)/n
+	if len(e.Shape) != 2 || e.Shape[0] != uint64(dim) || e.Shape[1] != uint64(vocab) || dim%model.Q8_0BlockElems != 0 {
+		return fmt.Errorf("cpu: logits: tensor %s is shape %v, want Q8_0 [%d, %d] (a multiple of %d columns)", e.Name, e.Shape, dim, vocab, model.Q8_0BlockElems)
 	}
 	blocks := dim / model.Q8_0BlockElems
 	rowBytes := blocks * model.Q8_0BlockBytes
-	if len(e.Data) < rowBytes*len(dst) {
-		return fmt.Errorf("cpu: logits: tensor %s: shape %v needs %d bytes, found %d", e.Name, e.Shape, rowBytes*len(dst), len(e.Data))
+	if len(e.Data) < rowBytes*vocab {
+		return fmt.Errorf("cpu: logits: tensor %s: shape %v needs %d bytes, found %d", e.Name, e.Shape, rowBytes*vocab, len(e.Data))
 	}
-	inv := cpuref.Rcp32(s)
+	inv := make([]float32, n)
+	for t, st := range s {
+		inv[t] = cpuref.Rcp32(st)
+	}
 	avx2 := b.eng.kernel == KernelAVX2
-	return b.eng.pool.run(len(dst), max(1, minPartWork/dim), func(lo, hi int) error {
+	return b.eng.pool.run(vocab, max(1, minPartWork/(dim*n)), func(lo, hi int) error {
 		return model.CatchFault(func() error {
 			var acc []int32
 			if avx2 {
@@ -502,12 +543,15 @@ func (b *Backend) logitsQ8(dst []float32, q []int8, s float32) error {
 			}
 			for v := lo; v < hi; v++ {
 				row := e.Data[v*rowBytes : (v+1)*rowBytes]
-				if avx2 {
-					dotQ8BlocksAVX2(&row[0], &q[0], blocks, &acc[0])
-					dst[v] = float32(foldQ8(acc, row) * inv)
-					continue
+				for t := range n {
+					qt := q[t*dim : (t+1)*dim]
+					if avx2 {
+						dotQ8BlocksAVX2(&row[0], &qt[0], blocks, &acc[0])
+						dst[t*vocab+v] = float32(foldQ8(acc, row) * inv[t])
+						continue
+					}
+					dst[t*vocab+v] = float32(logitQ8(qt, row) * inv[t])
 				}
-				dst[v] = float32(logitQ8(q, row) * inv)
 			}
 			return nil
 		})
@@ -550,9 +594,10 @@ func logitQ8(q []int8, row []byte) float32 {
 
 // applyLoRA adds the LoRA terms of a packed product's segments to its output y ([n][Σ widths],
 // n = len(at): each token's row is the segments' outputs side by side, widths in order, terms[i]
-// those of segment i) from the float rows of b.sc.in, token by token with cpuref.ApplyLoRA (the
+// those of segment i) from the float rows of b.sc.in, token by token in cpuref.ApplyLoRA's
+// arithmetic (cpuref.LaneDot per row of A and B, one product by the scaling, one sum into y: the
 // same bits as cpuref), token t at the scales of its sequence at[t].seq.
-func (b *Backend) applyLoRA(y []float32, at []place, terms [][]cpuref.LoRATerm, widths ...int) error {
+func (b *Backend) applyLoRA(y []float32, at []place, terms [][]loraTerm, widths ...int) error {
 	has := false
 	for _, t := range terms {
 		has = has || len(t) > 0
@@ -572,8 +617,20 @@ func (b *Backend) applyLoRA(y []float32, at []place, terms [][]cpuref.LoRATerm, 
 	for t := range n {
 		x, off := sc.in.x[t*cols:(t+1)*cols], t*stride
 		for i, w := range widths {
-			if err := cpuref.ApplyLoRA(y[off:off+w], x, 1, terms[i], at[t].seq.lora, sc.loraU, sc.loraD); err != nil {
-				return err
+			for _, tm := range terms[i] {
+				scale := at[t].seq.lora[tm.Adapter]
+				if scale == 0 {
+					continue
+				}
+				s, r := tm.Scaling(scale), tm.Pair.Rank()
+				u := sc.loraU[:r]
+				for j := range u {
+					u[j] = cpuref.LaneDot(x, tm.a[j*cols:(j+1)*cols]) * s
+				}
+				out := y[off : off+w]
+				for k := range out {
+					out[k] += cpuref.LaneDot(u, tm.b[k*r:(k+1)*r])
+				}
 			}
 			off += w
 		}

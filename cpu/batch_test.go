@@ -18,12 +18,12 @@ type batchRig struct {
 	last [][]float32 // per sequence, the logits its next token is chosen from
 }
 
-// newBatchRig opens the parent with opts and n-1 sequences, sets sequence i's LoRA scales to
-// scales[i] (when there are adapters), and prefills sequence i with the first 2+3i tokens of
-// prompt (so their positions differ), checking the prefill against cpuref's.
-func newBatchRig(t *testing.T, m *model.Model, n int, ads []cpuref.Adapter, scales [][]float32, opts ...Option) *batchRig {
+// newBatchRig opens the parent with LM head h and opts and n-1 sequences, sets sequence i's LoRA
+// scales to scales[i] (when there are adapters), and prefills sequence i with the first 2+3i
+// tokens of prompt (so their positions differ), checking the prefill against cpuref's.
+func newBatchRig(t *testing.T, m *model.Model, n int, h cpuref.LMHead, ads []cpuref.Adapter, scales [][]float32, opts ...Option) *batchRig {
 	t.Helper()
-	parent, err := New(m, 0, append(opts, WithLoRA(ads...))...)
+	parent, err := New(m, 0, append(opts, WithLoRA(ads...), WithLMHead(h))...)
 	require.NoError(t, err)
 	r := &batchRig{seqs: []*Backend{parent}}
 	for range n - 1 {
@@ -44,7 +44,7 @@ func newBatchRig(t *testing.T, m *model.Model, n int, ads []cpuref.Adapter, scal
 	long := append(append([]int{}, prompt...), prompt...)
 	long = append(long, long...)
 	for i, s := range r.seqs {
-		ref, err := cpuref.New(m, 0, cpuref.WithLoRA(ads...))
+		ref, err := cpuref.New(m, 0, cpuref.WithLoRA(ads...), cpuref.WithLMHead(h))
 		require.NoError(t, err)
 		r.refs = append(r.refs, ref)
 		if len(ads) > 0 {
@@ -96,9 +96,10 @@ func (r *batchRig) step(t *testing.T, idx []int, msg string) {
 var batches = [][]int{{0}, {0, 1}, {2, 1, 0}, {1, 2, 3, 4}, {0, 1, 2, 3, 4}, {3}, {4, 0, 2}, {1, 3}, {0, 1, 2, 3, 4}}
 
 // TestDecodeBatchParity: for every family, with two LoRA adapters at different scales for each
-// sequence (one off, both off, negative), every kernel at 1 and 2 threads, one DecodeBatch over
-// B = 1..5 sequences at different positions gives each sequence cpuref's Decode logits for that
-// sequence alone, bit for bit, and advances exactly those sequences.
+// sequence (one off, both off, negative), every kernel at 1 thread with the F16 head and at 2
+// with the Q8_0 head, one DecodeBatch over B = 1..5 sequences at different positions gives each
+// sequence cpuref's Decode logits for that sequence alone, bit for bit, and advances exactly
+// those sequences.
 func TestDecodeBatchParity(t *testing.T) {
 	for _, fam := range model.SynthFamilies {
 		t.Run(fam, func(t *testing.T) {
@@ -112,9 +113,13 @@ func TestDecodeBatchParity(t *testing.T) {
 			scales := [][]float32{{1, 0.5}, {0, 2}, {0, 0}, {-1, 0}, {0.25, 1}}
 			for _, k := range kernels() {
 				for _, threads := range []int{1, 2} {
-					r := newBatchRig(t, m, 5, ads, scales, WithKernel(k), WithThreads(threads))
+					h := cpuref.LMHeadF16
+					if threads == 2 {
+						h = cpuref.LMHeadQ8_0
+					}
+					r := newBatchRig(t, m, 5, h, ads, scales, WithKernel(k), WithThreads(threads))
 					for si, idx := range batches {
-						r.step(t, idx, fmt.Sprintf("kernel %s, %d threads, step %d", k, threads, si))
+						r.step(t, idx, fmt.Sprintf("kernel %s, %d threads, %s head, step %d", k, threads, h, si))
 					}
 				}
 			}
@@ -127,7 +132,7 @@ func TestDecodeBatchParity(t *testing.T) {
 func TestDecodeBatchWide(t *testing.T) {
 	m := synth(t, model.SynthOptions{Vocab: 300, Dim: 128, Layers: 1, Heads: 2, KVHeads: 1, FFN: 256, Ctx: 8, Seed: 3})
 	n := prefillChunk + 6
-	r := newBatchRig(t, m, 1, nil, nil, WithLMHead(cpuref.LMHeadQ8_0))
+	r := newBatchRig(t, m, 1, cpuref.LMHeadQ8_0, nil, nil)
 	for range n - 1 {
 		s, err := r.seqs[0].NewSequence()
 		require.NoError(t, err)
@@ -153,7 +158,7 @@ func TestDecodeBatchWide(t *testing.T) {
 // where it was (a later good batch still gives cpuref's logits).
 func TestDecodeBatchErrors(t *testing.T) {
 	m := synth(t, model.SynthOptions{Vocab: 300, Dim: 128, Layers: 1, Heads: 2, KVHeads: 1, FFN: 256, Ctx: 16, Seed: 1})
-	r := newBatchRig(t, m, 3, nil, nil)
+	r := newBatchRig(t, m, 3, "", nil, nil)
 	p, s1, s2 := r.seqs[0], r.seqs[1], r.seqs[2]
 	other, err := New(m, 0)
 	require.NoError(t, err)

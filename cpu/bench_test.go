@@ -12,6 +12,7 @@ import (
 
 	"github.com/bitgpu/bitgpu/assets"
 	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/internal/benchloop"
 	"github.com/bitgpu/bitgpu/model"
 )
 
@@ -164,22 +165,7 @@ func benchDecode(b *testing.B, m *model.Model) {
 				}
 				require.NoError(b, err)
 				defer d.Close()
-				prompt := []int{1, 2, 3, 4, 5, 6, 7, 8}
-				_, err = d.Prefill(prompt, false)
-				require.NoError(b, err)
-				steps := 0
-				for b.Loop() {
-					if steps == 32 {
-						d.Reset()
-						_, err = d.Prefill(prompt, false)
-						require.NoError(b, err)
-						steps = 0
-					}
-					_, err := d.Decode(9)
-					require.NoError(b, err)
-					steps++
-				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+				benchloop.Decode(b, d)
 			})
 		}
 	}
@@ -240,7 +226,7 @@ func BenchmarkLMHead2B4T(b *testing.B) {
 			bk := &Backend{out: e8, eng: engine{pool: newPool(threads), kernel: k}}
 			defer bk.eng.pool.close()
 			for b.Loop() {
-				require.NoError(b, bk.logitsQ8(dst, qx, s))
+				require.NoError(b, bk.logitsQ8(dst, qx, []float32{s}))
 			}
 		})
 		b.Run(fmt.Sprintf("f16/cpuref/threads=%d", threads), func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -253,7 +254,7 @@ func TestLogitsQ8Parity(t *testing.T) {
 				for _, threads := range []int{1, 2} {
 					b := &Backend{out: e, eng: engine{pool: newPool(threads), kernel: k}}
 					got := make([]float32, vocab)
-					require.NoError(t, b.logitsQ8(got, q, 0.37))
+					require.NoError(t, b.logitsQ8(got, q, []float32{0.37}))
 					require.Equal(t, want, got, "dim %d vocab %d kernel %s threads %d", dim, vocab, k, threads)
 					b.eng.pool.close()
 				}
@@ -313,13 +314,22 @@ func TestPoolDetectsStall(t *testing.T) {
 	defer p.close()
 	caller := goid()
 	var helped atomic.Bool
+	var once sync.Once
+	claimed := make(chan struct{})
 	require.NoError(t, p.run(8, 1, func(lo, hi int) error {
 		if goid() != caller {
 			helped.Store(true)
-			time.Sleep(20 * time.Millisecond) // a helper preempted mid-block
+			once.Do(func() { close(claimed) })
+			time.Sleep(300 * time.Millisecond) // a helper preempted mid-block
 			return nil
 		}
-		time.Sleep(200 * time.Microsecond) // long enough for the helper to wake and claim a block
+		// The caller's blocks wait until the helper holds one (however busy the machine), so its
+		// mean block time is at most that wait over its 7 blocks: far below a quarter of the
+		// helper's 300 ms unless the helper took over half a second to wake.
+		select {
+		case <-claimed:
+		case <-time.After(10 * time.Second):
+		}
 		return nil
 	}))
 	require.True(t, helped.Load(), "the helper took a block")

@@ -207,6 +207,11 @@ func FloatMatMul(dst []float32, w *model.Tensor, x []float32, n int) error {
 	return nil
 }
 
+// LaneDot is Logits' canonical dot product of x and one row e (len(e) >= len(x); LogitLanes
+// lanes of element pairs, then TreeSum; an odd last element forms a pair alone), for callers
+// that hold the row as float32 already (the fast backend's LoRA factors).
+func LaneDot(x, e []float32) float32 { return laneDot(x, e) }
+
 // laneDot is the canonical pairwise, LogitLanes-lane dot product of Logits (len(e) >= len(x); an
 // odd last element forms a pair alone).
 func laneDot(x, e []float32) float32 {

@@ -75,10 +75,9 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 		return res, err
 	}
 	res.DispatchesPerToken, res.BarriersPerToken, res.SubmitsPerToken = g.DecodeStructure()
-	headBytes := uint64(c.VocabSize) * uint64(c.Dim) * 2 // the F16 matrix
-	if g.head == cpuref.LMHeadQ8_0 {
-		headBytes = Q8HeadBytes(c.VocabSize, c.Dim)
-	}
+	// What a decode step reads: the weights and the head, not the embedding table the device
+	// holds for the gather (one row of it a token) — the CPU report's count (DecodeBytesOf).
+	db := DecodeBytesOf(c, g.f16, g.head)
 	for _, L := range contexts {
 		// The prefill is timed e2ePrefillRuns times unless that would take more than
 		// e2ePrefillBudget (a slow device times it once); the decode steps follow the last one.
@@ -114,10 +113,10 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 			DecodeTokS:          float64(steps) / dec.Seconds(),
 			DecodeMSPerToken:    dec.Seconds() * 1e3 / float64(steps),
 			DeviceBytes:         PlanMemoryHead(c, L+steps, g.f16, g.head).Total(),
-			DecodeBytesPerToken: g.plan.Weights + kvPerToken*uint64(L+steps/2),
+			DecodeBytesPerToken: db.Weights + db.Head + kvPerToken*uint64(L+steps/2),
 		}
-		p.HeadBytesPerToken = headBytes
-		p.WeightBytesPerToken = g.plan.Weights - headBytes
+		p.HeadBytesPerToken = db.Head
+		p.WeightBytesPerToken = db.Weights
 		p.KVBytesPerToken = kvPerToken * uint64(L+steps/2)
 		if copyGBps > 0 {
 			p.RooflineTokS = copyGBps * 1e9 / float64(p.DecodeBytesPerToken)

@@ -33,19 +33,19 @@ func TestBenchE2ESpread(t *testing.T) {
 }
 
 // TestBenchE2EStructure: the structural figures of a decode step. The tiny model (2 layers)
-// records the embedding gather (the token id to x's row), then 7 steps a layer — the stacked
-// q/k/v GEMV with attn_norm's rmsnorm_quant in its prologue and RoPE and the KV store in its
-// epilogue, attention, sub-norm, o, the stacked gate/up GEMV with ffn_norm in its prologue and the
-// GLU in its epilogue, sub-norm, down — then the output norm and the LM head, one dispatch each
-// (a 10-token cache is one attention split: no merge): 7·layers + 3 (9·layers + 2 before the
-// input norms were fused and the gather moved to the device, 10·layers + 2 before rope_kv was
-// fused, 14·layers + 2 before q/k/v, gate/up and the GLU were). Barriers: one when the command
-// buffer begins (earlier submissions and host writes visible), one before each dependent stage —
-// every step of a layer is one (7), the gather, which depends on nothing recorded, is not — plus
-// the output norm and the head, and one at the end making the logits visible to the host:
-// 7·layers + 4 (9·layers + 3 before). One submit a token, also without host-visible VRAM: only
-// the token id crosses the bus, into a host-visible buffer (the host-gathered row needed a staging
-// copy there).
+// records the embedding gather (the token id to x's row), then 9 steps a layer on a CPU device
+// like the CI drivers (fusedDecodeNorms: the input norms stay separate there) — rmsnorm_quant,
+// the stacked q/k/v GEMV with RoPE and the KV store fused, attention, sub-norm, o,
+// rmsnorm_quant, the stacked gate/up GEMV with the GLU fused, sub-norm, down — then the output
+// norm and the LM head, one dispatch each (a 10-token cache is one attention split: no merge):
+// 9·layers + 3 (9·layers + 2 while the host gathered the row, 10·layers + 2 before rope_kv was
+// fused, 14·layers + 2 before q/k/v, gate/up and the GLU were; a GPU also fuses the norms: 7 a
+// layer, TestDecodeStructureSplitAttention). Barriers: one when the command buffer begins
+// (earlier submissions and host writes visible), one before each dependent stage — every step
+// of a layer is one (9), the gather, which depends on nothing recorded, is not — plus the output
+// norm and the head, and one at the end making the logits visible to the host: 9·layers + 4. One
+// submit a token, also without host-visible VRAM: only the token id crosses the bus, into a
+// host-visible buffer (the host-gathered row needed a staging copy there).
 func TestBenchE2EStructure(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
 	const copyGBps = 10.0
@@ -56,12 +56,16 @@ func TestBenchE2EStructure(t *testing.T) {
 		res, err := BenchE2E(gputest.Open(t, c.disable...), m, []int{8}, 2, copyGBps, cpuref.LMHeadQ8_0)
 		require.NoError(t, err)
 		layers := m.Config.Layers
-		require.Equal(t, 7*layers+3, res.DispatchesPerToken, "the gather, 7 steps a layer, the output norm and the head")
-		require.Equal(t, 7*layers+4, res.BarriersPerToken, "begin, the dependent stages, end")
+		require.Equal(t, 9*layers+3, res.DispatchesPerToken, "the gather, 9 steps a layer, the output norm and the head")
+		require.Equal(t, 9*layers+4, res.BarriersPerToken, "begin, the dependent stages, end")
 		require.Equal(t, c.submits, res.SubmitsPerToken, "%v", c.disable)
 		p := res.Points[0]
 		require.Equal(t, p.DecodeBytesPerToken, p.WeightBytesPerToken+p.HeadBytesPerToken+p.KVBytesPerToken)
 		require.Equal(t, Q8HeadBytes(m.Config.VocabSize, m.Config.Dim), p.HeadBytesPerToken)
+		// The weights a step reads: the plan's, less the head and the embedding table the gather
+		// reads one row of (the CPU report's count, DecodeBytesOf).
+		plan := res.Plan
+		require.Equal(t, plan.Weights-planEmbedBytes(m.Config, cpuref.LMHeadQ8_0)-p.HeadBytesPerToken, p.WeightBytesPerToken)
 		require.InDelta(t, copyGBps*1e9/float64(p.DecodeBytesPerToken), p.RooflineTokS, 1e-9)
 	}
 }

@@ -15,13 +15,16 @@ import (
 	"github.com/bitgpu/bitgpu/model"
 )
 
-// normToken draws one token's input x (cols values, a spike at a random index so the absmax is
-// not always the same element) and an RMSNorm weight w, and returns them with what rmsnorm_quant
-// makes of them on the CPU: cpuref.RMSNorm, then cpuref.QuantizeActivations' int8 values q and
-// scale s.
-func normToken(t *testing.T, rng *rand.Rand, cols int, eps float32) (x, w []float32, q []int8, s []float32) {
+// normToken draws one token's input x (cols values of magnitude scale, a spike at a random index
+// so the absmax is not always the same element) and an RMSNorm weight w, and returns them with
+// what rmsnorm_quant makes of them on the CPU: cpuref.RMSNorm, then cpuref.QuantizeActivations'
+// int8 values q and scale s.
+func normToken(t *testing.T, rng *rand.Rand, cols int, eps, scale float32) (x, w []float32, q []int8, s []float32) {
 	x = randFloats(rng, uint32(cols))
 	x[rng.IntN(cols)] = 7.5
+	for i := range x {
+		x[i] *= scale
+	}
 	w = randFloats(rng, uint32(cols))
 	y := make([]float32, cols)
 	require.NoError(t, cpuref.RMSNorm(y, x, w, eps))
@@ -55,11 +58,8 @@ func TestTernaryFusedNormParity(t *testing.T) {
 					m, _ := ternaryTensor(t, rng, rows, c.cols, c.typ, 0.0625+rng.Float32())
 					return m
 				}
-				x, w, q, s := normToken(t, rng, c.cols, eps)
-				bx, bw := newBuf(t, d, x), newBuf(t, d, w)
-				in := &NormInput{X: bx.Whole(), W: bw.Whole(), Eps: eps}
-
-				// Stacked q, k and v.
+				// Stacked q, k and v, over inputs of several magnitudes (at 1e-3 the epsilon
+				// matters); the GLU and RoPE cases below take the last.
 				rows := []int{40, 24, 16}
 				mats := []*model.TernaryMatrix{mat(rows[0]), mat(rows[1]), mat(rows[2])}
 				if c.blocks {
@@ -76,14 +76,22 @@ func TestTernaryFusedNormParity(t *testing.T) {
 					bys = append(bys, by)
 					outs = append(outs, SegmentOut{Y: by.Whole(), YOff: 3, YStride: uint32(rows[i])})
 				}
-				require.NoError(t, d.Run(func(seq *gpu.Sequence) error {
-					return ks.TernaryMatMulStacked(seq, sw, gpu.Range{}, gpu.Range{}, MatMulArgs{T: 1, Norm: in}, outs)
-				}))
-				for i, m := range mats {
-					want := bitLinear(t, m, q, s, oscales[i])
-					got := readF32(t, bys[i], 3+rows[i])[3:]
-					for j := range want {
-						require.Equal(t, math.Float32bits(want[j]), math.Float32bits(got[j]), "%s stacked tensor %d row %d: cpu %v gpu %v", c.name, i, j, want[j], got[j])
+				var in *NormInput
+				var q []int8
+				var s []float32
+				for _, scale := range []float32{1, 1e-3, 0.37, 30, 1, 2.5, 0.01, 1} {
+					var x, w []float32
+					x, w, q, s = normToken(t, rng, c.cols, eps, scale)
+					in = &NormInput{X: newBuf(t, d, x).Whole(), W: newBuf(t, d, w).Whole(), Eps: eps}
+					require.NoError(t, d.Run(func(seq *gpu.Sequence) error {
+						return ks.TernaryMatMulStacked(seq, sw, gpu.Range{}, gpu.Range{}, MatMulArgs{T: 1, Norm: in}, outs)
+					}))
+					for i, m := range mats {
+						want := bitLinear(t, m, q, s, oscales[i])
+						got := readF32(t, bys[i], 3+rows[i])[3:]
+						for j := range want {
+							require.Equal(t, math.Float32bits(want[j]), math.Float32bits(got[j]), "%s scale %v stacked tensor %d row %d: cpu %v gpu %v", c.name, scale, i, j, want[j], got[j])
+						}
 					}
 				}
 
@@ -200,27 +208,82 @@ func TestTernaryFusedNormErrors(t *testing.T) {
 // TestDecodeStructureSplitAttention: with a cache long enough that decode attention splits and
 // merges on any device (1024 positions: 2 splits on a CPU device, 16 on a GPU), a ternary layer
 // whose q/k/v take the fused RoPE/KV epilogue (head and rotary dims multiples of 4, as 2B4T's
-// 128) records 8 dispatches — q/k/v with attn_norm, attention, its merge, sub-norm, o, gate/up with
-// ffn_norm, sub-norm, down — after the embedding gather, and the output norm and head end the
-// step: 8·layers + 3 dispatches and 8·layers + 4 barriers (2B4T's 30 layers: 243 and 244), one
-// submit. The prefill step keeps the separate input norms (rmsnorm_quant, two more a layer).
+// 128) records 8 dispatches with the input norms fused (a GPU; forced here) — q/k/v with
+// attn_norm, attention, its merge, sub-norm, o, gate/up with ffn_norm, sub-norm, down — after
+// the embedding gather, and the output norm and head end the step: 8·layers + 3 dispatches and
+// 8·layers + 4 barriers (2B4T's 30 layers: 243 and 244), one submit; a CPU device left to its
+// policy keeps the two rmsnorm_quant a layer (10·layers + 3 and 10·layers + 4: 303 and 304). The
+// prefill step keeps the separate norms either way.
 func TestDecodeStructureSplitAttention(t *testing.T) {
+	require.True(t, fusedDecodeNorms("discrete", false))
+	require.True(t, fusedDecodeNorms("integrated", false))
+	require.False(t, fusedDecodeNorms("cpu", false))
+	require.True(t, fusedDecodeNorms("cpu", true))
 	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Ctx = 1024 })
-	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 1024})
-	require.NoError(t, err)
-	defer g.Close()
-	require.Greater(t, g.attn.DecodeSplits(1024), uint32(1))
+	dev := gputest.Open(t)
+	require.Equal(t, "cpu", dev.Info().Type, "the CI drivers are CPU devices")
 	layers := m.Config.Layers
-	_, err = g.Decode(1) // the first submit ends the recording (its last barrier)
-	require.NoError(t, err)
-	disp, barriers, submits := g.DecodeStructure()
-	require.Equal(t, 8*layers+3, disp)
-	require.Equal(t, 8*layers+4, barriers)
-	require.Equal(t, 1, submits)
-	seq, err := g.record(3, nil)
-	require.NoError(t, err)
-	defer seq.Release()
-	// Prefill: the gather, then 9 a layer (rmsnorm_quant ×2, qkv+rope_kv, attention, sub-norm, o,
-	// gate/up+glu, sub-norm, down), the output norm and the head.
-	require.Equal(t, 9*layers+3, seq.Dispatches())
+	for _, fuse := range []bool{true, false} {
+		g, err := NewGPU(dev, m, GPUOptions{Ctx: 1024, fuseNorms: fuse})
+		require.NoError(t, err)
+		require.Greater(t, g.attn.DecodeSplits(1024), uint32(1))
+		_, err = g.Decode(1) // the first submit ends the recording (its last barrier)
+		require.NoError(t, err)
+		perLayer := 10
+		if fuse {
+			perLayer = 8
+		}
+		disp, barriers, submits := g.DecodeStructure()
+		require.Equal(t, perLayer*layers+3, disp, "fused %v", fuse)
+		require.Equal(t, perLayer*layers+4, barriers, "fused %v", fuse)
+		require.Equal(t, 1, submits)
+		seq, err := g.record(3, nil)
+		require.NoError(t, err)
+		// Prefill: the gather, then 9 a layer (rmsnorm_quant ×2, qkv+rope_kv, attention, sub-norm,
+		// o, gate/up+glu, sub-norm, down), the output norm and the head.
+		require.Equal(t, 9*layers+3, seq.Dispatches())
+		seq.Release()
+		require.NoError(t, g.Close())
+	}
+}
+
+// TestGPUFusedNormsMatchCPU: the whole model with the decode step's input norms fused into the
+// q/k/v and gate/up GEMVs (forced on the CPU drivers, where the policy keeps them apart) gives
+// cpuref's logits bit for bit — prefill (separate norms), then decode steps (fused) — with one
+// scale per tensor (I2_S), per-block scales (TQ2_0) and both LM heads, and the on-device greedy
+// step picks cpuref's tokens.
+func TestGPUFusedNormsMatchCPU(t *testing.T) {
+	prompt := []int{1, 72, 101, 108, 108, 111, 44, 32}
+	for _, c := range []struct {
+		typ    model.TensorType
+		blocks bool
+		head   cpuref.LMHead
+	}{{model.TypeI2_S, false, cpuref.LMHeadQ8_0}, {model.TypeTQ2_0, true, cpuref.LMHeadF16}} {
+		t.Run(c.typ.String(), func(t *testing.T) {
+			m := synthModel(t, c.typ, func(o *model.SynthOptions) { o.BlockScales = c.blocks })
+			g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 64, LMHead: c.head, fuseNorms: true})
+			require.NoError(t, err)
+			defer g.Close()
+			disp, _, _ := g.DecodeStructure()
+			require.Equal(t, 7*m.Config.Layers+3, disp, "the norms are fused")
+			cr, err := cpuref.New(m, 64, cpuref.WithLMHead(c.head))
+			require.NoError(t, err)
+			requireSameForward(t, cr, g, prompt, 6)
+			g.Reset()
+			cr.Reset()
+			lc, err := cr.Prefill(prompt, false)
+			require.NoError(t, err)
+			_, err = g.Prefill(prompt, false)
+			require.NoError(t, err)
+			next := cpuref.Argmax(lc)
+			for step := 0; step < 6; step++ {
+				id, err := g.DecodeGreedy(next)
+				require.NoError(t, err)
+				lc, err = cr.Decode(next)
+				require.NoError(t, err)
+				next = cpuref.Argmax(lc)
+				require.Equal(t, next, id, "greedy step %d", step)
+			}
+		})
+	}
 }

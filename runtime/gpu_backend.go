@@ -36,6 +36,9 @@ type GPUOptions struct {
 	// LoRA are the adapters to apply, in order (cpuref.AttachLoRA, cpuref.ApplyLoRA), each at
 	// its Scale until SetLoRAScales changes them.
 	LoRA []cpuref.Adapter
+	// fuseNorms makes a CPU device fuse the decode step's input norms too (fusedDecodeNorms), so
+	// the tests run that path on lavapipe and SwiftShader.
+	fuseNorms bool
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
@@ -80,6 +83,7 @@ type GPU struct {
 	embdShared bool
 	tokens     *gpu.Buffer // host-visible [MaxBatch] uint32: the step's token ids, embed_gather's input
 	tokenIDs   []uint32    // host staging of the token ids, reused every call
+	fuseNorms  bool        // decode fuses attn_norm/ffn_norm into their GEMVs (fusedDecodeNorms)
 
 	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
 	// argmax token id comes back.
@@ -165,6 +169,7 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		shared := head == cpuref.LMHeadF16 && (cfg.TiedEmbedding || m.Tensors["output.weight"] == nil) && e.Type == model.TypeF16
 		g.plan.Weights = g.plan.Weights - planEmbedBytes(cfg, head) + deviceEmbedBytes(e.Type, cfg.VocabSize, cfg.Dim, shared)
 	}
+	g.fuseNorms = fusedDecodeNorms(dev.Info().Type, opts.fuseNorms)
 	var heap uint64
 	for _, h := range dev.Info().Heaps {
 		if h.DeviceLocal {
@@ -572,11 +577,11 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 			return err
 		}
 	}
-	// Decode (one token) of a ternary model fuses attn_norm and ffn_norm into the GEMV that
-	// consumes them (MatMulArgs.Norm: every workgroup normalizes and quantizes x itself, with
-	// rmsnorm_quant's code), one dispatch and one dependent stage fewer each; prefill keeps the
-	// separate rmsnorm_quant.
-	fuseNorm := T == 1 && !g.f16 && c.Dim <= NormFuseMaxCols
+	// Decode (one token) of a ternary model on a GPU fuses attn_norm and ffn_norm into the GEMV
+	// that consumes them (MatMulArgs.Norm: every workgroup normalizes and quantizes x itself, with
+	// rmsnorm_quant's code), one dispatch and one dependent stage fewer each (fusedDecodeNorms);
+	// prefill keeps the separate rmsnorm_quant.
+	fuseNorm := T == 1 && !g.f16 && c.Dim <= NormFuseMaxCols && g.fuseNorms
 	normIn := func(w *gpu.Buffer) *NormInput {
 		if !fuseNorm {
 			return nil

@@ -403,6 +403,17 @@ func (n *NormInput) check(op string, w *TernaryWeights, m MatMulArgs) error {
 	return checkLen(op+" "+w.Name+" norm", w.Cols, n.X, n.W)
 }
 
+// fusedDecodeNorms reports whether the decode step on a device of type devType (gpu.Info.Type)
+// fuses the layer input norms into the GEMVs that consume them (MatMulArgs.Norm): on a GPU, where
+// a dependent dispatch costs 1–5 µs and the workgroups' redundant norm is a few hundred
+// arithmetic operations each, yes; on a CPU device (lavapipe, SwiftShader), which executes every
+// workgroup's copy of the norm as real work while a dispatch costs little, no — there the fused
+// step measured half the decode speed of the separate rmsnorm_quant on the built-in model — unless
+// force (GPUOptions.fuseNorms, the tests). The bits are the same either way.
+func fusedDecodeNorms(devType string, force bool) bool {
+	return force || devType != "cpu"
+}
+
 // TernaryMatMul records y[t][r] (+)= ((float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t])) *
 // w.OutScale for T tokens, cpuref's BitLinear bits exactly: the GEMV kernel for one token, the token-tiled GEMM
 // kernel for more.

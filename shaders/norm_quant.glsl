@@ -7,10 +7,13 @@
 //                         recomputes its input's norm and quantization as its prologue (the
 //                         fused attn_norm/ffn_norm of a decode step).
 // The including shader defines NQ_X(i), element i of the token's input (f32), and, when NQ_NORM is
-// 1, NQ_W(i), element i of the norm weight. Every invocation of the workgroup must call each
-// reduction (they hold barriers); the float reductions take invocations 0..63 only
-// (cpuref.NormLanes: partial l adds x[i]^2 for i = l, l+64, ... in order, then the tree
-// p[l] += p[l+s], s = 32 .. 1), so a larger workgroup gives the same bits as a 64-wide one.
+// 1, NQ_W(i), element i of the norm weight. Every invocation of the workgroup must call nq_inv,
+// nq_scale and nq_total_qsum, in that order, once per token (they hold barriers); invocations
+// 0..63 take the partial sums (cpuref.NormLanes: partial l adds x[i]^2 for i = l, l+64, ... in
+// order) and fold them in the canonical tree p[l] += p[l+s], s = 32 .. 1, in shared memory, so a
+// workgroup of any size gives the same bits as a 64-wide one. (A tree every invocation folds on
+// its own, with 3 barriers instead of 20, gives the same bits but made rmsnorm_quant half again
+// slower on lavapipe.)
 //   mean = Σx² * cr_rcp(D),  inv = cr_rsqrt(mean + eps),  y_i = (x_i * inv) * w_i   (NQ_NORM)
 //   s = 127 * cr_rcp(max(max|y|, 1e-5)),  q_i = clamp(roundEven(y_i * s), -128, 127)
 // The max and the integer sum Σq are exact in any order.
@@ -53,20 +56,6 @@ float nq_reduce_max(float v) {
 		barrier();
 	}
 	float r = nq_red[0];
-	barrier();
-	return r;
-}
-
-// nq_reduce_isum returns the sum of v over the workgroup (exact int32, wrapping like Go's int32).
-int nq_reduce_isum(int v) {
-	uint lid = gl_LocalInvocationID.x;
-	nq_redi[lid] = v;
-	barrier();
-	for (uint s = gl_WorkGroupSize.x / 2u; s > 0u; s >>= 1) {
-		if (lid < s) nq_redi[lid] += nq_redi[lid + s];
-		barrier();
-	}
-	int r = nq_redi[0];
 	barrier();
 	return r;
 }
@@ -120,6 +109,21 @@ uint nq_word(uint i4, float inv, float s, inout int qsum) {
 		word |= (uint(qv) & 0xffu) << (8u * b);
 	}
 	return word;
+}
+
+// nq_total_qsum returns the sum of qsum over the workgroup (exact int32, wrapping like Go's
+// int32); its barriers also publish what the workgroup wrote to shared memory before it.
+int nq_total_qsum(int qsum) {
+	uint lid = gl_LocalInvocationID.x;
+	nq_redi[lid] = qsum;
+	barrier();
+	for (uint s = gl_WorkGroupSize.x / 2u; s > 0u; s >>= 1) {
+		if (lid < s) nq_redi[lid] += nq_redi[lid + s];
+		barrier();
+	}
+	int r = nq_redi[0];
+	barrier();
+	return r;
 }
 
 #endif

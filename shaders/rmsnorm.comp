@@ -70,7 +70,7 @@ void main() {
 	for (uint i4 = lid; i4 < p.D / 4; i4 += nt) {
 		q[obase + i4] = nq_word(i4, inv, s, qsum);
 	}
-	qsum = nq_reduce_isum(qsum);
+	qsum = nq_total_qsum(qsum);
 	if (lid == 0) {
 		s_out[2 * (p.s_off + t)] = floatBitsToUint(cr_rcp(s));
 		s_out[2 * (p.s_off + t) + 1] = uint(qsum);

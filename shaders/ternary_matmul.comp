@@ -137,9 +137,9 @@ shared uint qsh[NORM_MAX_K / 4u]; // the token's int8 activations, four a word
 #define NQ_W(i) (nw[(i)])
 #include "norm_quant.glsl"
 float nq_inv_s; // cr_rcp(s): what rmsnorm_quant writes as the pair's first word
-int nq_qsum;    // Σq: the pair's second word
+int nq_qsum_total; // Σq: the pair's second word
 
-// normPrologue quantizes the normed input into qsh and sets nq_inv_s and nq_qsum; every
+// normPrologue quantizes the normed input into qsh and sets nq_inv_s and nq_qsum_total; every
 // invocation of the workgroup calls it.
 void normPrologue() {
 	float inv = nq_inv(p.K, p.eps);
@@ -148,13 +148,13 @@ void normPrologue() {
 	for (uint i4 = gl_LocalInvocationID.x; i4 < p.K / 4u; i4 += gl_WorkGroupSize.x) {
 		qsh[i4] = nq_word(i4, inv, s, qsum);
 	}
-	nq_qsum = nq_reduce_isum(qsum); // its barriers also publish qsh
+	nq_qsum_total = nq_total_qsum(qsum); // its barrier also publishes qsh
 	nq_inv_s = cr_rcp(s);
 }
 
 uvec4 actWords(uint tok, uint w) { return uvec4(qsh[4u * w], qsh[4u * w + 1u], qsh[4u * w + 2u], qsh[4u * w + 3u]); }
 float invScale(uint tok) { return nq_inv_s; }
-int qSum(uint tok) { return nq_qsum; }
+int qSum(uint tok) { return nq_qsum_total; }
 #else
 // actWords returns the 16 int8 activations of columns 16w .. 16w+15 of token tok.
 uvec4 actWords(uint tok, uint w) { return a[p.a_off + tok * (p.K / 16u) + w]; }

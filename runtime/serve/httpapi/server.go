@@ -320,6 +320,17 @@ func newMetrics(reg *prometheus.Registry, s *Server) metrics {
 	gauge("bitgpu_slots", "Sequence slots (--parallel).", func(st serve.Stats) int { return st.Slots })
 	gauge("bitgpu_kv_blocks_used", "KV-cache blocks of 32 positions the running sequences fill.", func(st serve.Stats) int { return st.KVBlocksUsed })
 	gauge("bitgpu_kv_blocks_free", "KV-cache blocks of 32 positions not in use.", func(st serve.Stats) int { return st.KVBlocksTotal - st.KVBlocksUsed })
+	counter := func(name, help string, fn func(serve.Stats) int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if b := s.state.Load(); b != nil {
+				return float64(fn(b.eng.Stats()))
+			}
+			return 0
+		}))
+	}
+	counter("bitgpu_decode_steps_total", "Decode steps run: one generated token's forward pass each, batched or alone.", func(st serve.Stats) int64 { return st.DecodeTokens })
+	counter("bitgpu_batched_steps_total", "Batched forward passes: one token of each of two sequences or more.", func(st serve.Stats) int64 { return st.BatchedSteps })
+	counter("bitgpu_batched_tokens_total", "Decode steps run inside batched forward passes (÷ bitgpu_batched_steps_total: the mean batch width).", func(st serve.Stats) int64 { return st.BatchedTokens })
 	return m
 }
 

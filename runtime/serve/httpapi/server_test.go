@@ -626,7 +626,12 @@ func TestLoad(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Contains(t, metrics, fmt.Sprintf("bitgpu_time_to_first_token_seconds_count %d", clients))
 	require.Contains(t, metrics, "bitgpu_requests_running 0")
-	t.Logf("%d clients × %d tokens: 0 errors, %d scheduler rounds", clients, tokens, st.Steps)
+	require.Contains(t, metrics, fmt.Sprintf("bitgpu_decode_steps_total %d\n", st.DecodeTokens))
+	require.Contains(t, metrics, fmt.Sprintf("bitgpu_batched_steps_total %d\n", st.BatchedSteps))
+	require.Contains(t, metrics, fmt.Sprintf("bitgpu_batched_tokens_total %d\n", st.BatchedTokens))
+	require.Positive(t, st.DecodeTokens)
+	t.Logf("%d clients × %d tokens: 0 errors, %d scheduler rounds, %d decode steps, %d of them in %d batched steps",
+		clients, tokens, st.Steps, st.DecodeTokens, st.BatchedTokens, st.BatchedSteps)
 }
 
 func TestShutdownWithRequestsInFlight(t *testing.T) {
