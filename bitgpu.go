@@ -54,8 +54,9 @@ type Options struct {
 	// *gpu.Device, typed loosely so that CPU-only builds compile), e.g. to read its validation
 	// messages after Close.
 	OnVulkanDevice func(dev interface{ ValidationMessages() []string })
-	// LoRA are the adapters to apply, in order, to every forward pass (see LoRA); a Sequence
-	// can change their scales (Sequence.SetLoRAScales).
+	// LoRA are the adapters to apply, in order, to every forward pass (see LoRA); the Model's
+	// backend and its sequences (NewSequence, each starting at these scales) are
+	// runtime.LoRABackends, whose SetLoRAScales changes them (the server does, per request).
 	LoRA []LoRA
 
 	adapters []cpuref.Adapter // LoRA, opened and checked against the model by Open
@@ -76,8 +77,8 @@ type LoRA struct {
 func ParseLoRA(v string) (LoRA, error) {
 	l := LoRA{Path: v, Scale: 1}
 	if i := strings.LastIndexByte(v, ':'); i >= 0 {
-		if s, err := strconv.ParseFloat(v[i+1:], 32); err == nil {
-			if math.IsNaN(s) || math.IsInf(s, 0) {
+		if s, err := strconv.ParseFloat(v[i+1:], 64); err == nil || errors.Is(err, strconv.ErrRange) {
+			if math.IsNaN(s) || math.IsInf(s, 0) || math.Abs(s) > math.MaxFloat32 {
 				return LoRA{}, fmt.Errorf("--lora %q: scale %s must be a finite number", v, v[i+1:])
 			}
 			l = LoRA{Path: v[:i], Scale: float32(s)}

@@ -11,6 +11,7 @@ import (
 	"github.com/bitgpu/bitgpu"
 	"github.com/bitgpu/bitgpu/assets"
 	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
 )
 
 func TestParseLoRA(t *testing.T) {
@@ -32,6 +33,29 @@ func TestParseLoRA(t *testing.T) {
 	require.EqualError(t, err, `--lora ":0.5": want FILE[:SCALE] (a GGUF LoRA adapter or a PEFT directory)`)
 	_, err = bitgpu.ParseLoRA("a.gguf:inf")
 	require.EqualError(t, err, `--lora "a.gguf:inf": scale inf must be a finite number`)
+	_, err = bitgpu.ParseLoRA("a.gguf:1e40") // beyond float32
+	require.EqualError(t, err, `--lora "a.gguf:1e40": scale 1e40 must be a finite number`)
+}
+
+// TestSequencesStartAtLoadScales: a sequence made by NewSequence starts at the adapters'
+// load-time scales whatever the Model's backend was set to, on the CPU backends.
+func TestSequencesStartAtLoadScales(t *testing.T) {
+	path := writeAdapter(t, 4, 9, nil)
+	for _, dev := range []string{"cpu", "cpuref"} {
+		m, err := bitgpu.Open("", bitgpu.Options{Device: dev, LoRA: []bitgpu.LoRA{{Path: path, Scale: 1}}})
+		require.NoError(t, err)
+		_, b := m.Internals()
+		want, err := b.Prefill([]int{1, 2, 3}, false)
+		require.NoError(t, err)
+		require.NoError(t, b.(runtime.LoRABackend).SetLoRAScales([]float32{0}))
+		seq, err := m.NewSequence()
+		require.NoError(t, err)
+		got, err := seq.Prefill([]int{1, 2, 3}, false)
+		require.NoError(t, err)
+		require.Equal(t, want, got, dev)
+		require.NoError(t, seq.Close())
+		require.NoError(t, m.Close())
+	}
 }
 
 // writeAdapter writes a random adapter for the built-in model as a GGUF LoRA file.

@@ -18,14 +18,28 @@ func (m *Model) NewSequence() (runtime.Backend, error) {
 	if m == nil || m.m == nil {
 		return nil, fmt.Errorf("bitgpu: model is closed")
 	}
+	var seq interface {
+		runtime.Backend
+		SetLoRAScales([]float32) error
+	}
+	var err error
 	switch b := m.b.(type) {
 	case *cpu.Backend:
-		return b.NewSequence()
+		seq, err = b.NewSequence()
 	case *cpuref.Backend:
-		return b.NewSequence()
+		seq, err = b.NewSequence()
+	}
+	if seq != nil || err != nil {
+		if err == nil && len(m.adapters) > 0 { // a fork copies the current scales: start at the load-time ones
+			err = seq.SetLoRAScales(cpuref.AdapterScales(m.adapters))
+		}
+		if err != nil {
+			return nil, err
+		}
+		return seq, nil
 	}
 	if m.reopen == nil {
 		return nil, fmt.Errorf("bitgpu: backend %s cannot open another sequence", m.backend)
 	}
-	return m.reopen()
+	return m.reopen() // a new backend: the adapters at their load-time scales
 }

@@ -73,7 +73,7 @@ type scratch struct {
 	sa                               []float32
 	cos, sin                         []float32
 	in                               acts
-	loraU, loraD                     []float32 // cpuref.ApplyLoRA's scratch
+	loraU                            []float32 // applyLoRA's scratch: A·x of one token
 	at                               []place   // Prefill's tokens' places
 }
 
@@ -606,12 +606,11 @@ func (b *Backend) applyLoRA(y []float32, at []place, terms [][]loraTerm, widths 
 		return nil
 	}
 	sc := &b.sc
-	stride, wide := 0, 0
+	stride := 0
 	for _, w := range widths {
 		stride += w
-		wide = max(wide, w)
 	}
-	sc.loraU, sc.loraD = grow(sc.loraU, b.loraRank), grow(sc.loraD, wide)
+	sc.loraU = grow(sc.loraU, b.loraRank)
 	n := len(at)
 	cols := len(sc.in.x) / n
 	for t := range n {

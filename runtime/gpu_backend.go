@@ -95,6 +95,8 @@ type GPU struct {
 	cand *gpuCandidates
 	// lora holds the LoRA adapters (GPUOptions.LoRA, lora_gpu.go); nil without them.
 	lora *gpuLoRA
+	// candSteps counts the DecodeCandidates steps of candidate steps rerecord dropped.
+	candSteps int
 
 	// Profiling (EnableProfile): a second recorded step with timestamps between the ops.
 	profSeq   *gpu.Sequence

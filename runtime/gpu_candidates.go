@@ -124,7 +124,7 @@ func (g *GPU) DecodeCandidates(token, n int) ([]int, []float32, error) {
 // step that reads back only candidates), so a caller can tell that path ran.
 func (g *GPU) CandidateSteps() int {
 	if g.cand == nil {
-		return 0
+		return g.candSteps
 	}
-	return g.cand.steps
+	return g.candSteps + g.cand.steps
 }

@@ -25,8 +25,8 @@ type gpuLoRA struct {
 	layers [][7][]gpuLoRATerm // per layer, per projection (model.LoRAProjections order)
 	scales cpuref.LoRAScales
 	u, v   *gpu.Buffer // [MaxBatch][max rank] f32
-	// proj is [MaxBatch][max(dim, ffn)] f32: the output of an adapted o or down projection before
-	// the residual add (the fused residual accumulate would add the LoRA term after it).
+	// proj is [MaxBatch][dim] f32: the output of an adapted o or down projection before the
+	// residual add (the fused residual accumulate would add the LoRA term after it).
 	proj *gpu.Buffer
 	rank int
 }
@@ -88,7 +88,7 @@ func (g *GPU) uploadLoRA() error {
 	if l.v, err = g.dev.NewBuffer(4 * MaxBatch * uint64(l.rank)); err != nil {
 		return err
 	}
-	l.proj, err = g.dev.NewBuffer(4 * MaxBatch * uint64(max(g.cfg.Dim, g.cfg.FFNDim)))
+	l.proj, err = g.dev.NewBuffer(4 * MaxBatch * uint64(g.cfg.Dim))
 	return err
 }
 
@@ -103,12 +103,13 @@ func (l *gpuLoRA) bytes(cfg model.Config, f16 bool) uint64 {
 	for _, layer := range l.layers {
 		for _, ts := range layer {
 			for _, t := range ts {
-				n += uint64(len(t.Pair.A.Data)) + uint64(len(t.Pair.B.Data))
+				r := uint64(t.Pair.Rank())
+				n += 2*t.Pair.A.Shape[0]*r + 2*r*t.Pair.B.Shape[1] // as uploaded: rows × cols × 2
 			}
 		}
 	}
 	B := uint64(MaxBatch)
-	n += 4 * B * (2*uint64(l.rank) + uint64(max(cfg.Dim, cfg.FFNDim)))
+	n += 4 * B * (2*uint64(l.rank) + uint64(cfg.Dim))
 	if !f16 && RoPEFusable(cfg.HeadDim, cfg.RoPEDim) {
 		n += 2 * 4 * B * uint64(cfg.KVHeads*cfg.HeadDim)
 	}
@@ -198,17 +199,38 @@ func (g *GPU) SetLoRAScales(scales []float32) error {
 	if err := cpuref.LoRAScales(scales).Check(g.LoRAAdapters()); err != nil {
 		return err
 	}
-	if slices.Equal(g.lora.scales, scales) {
+	if g.lora == nil || slices.Equal(g.lora.scales, scales) {
 		return nil
 	}
-	copy(g.lora.scales, scales)
-	return g.rerecord()
+	old := slices.Clone(g.lora.scales)
+	copy(g.lora.scales, scales) // what the steps recorded next read
+	if err := g.rerecord(); err != nil {
+		copy(g.lora.scales, old) // the recorded steps still hold these
+		return err
+	}
+	return nil
 }
 
 // rerecord records the decode step again (and the profiled one), and drops the greedy and
 // candidate steps, which the next DecodeGreedy or DecodeCandidates records anew: after a change
-// of the LoRA scales, which the recorded steps hold as push constants.
+// of the LoRA scales, which the recorded steps hold as push constants. It records both new steps
+// before it releases anything, so an error leaves every step as it was.
 func (g *GPU) rerecord() error {
+	seq, err := g.record(1, nil)
+	if err != nil {
+		return err
+	}
+	var prof *gpu.Sequence
+	if g.profSeq != nil {
+		if prof, err = g.record(1, g.profTimer); err != nil {
+			seq.Release()
+			return err
+		}
+		g.profSeq.Release()
+		g.profSeq = prof
+	}
+	g.decode.Release()
+	g.decode = seq
 	if g.greedySeq != nil {
 		g.greedySeq.Release()
 		g.greedyLogits.Release()
@@ -216,22 +238,10 @@ func (g *GPU) rerecord() error {
 		g.greedySeq, g.greedyLogits, g.tokenOut = nil, nil, nil
 	}
 	if g.cand != nil {
+		steps := g.cand.steps
 		g.cand.release()
 		g.cand = nil
+		g.candSteps += steps // CandidateSteps keeps counting across the re-recording
 	}
-	if g.profSeq != nil {
-		seq, err := g.record(1, g.profTimer)
-		if err != nil {
-			return err
-		}
-		g.profSeq.Release()
-		g.profSeq = seq
-	}
-	seq, err := g.record(1, nil)
-	if err != nil {
-		return err // the old decode step stays: the scales were not applied
-	}
-	g.decode.Release()
-	g.decode = seq
 	return nil
 }

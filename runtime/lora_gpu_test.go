@@ -76,6 +76,56 @@ func TestGPULoRAFusedNorms(t *testing.T) {
 	requireSameForward(t, c, g, []int{1, 40, 41, 72, 101, 108, 108, 111}, 4)
 }
 
+// TestGPULoRAF16AndGreedy: the F16-projection model (the bench baseline: the terms read the
+// normed f32 inputs the F16 GEMVs read) gives cpuref's bits with adapters, the on-device greedy
+// step picks cpuref's argmax after a scale change (the greedy step re-recorded with the new
+// scales), a GPU without adapters accepts no scales, and a wrong count changes nothing.
+func TestGPULoRAF16AndGreedy(t *testing.T) {
+	m := synthModel(t, model.TypeF16, nil)
+	l, err := model.SynthLoRA(m.Config, 4, 8, 1, 5, []string{"attn_q", "attn_output", "ffn_gate", "ffn_down"})
+	require.NoError(t, err)
+	ads := []cpuref.Adapter{{LoRA: l, Scale: 1}}
+	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 64, LoRA: ads})
+	require.NoError(t, err)
+	defer g.Close()
+	c, err := cpuref.New(m, 64, cpuref.WithLoRA(ads...))
+	require.NoError(t, err)
+	prompt := []int{1, 40, 41, 72, 101, 108}
+	requireSameForward(t, c, g, prompt, 3)
+
+	greedy := func() {
+		c.Reset()
+		g.Reset()
+		lc, err := c.Prefill(prompt, false)
+		require.NoError(t, err)
+		_, err = g.Prefill(prompt, false)
+		require.NoError(t, err)
+		tok := cpuref.Argmax(lc)
+		for range 4 {
+			lc, err = c.Decode(tok)
+			require.NoError(t, err)
+			got, err := g.DecodeGreedy(tok)
+			require.NoError(t, err)
+			require.Equal(t, cpuref.Argmax(lc), got)
+			tok = got
+		}
+	}
+	greedy()
+	for _, s := range []float32{3, 0} {
+		require.NoError(t, c.SetLoRAScales([]float32{s}))
+		require.NoError(t, g.SetLoRAScales([]float32{s}))
+		greedy()
+	}
+	require.Equal(t, 12, g.GreedySteps())
+	require.ErrorContains(t, g.SetLoRAScales([]float32{1, 1}), "2 LoRA scales for 1 adapters")
+
+	plain, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 16})
+	require.NoError(t, err)
+	defer plain.Close()
+	require.NoError(t, plain.SetLoRAScales(nil))
+	require.ErrorContains(t, plain.SetLoRAScales([]float32{1}), "1 LoRA scales for 0 adapters")
+}
+
 // BenchmarkGPULoRADecode: decode steps of the built-in model on the test device without an
 // adapter and with a synthetic adapter of rank 8, 16 and 64 on all seven projections of every
 // layer; extra-bytes/token is the adapter's F16 factors, read once per token, and

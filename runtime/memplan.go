@@ -16,19 +16,23 @@ import (
 // a 1-token context; otherwise it names the largest --ctx that fits.
 func planRefusal(path, device string, cfg model.Config, ctx int, f16 bool, head cpuref.LMHead, plan MemoryPlan, heap uint64) error {
 	gib := func(b uint64) float64 { return float64(b) / (1 << 30) }
+	// What plan holds beyond PlanMemoryHead's count at any ctx (LoRA adapters, NewGPU's
+	// embedding-table correction), added to every probe below.
+	delta := int64(plan.Total()) - int64(PlanMemoryHead(cfg, ctx, f16, head).Total())
+	total := func(c int) uint64 { return uint64(int64(PlanMemoryHead(cfg, c, f16, head).Total()) + delta) }
 	if plan.Weights > heap {
 		return fmt.Errorf("%s does not fit on %s: the weights alone need %.2f GiB, the largest heap has %.2f GiB; --ctx cannot help (use --device cpu or a device with more memory)",
 			path, device, gib(plan.Weights), gib(heap))
 	}
-	if min1 := PlanMemoryHead(cfg, 1, f16, head); min1.Total() > heap {
-		return fmt.Errorf("%s does not fit on %s: the weights and scratch need %.2f GiB even at --ctx 1 (%s), the largest heap has %.2f GiB; use --device cpu or a device with more memory",
-			path, device, gib(min1.Total()), min1, gib(heap))
+	if min1 := total(1); min1 > heap {
+		return fmt.Errorf("%s does not fit on %s: the weights and scratch need %.2f GiB even at --ctx 1, the largest heap has %.2f GiB; use --device cpu or a device with more memory",
+			path, device, gib(min1), gib(heap))
 	}
 	// The plan grows with ctx; find the largest ctx that fits by bisection.
 	lo, hi := 1, ctx
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
-		if PlanMemoryHead(cfg, mid, f16, head).Total() <= heap {
+		if total(mid) <= heap {
 			lo = mid
 		} else {
 			hi = mid - 1
