@@ -624,11 +624,11 @@ func (b *Backend) applyLoRA(y []float32, at []place, terms [][]loraTerm, widths 
 				s, r := tm.Scaling(scale), tm.Pair.Rank()
 				u := sc.loraU[:r]
 				for j := range u {
-					u[j] = cpuref.LaneDot(x, tm.a[j*cols:(j+1)*cols]) * s
+					u[j] = laneDot(x, tm.a[j*cols:(j+1)*cols]) * s
 				}
 				out := y[off : off+w]
 				for k := range out {
-					out[k] += cpuref.LaneDot(u, tm.b[k*r:(k+1)*r])
+					out[k] += laneDot(u, tm.b[k*r:(k+1)*r])
 				}
 			}
 			off += w
