@@ -30,7 +30,11 @@ func KVCacheBytes(cfg model.Config, ctx int) uint64 {
 // memAvailable returns the memory the system can give a new allocation without swapping, in
 // bytes: MemAvailable from /proc/meminfo, or 0 where that is unknown (then only the address
 // space bounds the cache). A variable so tests can pretend a size.
-var memAvailable = func() uint64 {
+var memAvailable = func() uint64 { return MemInfo("MemAvailable") }
+
+// MemInfo returns the /proc/meminfo entry key ("MemAvailable", "MemTotal", ...) in bytes, or 0
+// where the file or the entry is missing or not in kB.
+func MemInfo(key string) uint64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -38,7 +42,7 @@ var memAvailable = func() uint64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
 			fields := strings.Fields(rest)
 			if len(fields) == 2 && fields[1] == "kB" {
 				if kb, err := strconv.ParseUint(fields[0], 10, 64); err == nil && kb < 1<<50 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -209,25 +207,7 @@ func fitSequences(budget, fixed, kv uint64) int {
 }
 
 // memTotal is the system memory in bytes (/proc/meminfo MemTotal), 0 where unknown.
-func memTotal() uint64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			fields := strings.Fields(rest)
-			if len(fields) == 2 && fields[1] == "kB" {
-				if kb, err := strconv.ParseUint(fields[0], 10, 64); err == nil && kb < 1<<50 {
-					return kb << 10
-				}
-			}
-		}
-	}
-	return 0
-}
+func memTotal() uint64 { return cpuref.MemInfo("MemTotal") }
 
 // serveFitOf computes the fit table of cfg at ctx tokens a sequence for the budgets (GiB).
 func serveFitOf(cfg model.Config, ctx int, budgets []float64) serveFit {
