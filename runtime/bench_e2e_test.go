@@ -70,7 +70,8 @@ func TestBenchE2EStructure(t *testing.T) {
 	}
 }
 
-// TestDecodeBytesMatchPlan: the CPU report counts the bytes the GPU's memory plan holds —
+// TestDecodeBytesMatchPlan: the CPU report counts the bytes the GPU's memory plan holds (the plan
+// is built on DecodeBytesOf; TestGPUMemoryPlanMatchesAllocation holds both to what the device allocates) —
 // DecodeBytesOf's weights and head are PlanMemoryHead's weights less the token-embedding table
 // (planEmbedBytes: one row of it is read a token), its KV bytes per token the plan's KV cache per
 // token — for ternary and F16 projections and both heads.

@@ -427,6 +427,17 @@ func TestGPUWithoutHostVisibleVRAM(t *testing.T) {
 // TestGPUProfileGreedy: with profiling on, the on-device greedy step is timed too — every kernel
 // of the step and the argmax once per decoded token — and gives the unprofiled step's tokens.
 func TestGPUProfileGreedy(t *testing.T) {
+	requireProfiledStep(t, 5, "argmax", func(g *GPU, tok int) ([]int, int, error) {
+		next, err := g.DecodeGreedy(tok)
+		return []int{next}, next, err
+	})
+}
+
+// requireProfiledStep runs steps decode steps of a one-layer model through step (which returns
+// the ids to compare and the next token), without and with profiling, and requires the same ids
+// from both and a profile with one label and one attention per step, every time positive.
+func requireProfiledStep(t *testing.T, steps int, label string, step func(g *GPU, tok int) (ids []int, next int, err error)) {
+	t.Helper()
 	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
 	dev := gputest.Open(t)
 	var runs [2][]int
@@ -439,10 +450,11 @@ func TestGPUProfileGreedy(t *testing.T) {
 		_, err = g.Prefill([]int{1, 2, 3}, false)
 		require.NoError(t, err)
 		tok := 4
-		for range 5 {
-			tok, err = g.DecodeGreedy(tok)
+		for range steps {
+			var ids []int
+			ids, tok, err = step(g, tok)
 			require.NoError(t, err)
-			runs[i] = append(runs[i], tok)
+			runs[i] = append(runs[i], ids...)
 		}
 		if profile {
 			prof := g.Profile()
@@ -452,7 +464,7 @@ func TestGPUProfileGreedy(t *testing.T) {
 				labels[k.Label] = k.Calls
 				require.Greater(t, k.NS, 0.0, k.Label)
 			}
-			require.Equal(t, 1, labels["argmax"], "one argmax per decode step")
+			require.Equal(t, 1, labels[label], "one %s per decode step", label)
 			require.Equal(t, 1, labels["attention"], "one attention per layer and step")
 		}
 		require.NoError(t, g.Close())

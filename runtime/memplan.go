@@ -91,25 +91,14 @@ func planEmbedBytes(cfg model.Config, head cpuref.LMHead) uint64 {
 // recorded steps of that model use (allocScratch), the token ids and the host-visible logits.
 func PlanMemoryHead(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead) MemoryPlan {
 	q8 := headQ8(head)
-	headBytes := uint64(cfg.VocabSize) * uint64(cfg.Dim) * 2
-	if q8 {
-		headBytes = Q8HeadBytes(cfg.VocabSize, cfg.Dim)
+	if head == "" {
+		head = cpuref.DefaultLMHead
 	}
 	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
-	weights := uint64(cfg.Dim*qDim + 2*cfg.Dim*kvDim + qDim*cfg.Dim + 3*cfg.Dim*cfg.FFNDim)
-	if f16 {
-		weights *= 2
-	} else {
-		weights /= 4
-	}
-	norms := 2 * cfg.Dim // attn_norm, ffn_norm
-	if cfg.SubNorms {
-		norms += qDim + cfg.FFNDim // attn_sub_norm, ffn_sub_norm
-	}
-	perLayer := weights + uint64(4*norms)
+	d := DecodeBytesOf(cfg, f16, head) // projections, norms and head: what a decode step reads
 	p := MemoryPlan{
-		Weights: uint64(cfg.Layers)*perLayer + headBytes + uint64(4*cfg.Dim) + planEmbedBytes(cfg, head),
-		KVCache: uint64(cfg.Layers) * uint64(ctx) * uint64(kvDim) * 2 * 2,
+		Weights: d.Weights + d.Head + planEmbedBytes(cfg, head),
+		KVCache: uint64(ctx) * d.KVPerToken,
 	}
 	B := uint64(MaxBatch)
 	dim, q, kv, ffn := uint64(cfg.Dim), uint64(qDim), uint64(kvDim), uint64(cfg.FFNDim)

@@ -22,28 +22,19 @@ func dotAndSubgroup(f gpu.Features) bool {
 }
 
 func init() {
-	ternary := func() []variant {
+	// ternaryVariants are the dot-product, subgroup and shared-memory builds of one
+	// ternary_matmul shader (prefix "ternary_matmul" plus a feature suffix), best first.
+	ternaryVariants := func(prefix string) []variant {
 		return []variant{
-			{spv: "ternary_matmul_dot", need: dotAndSubgroup},
-			{spv: "ternary_matmul_subgroup", need: subgroupArith},
-			{spv: "ternary_matmul_shared"},
+			{spv: prefix + "_dot", need: dotAndSubgroup},
+			{spv: prefix + "_subgroup", need: subgroupArith},
+			{spv: prefix + "_shared"},
 		}
 	}
-	ternaryRoPE := []variant{
-		{spv: "ternary_matmul_rope_dot", need: dotAndSubgroup},
-		{spv: "ternary_matmul_rope_subgroup", need: subgroupArith},
-		{spv: "ternary_matmul_rope_shared"},
-	}
-	ternaryNorm := []variant{
-		{spv: "ternary_matmul_norm_dot", need: dotAndSubgroup},
-		{spv: "ternary_matmul_norm_subgroup", need: subgroupArith},
-		{spv: "ternary_matmul_norm_shared"},
-	}
-	ternaryRoPENorm := []variant{
-		{spv: "ternary_matmul_rope_norm_dot", need: dotAndSubgroup},
-		{spv: "ternary_matmul_rope_norm_subgroup", need: subgroupArith},
-		{spv: "ternary_matmul_rope_norm_shared"},
-	}
+	ternary := func() []variant { return ternaryVariants("ternary_matmul") }
+	ternaryRoPE := ternaryVariants("ternary_matmul_rope")
+	ternaryNorm := ternaryVariants("ternary_matmul_norm")
+	ternaryRoPENorm := ternaryVariants("ternary_matmul_rope_norm")
 	f16 := []variant{{spv: "f16_matvec_subgroup", need: subgroupShuffle}, {spv: "f16_matvec_shared"}}
 	kernelDefs = append(kernelDefs,
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},

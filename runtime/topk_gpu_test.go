@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bitgpu/bitgpu/gpu"
-	"github.com/bitgpu/bitgpu/gpu/gputest"
 	"github.com/bitgpu/bitgpu/model"
 )
 
@@ -142,34 +141,11 @@ func TestGPUSampledGenerationOnDevice(t *testing.T) {
 // TestGPUProfileCandidates: with profiling on, the candidate step is timed too — the step's
 // kernels and the top-k once per decoded token — and returns the unprofiled step's candidates.
 func TestGPUProfileCandidates(t *testing.T) {
-	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
-	dev := gputest.Open(t)
-	var runs [2][]int
-	for i, profile := range []bool{false, true} {
-		g, err := NewGPU(dev, m, GPUOptions{Ctx: 32})
-		require.NoError(t, err)
-		if profile {
-			require.NoError(t, g.EnableProfile())
+	requireProfiledStep(t, 4, "topk", func(g *GPU, tok int) ([]int, int, error) {
+		ids, _, err := g.DecodeCandidates(tok, 8)
+		if err != nil {
+			return nil, 0, err
 		}
-		_, err = g.Prefill([]int{1, 2, 3}, false)
-		require.NoError(t, err)
-		tok := 4
-		for range 4 {
-			ids, _, err := g.DecodeCandidates(tok, 8)
-			require.NoError(t, err)
-			runs[i] = append(runs[i], ids...)
-			tok = ids[len(ids)-1]
-		}
-		if profile {
-			labels := map[string]int{}
-			for _, k := range g.Profile() {
-				labels[k.Label] = k.Calls
-				require.Greater(t, k.NS, 0.0, k.Label)
-			}
-			require.Equal(t, 1, labels["topk"], "one top-k per decode step")
-			require.Equal(t, 1, labels["attention"], "one attention per layer and step")
-		}
-		require.NoError(t, g.Close())
-	}
-	require.Equal(t, runs[0], runs[1])
+		return ids, ids[len(ids)-1], nil
+	})
 }
