@@ -46,7 +46,12 @@ type AttentionArgs struct {
 	H       uint32 // query heads, a positive multiple of KVH
 	KVH     uint32 // key/value heads
 	HeadDim uint32 // a multiple of 8, 8..AttentionMaxHeadDim (64 and 128 in practice)
-	Ctx     uint32 // positions each cache holds
+	Ctx     uint32 // positions each cache holds (paged: each sequence's capacity)
+	// Paged, when not nil, is the batched step of several sequences over a paged KV cache: query
+	// token t sits at position meta[t] of its own sequence (not pos0+t) and attends its positions
+	// 0..meta[t] through its block table (PagedRefs); k and v are then block pools
+	// [blocks][32][KVH][HeadDim] f16 and a workgroup takes the heads of one token only.
+	Paged *PagedRefs
 }
 
 // check returns an error naming op when the shape is invalid.
@@ -71,8 +76,12 @@ func (a AttentionArgs) String() string {
 	return fmt.Sprintf("T=%d heads=%d kv heads=%d head dim=%d ctx=%d", a.T, a.H, a.KVH, a.HeadDim, a.Ctx)
 }
 
-// cacheBytes is the size in bytes of one K or V cache: Ctx*KVH*HeadDim f16.
+// cacheBytes is the size in bytes of one K or V cache: Ctx*KVH*HeadDim f16 (paged: one block,
+// the least a pool holds; the block tables are the caller's to keep inside the pool).
 func (a AttentionArgs) cacheBytes() uint64 {
+	if a.Paged != nil {
+		return PagedBlock * uint64(a.KVH) * uint64(a.HeadDim) * 2
+	}
 	return uint64(a.Ctx) * uint64(a.KVH) * uint64(a.HeadDim) * 2
 }
 
@@ -247,7 +256,7 @@ func (a *AttentionKernels) kernel(key attnKey) (*gpu.Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
-		spec = gpu.KernelSpec{Name: "attention_merge", SPIRV: code, Bindings: 2, Outputs: []int{1}, PushSize: 24, LocalSize: [2]uint32{32, 1}}
+		spec = gpu.KernelSpec{Name: "attention_merge", SPIRV: code, Bindings: 3, Outputs: []int{1}, PushSize: 28, LocalSize: [2]uint32{32, 1}}
 	} else {
 		code, err := shaders.SPIRV("attention")
 		if err != nil {
@@ -256,9 +265,9 @@ func (a *AttentionKernels) kernel(key attnKey) (*gpu.Kernel, error) {
 		spec = gpu.KernelSpec{
 			Name:      fmt.Sprintf("attention(hd=%d,rows=%d,threads=%d)", key.hd, key.rows, key.wg),
 			SPIRV:     code,
-			Bindings:  4,
+			Bindings:  5,
 			Outputs:   []int{3},
-			PushSize:  32,
+			PushSize:  44,
 			LocalSize: [2]uint32{key.wg, 1},
 			Spec:      []uint32{key.hd, key.rows},
 		}
@@ -317,12 +326,16 @@ func (a *AttentionKernels) dispatchMain(s *gpu.Sequence, args AttentionArgs, til
 	}
 	group := args.H / args.KVH
 	rowTiles := uint32((uint64(args.T)*uint64(group) + uint64(tile.rows) - 1) / uint64(tile.rows))
+	if args.Paged != nil { // workgroups of one token each
+		rowTiles = args.T * ((group + tile.rows - 1) / tile.rows)
+	}
 	mlOff := uint32(0) // unused when the kernel folds in registers
 	if splits > 1 {
 		mlOff = attnMLOffset(args)
 	}
 	push := []uint32{args.T, args.H, args.KVH, args.Ctx, splits, AttentionPosSlot, gpu.F32(attnScale(args.HeadDim)), mlOff}
-	return s.Dispatch(k, [3]uint32{rowTiles, args.KVH, splits}, push, q, kCache, vCache, out)
+	push, meta := args.Paged.push(push, q)
+	return s.Dispatch(k, [3]uint32{rowTiles, args.KVH, splits}, push, q, kCache, vCache, out, meta)
 }
 
 // dispatchMerge records attention_merge.comp: it folds the chunk partials in scratch (written by
@@ -334,14 +347,22 @@ func (a *AttentionKernels) dispatchMerge(s *gpu.Sequence, args AttentionArgs, sc
 		return err
 	}
 	rows := args.T * args.H
-	push := []uint32{rows, args.H, args.HeadDim / 4, attnMLOffset(args), args.Ctx, AttentionPosSlot}
-	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, push, scratch, out)
+	push := []uint32{rows, args.H, args.HeadDim / 4, attnMLOffset(args), args.Ctx, AttentionPosSlot, 0}
+	meta := scratch // unread without paging
+	if args.Paged != nil {
+		push[6], meta = 1, args.Paged.Meta
+	}
+	return s.Dispatch(merge, [3]uint32{rows, 1, 1}, push, scratch, out, meta)
 }
 
 // Attention records causal attention for args.T query tokens: Decode when T is 1, Prefill
-// otherwise. scratch must hold AttentionScratchBytes(H, HeadDim, Ctx) bytes when T is 1 (it is
-// ignored otherwise, and when that size is 0). Errors are those of Prefill and Decode.
+// otherwise, Paged with args.Paged. scratch must hold AttentionScratchBytes(H, HeadDim, Ctx) bytes
+// when T is 1 (PagedScratchBytes with args.Paged; it is ignored otherwise, and when that size is
+// 0). Errors are those of Prefill, Decode and Paged.
 func (a *AttentionKernels) Attention(s *gpu.Sequence, q, kCache, vCache, out, scratch gpu.Range, args AttentionArgs) error {
+	if args.Paged != nil {
+		return a.Paged(s, q, kCache, vCache, out, scratch, args)
+	}
 	if args.T == 1 {
 		return a.Decode(s, q, kCache, vCache, out, scratch, args)
 	}
@@ -402,6 +423,61 @@ func (a *AttentionKernels) Decode(s *gpu.Sequence, q, kCache, vCache, out, scrat
 		return a.dispatchMain(s, args, tile, 1, q, kCache, vCache, out)
 	}
 	if err := a.dispatchMain(s, args, tile, splits, q, kCache, vCache, scratch); err != nil {
+		return err
+	}
+	return a.dispatchMerge(s, args, scratch, out)
+}
+
+// PagedSplitTokens is the most tokens a paged attention step splits over key ranges; wider steps
+// (prefill chunks) fold in registers, so the scratch stays PagedScratchBytes.
+const PagedSplitTokens = 16
+
+// pagedSplits is the split count of a paged step of t tokens over sequences of ctx positions.
+func (a *AttentionKernels) pagedSplits(t, ctx uint32) uint32 {
+	if t > PagedSplitTokens {
+		return 1
+	}
+	return a.DecodeSplits(ctx)
+}
+
+// PagedScratchBytes is the scratch Paged needs for h query heads of headDim dimensions and
+// sequences of ctx positions on any device: the chunk partials of PagedSplitTokens tokens, 0 when
+// ctx needs no split (as AttentionScratchBytes).
+func PagedScratchBytes(h, headDim, ctx uint32) uint64 {
+	if attnMaxSplits(ctx) == 1 {
+		return 0
+	}
+	return attnPartialBytes(PagedSplitTokens*h, headDim, ctx)
+}
+
+// Paged records attention for args.T query tokens of different sequences over a paged KV cache
+// (args.Paged, required): token t attends positions 0..meta[t] of its own sequence through its
+// block table, with exactly cpuref.Attention's bits for that sequence — the chunks are the blocks,
+// so only the addresses differ from Decode and Prefill. kPool and vPool are the block pools
+// ([blocks][32][KVH][HeadDim] f16); every block a table names must be inside them and every
+// position meta[t] below args.Ctx (PagedKV keeps both). Up to PagedSplitTokens tokens split the
+// key range as Decode does (scratch: PagedScratchBytes), more fold in registers. Errors name the
+// op and the sizes: no Paged, a bad shape or a range too small.
+func (a *AttentionKernels) Paged(s *gpu.Sequence, q, kPool, vPool, out, scratch gpu.Range, args AttentionArgs) error {
+	const op = "attention paged"
+	if args.Paged == nil {
+		return fmt.Errorf("%s: no block tables", op)
+	}
+	if err := args.checkOperands(op, q, kPool, vPool, out); err != nil {
+		return err
+	}
+	tile, err := a.decodeTile(args.HeadDim, args.H/args.KVH)
+	if err != nil {
+		return err
+	}
+	splits := a.pagedSplits(args.T, args.Ctx)
+	if splits == 1 {
+		return a.dispatchMain(s, args, tile, 1, q, kPool, vPool, out)
+	}
+	if err := attnCheckRanges(op, args, attnRange{"scratch", scratch, attnPartialBytes(args.T*args.H, args.HeadDim, args.Ctx)}); err != nil {
+		return err
+	}
+	if err := a.dispatchMain(s, args, tile, splits, q, kPool, vPool, scratch); err != nil {
 		return err
 	}
 	return a.dispatchMerge(s, args, scratch, out)

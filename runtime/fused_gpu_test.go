@@ -248,7 +248,7 @@ func TestTernaryQKVRoPEParity(t *testing.T) {
 							seq, err := d.NewSequence()
 							require.NoError(t, err)
 							require.NoError(t, ks.TernaryQKVRoPE(seq, w, ba.Whole(), bsq.Whole(), by.Whole(), cs.Whole(), kc.Whole(), vc.Whole(),
-								MatMulArgs{T: uint32(T), YOff: qOff, YStride: uint32(rows[0])}, ctx))
+								MatMulArgs{T: uint32(T), YOff: qOff, YStride: uint32(rows[0])}, ctx, nil))
 							lin := make([][]float32, 3)
 							for i, m := range mats {
 								lin[i] = bitLinear(t, m, q, s, oscales[i])

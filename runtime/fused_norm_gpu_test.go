@@ -143,7 +143,7 @@ func TestTernaryFusedNormParity(t *testing.T) {
 					seq, err := d.NewSequence()
 					require.NoError(t, err)
 					require.NoError(t, ks.TernaryQKVRoPE(seq, rw, gpu.Range{}, gpu.Range{}, by.Whole(), cs.Whole(), kc.Whole(), vc.Whole(),
-						MatMulArgs{T: 1, YStride: uint32(rows[0]), Norm: in}, ctx))
+						MatMulArgs{T: 1, YStride: uint32(rows[0]), Norm: in}, ctx, nil))
 					lin := make([][]float32, 3)
 					for i, m := range mats {
 						lin[i] = bitLinear(t, m, q, s, oscales[i])

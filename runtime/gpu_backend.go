@@ -522,7 +522,34 @@ type step struct {
 func profileMarks(layers int) int { return 24*layers + 4 }
 
 func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits *gpu.Buffer) error {
+	return g.recordForwardOn(s, T, timer, logits, nil)
+}
+
+// pagedStep is what a batched step over a paged KV cache (PagedKV) records instead of the
+// backend's own caches: the pools of every layer, the step's positions and block tables, and the
+// split attention's scratch.
+type pagedStep struct {
+	refs    *PagedRefs
+	k, v    []*gpu.Buffer
+	scratch gpu.Range
+}
+
+// recordForwardOn records the forward pass over the backend's own KV cache (pg nil: T tokens at
+// positions step[0]..step[0]+T-1) or over a paged one (pg: token t at its own position and blocks).
+func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits *gpu.Buffer, pg *pagedStep) error {
 	c := &g.cfg
+	var refs *PagedRefs
+	attnScratch := g.attnScratch.Whole()
+	if pg != nil {
+		refs, attnScratch = pg.refs, pg.scratch
+	}
+	// caches are layer li's K and V caches: the backend's own, or the paged pools.
+	caches := func(li int) (gpu.Range, gpu.Range) {
+		if pg != nil {
+			return pg.k[li].Whole(), pg.v[li].Whole()
+		}
+		return g.layers[li].kCache.Whole(), g.layers[li].vCache.Whole()
+	}
 	ks := g.ks
 	dim, qDim, ffn := uint32(c.Dim), uint32(c.Heads*c.HeadDim), uint32(c.FFNDim)
 	// normQuant normalizes d-wide rows of in for the next projections: RMSNorm fused with the
@@ -636,19 +663,20 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 	}
 	for li, l := range g.layers {
 		attnIn, ffnIn := normIn(l.attnNorm), normIn(l.ffnNorm)
+		kCache, vCache := caches(li)
 		qkv := []step{
 			{matmul + " q", func() error { return mm(l.q, g.q, false) }},
 			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
 			{matmul + " v", func() error { return mm(l.v, g.v, false) }},
 		}
 		ropeKV := []step{{"rope_kv", func() error {
-			return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
-				RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx)})
+			return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), kCache, vCache,
+				RoPEArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), RoPEDim: uint32(c.RoPEDim), Mode: c.RoPEMode, Ctx: uint32(g.ctx), Paged: refs})
 		}}}
 		if l.qkv.tern != nil && l.qkv.tern.RoPE != nil { // q, k, v, RoPE and the KV store: one dispatch (decode and prefill)
 			qkv = []step{{fusedLabel(attnIn, matmul+" qkv+rope_kv"), func() error {
-				return ks.TernaryQKVRoPE(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), g.q.Whole(), g.rope.Whole(), l.kCache.Whole(), l.vCache.Whole(),
-					MatMulArgs{T: T, YStride: qDim, Norm: attnIn}, uint32(g.ctx))
+				return ks.TernaryQKVRoPE(s, l.qkv.tern, g.qa.Whole(), g.sq.Whole(), g.q.Whole(), g.rope.Whole(), kCache, vCache,
+					MatMulArgs{T: T, YStride: qDim, Norm: attnIn}, uint32(g.ctx), refs)
 			}}}
 			ropeKV = nil
 		} else if l.qkv.tern != nil { // one dispatch over the stacked q, k and v rows
@@ -686,8 +714,8 @@ func (g *GPU) recordForward(s *gpu.Sequence, T uint32, timer *gpu.Timer, logits 
 		steps = append(steps, qkv...)
 		steps = append(steps, []step{
 			{"attention", func() error {
-				return g.attn.Attention(s, g.q.Whole(), l.kCache.Whole(), l.vCache.Whole(), g.att.Whole(), g.attnScratch.Whole(),
-					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx)})
+				return g.attn.Attention(s, g.q.Whole(), kCache, vCache, g.att.Whole(), attnScratch,
+					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx), Paged: refs})
 			}},
 			{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
 		}...)

@@ -44,14 +44,14 @@ func init() {
 		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "ternary_gemv_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1, 1}},
 		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}},
-		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 104, spec: []uint32{GEMMTokens}},
+		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "ternary_gemv_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1}},
 		kernelDef{name: "ternary_gemv_glu_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1, 1}},
-		kernelDef{name: "ternary_gemv_rope_norm", variants: ternaryRoPENorm, bindings: 9, outputs: []int{3, 4, 5, 7, 8}, push: 108, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemv_rope_norm", variants: ternaryRoPENorm, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 120, spec: []uint32{1}},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
-		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 6, outputs: []int{0, 4, 5}, push: 36},
+		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 7, outputs: []int{0, 4, 5}, push: 48},
 		kernelDef{name: "glu", variants: []variant{{spv: "glu"}}, bindings: 2, outputs: []int{0}, push: 8},
 		kernelDef{name: "argmax", variants: []variant{{spv: "argmax"}}, bindings: 2, outputs: []int{1}, push: 12},
 	)
@@ -563,25 +563,31 @@ type RoPEArgs struct {
 	Mode                        model.RoPEMode
 	Ctx                         uint32
 	QOff, KVOff                 uint32
+	// Paged, when not nil, places token t at position Paged's meta[t] of its own sequence and
+	// its K/V rows in a block pool (PagedRefs) instead of step[0]+t of contiguous caches.
+	Paged *PagedRefs
 }
 
 // RoPEKV records RoPE on q (in place) and k, and stores k and v as f16 in the caches at positions
-// step[0]+t. cs is the cos table then the sin table ([Ctx][RoPEDim/2] f32 each, RoPETable).
+// step[0]+t (a.Paged nil), or of a paged cache at each token's own position and block (a.Paged). cs is the cos table then the sin table ([Ctx][RoPEDim/2] f32 each, RoPETable).
 func (ks *Kernels) RoPEKV(s *gpu.Sequence, q, k, v, cs, kCache, vCache gpu.Range, a RoPEArgs) error {
 	if a.HeadDim%2 != 0 || a.RoPEDim%2 != 0 || a.RoPEDim > a.HeadDim || a.RoPEDim == 0 {
 		return fmt.Errorf("rope_kv: head dim %d and rope dim %d must be even with rope dim in (0, head dim]", a.HeadDim, a.RoPEDim)
 	}
 	n := a.T * (a.H + a.KVH)
 	push := []uint32{a.T, a.H, a.KVH, a.HeadDim, a.RoPEDim, uint32(a.Mode), a.Ctx, a.QOff, a.KVOff}
-	return s.Dispatch(ks.byName["rope_kv"], [3]uint32{(n + 255) / 256, 1, 1}, push, q, k, v, cs, kCache, vCache)
+	meta := cs // unread without paging
+	push, meta = a.Paged.push(push, meta)
+	return s.Dispatch(ks.byName["rope_kv"], [3]uint32{(n + 255) / 256, 1, 1}, push, q, k, v, cs, kCache, vCache, meta)
 }
 
 // TernaryQKVRoPE records a layer's q, k and v projections (a StackTernaryRoPE matrix) with RoPE
 // and the KV store in the epilogue, in one dispatch: q rotated at float m.YOff + t*m.YStride of
-// q, k rotated and v as f16 at position step[0]+t of kCache and vCache — exactly TernaryMatMul
+// q, k rotated and v as f16 at position step[0]+t of kCache and vCache (paged nil) or at each
+// token's own position and block of a paged cache (paged, RoPEArgs.Paged) — exactly TernaryMatMul
 // followed by RoPEKV (cpuref's BitLinear, RoPE and StoreKV bits). cs is RoPETable's cos then sin
-// table of ctx rows; ra gives ctx (its other fields come from w.RoPE and w's segments).
-func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, cs, kCache, vCache gpu.Range, m MatMulArgs, ctx uint32) error {
+// table of ctx rows (its other fields come from w.RoPE and w's segments).
+func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, cs, kCache, vCache gpu.Range, m MatMulArgs, ctx uint32, paged *PagedRefs) error {
 	if w.RoPE == nil || m.T == 0 || m.Accumulate {
 		return fmt.Errorf("ternary qkv+rope %s: needs StackTernaryRoPE weights, tokens and no accumulation", w.Name)
 	}
@@ -611,10 +617,11 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 	l := w.RoPE
 	push := []uint32{w.Cols, w.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, ws[0], 0, os[0], w.BlockScales,
 		seg1, seg2, ws[1], ws[2], os[1], os[2], 0, 0, 0, 0, 0, l.HeadDim, l.RoPEDim, uint32(l.Mode), ctx}
+	push, meta := paged.push(push, cs)
 	if m.Norm != nil {
 		push = append(push, gpu.F32(m.Norm.Eps))
 	}
-	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache)
+	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache, meta)
 }
 
 // GLU records g[i] = act(g[i]) * u[i] for n values (ReLU² or SiLU per act).

@@ -19,6 +19,14 @@
 //                      is written only for a chunk the row sees (the merge reads no other)
 // pos0 is step slot p.pos_slot, so a recorded decode step can be replayed at a growing position.
 //
+// Paged KV cache (p.paged = 1; runtime.PagedKV, the batched step of several sequences): the T
+// query tokens belong to different sequences. Token t sits at position meta[t] (not pos0 + t)
+// and its keys live in a pool of blocks of BC positions, [blocks][BC][KVH][HD/2] words: chunk c
+// of token t is block meta[p.tbl_off + t*p.tbl_stride + c]. A tile is one chunk, so it is one
+// block, read whole; the arithmetic is unchanged, only the addresses differ. A workgroup then
+// takes rows of one token only (ceil(G/ROWS) workgroups per token in x), because tokens of
+// different sequences share no key.
+//
 // Rows: the workgroup (x, y, z) takes rows x*ROWS .. x*ROWS+ROWS-1 of KV head y, where row
 // r = t*G + j is token t and query head y*G + j (G = H/KVH), so the G query heads that share a KV
 // head share each K/V tile. Row r sees keys 0 .. min(pos0+t+1, ctx)-1 (causal); the tile loop
@@ -68,6 +76,7 @@ layout(set = 0, binding = 0) readonly buffer Q { vec4 q[]; };
 layout(set = 0, binding = 1) readonly buffer K { uvec4 kc[]; };
 layout(set = 0, binding = 2) readonly buffer V { uvec4 vc[]; };
 layout(set = 0, binding = 3) writeonly buffer O { vec4 o[]; };
+layout(set = 0, binding = 4) readonly buffer Meta { uint meta[]; }; // paged: positions, block tables
 
 layout(push_constant) uniform Push {
 	uint T;        // query tokens
@@ -78,6 +87,9 @@ layout(push_constant) uniform Push {
 	uint pos_slot; // step slot holding pos0
 	float scale;   // 1/sqrt(HD) rounded to f32
 	uint ml_off;   // splits > 1: vec4 index of the (m_c, l_c, 0, 0) records in o
+	uint paged;    // 1: paged KV cache (positions and block tables in meta), 0: contiguous
+	uint tbl_off;  // paged: index in meta of token 0's block table
+	uint tbl_stride; // paged: entries per block table
 } p;
 
 shared vec4 sq[ROWS * QS];   // the workgroup's query rows
@@ -96,19 +108,32 @@ void main() {
 	uint G = p.H / p.KVH;
 	uint nrows = p.T * G;
 	uint g = gl_WorkGroupID.y;
-	uint row0 = gl_WorkGroupID.x * ROWS;
 	uint pos0 = step_value(p.pos_slot);
+	uint row0;    // the workgroup's rows are row0 .. row_end-1
+	uint row_end;
+	uint t_wg = 0; // paged: the workgroup's token
+	if (p.paged != 0) {
+		uint tiles = (G + ROWS - 1) / ROWS; // workgroups per token
+		t_wg = gl_WorkGroupID.x / tiles;
+		row0 = t_wg * G + (gl_WorkGroupID.x % tiles) * ROWS;
+		row_end = min(row0 + ROWS, (t_wg + 1) * G);
+	} else {
+		row0 = gl_WorkGroupID.x * ROWS;
+		row_end = min(row0 + ROWS, nrows);
+	}
 
 	uint row = row0 + r;
-	bool valid = row < nrows;
+	bool valid = row < row_end;
 	uint t = row / G;
 	uint h = g * G + row % G;
-	uint lim = valid ? min(pos0 + t + 1, p.ctx) : 0; // keys row r sees
+	uint tpos = p.paged != 0 ? meta[t_wg] : pos0 + t; // row r's position
+	uint lim = valid ? min(tpos + 1, p.ctx) : 0; // keys row r sees
 
 	// Keys any row of the workgroup sees; this workgroup's chunks start at chunk z.
-	uint last = min(row0 + ROWS, nrows) - 1;
-	uint kv_len = min(pos0 + last / G + 1, p.ctx);
+	uint last = row_end - 1;
+	uint kv_len = min((p.paged != 0 ? meta[t_wg] : pos0 + last / G) + 1, p.ctx);
 	uint c_first = gl_WorkGroupID.z;
+	uint tbl = p.tbl_off + t_wg * p.tbl_stride; // paged: the token's block table
 
 	if (c_first * BC < kv_len) { // a workgroup with no chunk does nothing
 		for (uint i = tid; i < ROWS * QV; i += WG) {
@@ -116,7 +141,7 @@ void main() {
 			uint w = i % QV;
 			uint rw = row0 + rr;
 			vec4 x = vec4(0.0);
-			if (rw < nrows) {
+			if (rw < row_end) {
 				x = q[((rw / G) * p.H + g * G + rw % G) * QV + w];
 			}
 			sq[rr * QS + w] = x;
@@ -133,6 +158,7 @@ void main() {
 	for (uint c = c_first; c * BC < kv_len; c += p.splits) {
 		uint k0 = c * BC;
 		uint k_end = min(k0 + BC, kv_len);
+		uint blk = p.paged != 0 ? meta[tbl + c] : c; // the chunk's block of the cache
 		barrier(); // the previous tile's readers are done (and the query rows are stored)
 		for (uint i = tid; i < BC * OCTS; i += WG) {
 			uint j = i / OCTS;
@@ -141,7 +167,7 @@ void main() {
 			uvec4 kw = uvec4(0);
 			uvec4 vw = uvec4(0); // keys past the cache's visible end load zeros, never garbage
 			if (key < k_end) {
-				uint a = (key * p.KVH + g) * OCTS + w;
+				uint a = ((blk * BC + j) * p.KVH + g) * OCTS + w;
 				kw = kc[a];
 				vw = vc[a];
 			}

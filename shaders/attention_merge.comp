@@ -12,7 +12,8 @@
 //
 // with nchunks = ceil(kv_len/32), kv_len = min(pos0 + t + 1, ctx) the keys the row sees and pos0
 // read from step slot p.pos_slot (as attention.comp does), so a recorded decode step stays valid
-// as the position grows. Every chunk below nchunks holds at least one key the row sees, so its
+// as the position grows; with p.paged (the paged KV cache) token t's position is meta[t] instead
+// of pos0 + t. Every chunk below nchunks holds at least one key the row sees, so its
 // record was written.
 //
 // part holds f32 [chunks][rows][hd] chunk outputs o_c, then from vec4 index p.ml_off one record
@@ -23,6 +24,7 @@
 
 layout(set = 0, binding = 0) readonly buffer Part { vec4 part[]; };
 layout(set = 0, binding = 1) writeonly buffer Out { vec4 o[]; };
+layout(set = 0, binding = 2) readonly buffer Meta { uint meta[]; }; // paged: positions [T]
 
 layout(push_constant) uniform Push {
 	uint rows;     // T*H output rows
@@ -31,6 +33,7 @@ layout(push_constant) uniform Push {
 	uint ml_off;   // vec4 index of the (m_c, l_c, 0, 0) records in part
 	uint ctx;      // positions the caches hold
 	uint pos_slot; // step slot holding pos0
+	uint paged;    // 1: token t's position is meta[t]
 } p;
 
 const uint BC = 32;        // keys per chunk: cpuref.AttentionChunk
@@ -39,7 +42,8 @@ const float NEG = -3.0e38; // the running maximum before the first chunk
 void main() {
 	uint row = gl_WorkGroupID.x;
 	uint pos0 = step_value(p.pos_slot);
-	uint kv_len = min(pos0 + row / p.H + 1, p.ctx);
+	uint t = row / p.H;
+	uint kv_len = min((p.paged != 0 ? meta[t] : pos0 + t) + 1, p.ctx);
 	uint nchunks = (kv_len + BC - 1) / BC;
 	for (uint w = gl_LocalInvocationID.x; w < p.qv; w += gl_WorkGroupSize.x) {
 		precise float M = NEG;

@@ -8,6 +8,10 @@
 // (i, i + rope_dim/2), Hugging Face rotate_half; BitNet GGUFs), 1 = NORM (pairs (2i, 2i+1)).
 // The cache holds f16 as uint32 words of two halves, [ctx][kv_heads][head_dim/2], rounded to
 // nearest-even by to_half (half.glsl) (not packHalf2x16, whose rounding the Vulkan spec leaves open).
+// Paged KV cache (p.paged = 1, runtime.PagedKV): token t of the batch sits at position meta[t] of
+// its own sequence, and the caches are pools of blocks of 32 positions, [blocks][32][kv_heads]
+// [head_dim/2]: position pos of token t is row meta[p.tbl_off + t*p.tbl_stride + pos/32]*32 +
+// pos%32 of the pool. The rotation is the same; only the position and the row differ.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -17,6 +21,7 @@ layout(set = 0, binding = 2) readonly buffer V { float v[]; }; // [T][KVH][hd]
 layout(set = 0, binding = 3) readonly buffer CS { float cs[]; }; // cos table then sin table
 layout(set = 0, binding = 4) writeonly buffer KC { uint kc[]; };
 layout(set = 0, binding = 5) writeonly buffer VC { uint vc[]; };
+layout(set = 0, binding = 6) readonly buffer Meta { uint meta[]; }; // paged: positions, block tables
 
 layout(push_constant) uniform Push {
 	uint T;
@@ -28,7 +33,25 @@ layout(push_constant) uniform Push {
 	uint ctx;      // rows of the cos/sin table and of the cache
 	uint q_off;    // first float of q, k, v for token 0
 	uint kv_off;
+	uint paged;      // 1: positions and block tables from meta
+	uint tbl_off;    // paged: index in meta of token 0's block table
+	uint tbl_stride; // paged: entries per block table
 } p;
+
+const uint BLOCK = 32u; // positions per block of the paged cache (cpuref.AttentionChunk)
+
+// position returns token t's position: meta[t] (paged) or pos0 + t.
+uint position(uint t, uint pos0) {
+	return p.paged != 0u ? meta[t] : pos0 + t;
+}
+
+// cache_row returns the cache row of token t at position pos.
+uint cache_row(uint t, uint pos) {
+	if (p.paged == 0u) {
+		return pos;
+	}
+	return meta[p.tbl_off + t * p.tbl_stride + pos / BLOCK] * BLOCK + pos % BLOCK;
+}
 
 #include "half.glsl"
 
@@ -56,15 +79,15 @@ void main() {
 	uint nk = p.T * p.KVH;
 	if (id < nq) {
 		uint t = id / p.H;
-		rotate(p.q_off + id * p.hd, pos0 + t);
+		rotate(p.q_off + id * p.hd, position(t, pos0));
 	} else if (id < nq + nk) {
 		uint j = id - nq;
 		uint t = j / p.KVH;
 		uint g = j % p.KVH;
-		uint pos = pos0 + t;
+		uint pos = position(t, pos0);
 		uint half_dim = p.rope_dim / 2u;
 		uint src = p.kv_off + j * p.hd;
-		uint dst = (pos * p.KVH + g) * (p.hd / 2u);
+		uint dst = (cache_row(t, pos) * p.KVH + g) * (p.hd / 2u);
 		for (uint i = 0; i < p.hd; i += 2u) {
 			float r[2];
 			for (uint e = 0u; e < 2u; e++) {

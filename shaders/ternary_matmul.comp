@@ -47,7 +47,9 @@
 // and (e2, e3) (NORM: index 2n and 2n+1) by the position pos0 + t (pos0 = step slot 0) with
 // rope_kv.comp's (cpuref.RoPE's) f32 arithmetic, then writes q's four floats to y, or k's and v's
 // as two words of f16 pairs (e0, e1), (e2, e3) into the caches kc and vc at that position
-// (cpuref.StoreKV's rounding, half.glsl): no q/k/v round trip, no rope_kv dispatch.
+// (cpuref.StoreKV's rounding, half.glsl): no q/k/v round trip, no rope_kv dispatch. With
+// p.paged (runtime.PagedKV: the batched step of several sequences) token t's position is meta[t]
+// and its cache row that of rope_kv.comp's paged mode (the block pool, meta's block tables).
 //
 // Fused input norm (NORMQ=1, the *_norm modules; one token, TOKENS = 1): instead of reading the
 // int8 activations and their (1/s, Σq) pair (bindings 1 and 2), each workgroup computes them from
@@ -98,6 +100,7 @@ layout(set = 0, binding = 5) buffer Y2 { float y2[]; };
 layout(set = 0, binding = 6) readonly buffer CS { float cs[]; }; // cos table then sin table
 layout(set = 0, binding = 7) writeonly buffer KC { uint kc[]; }; // f16 pairs [ctx][kv rows / 2]
 layout(set = 0, binding = 8) writeonly buffer VC { uint vc[]; };
+layout(set = 0, binding = 9) readonly buffer Meta { uint meta[]; }; // paged: positions, block tables
 #endif
 
 layout(push_constant) uniform Push {
@@ -124,6 +127,9 @@ layout(push_constant) uniform Push {
 	uint rope_dim; // rotated elements of a head (multiple of 4, <= head_dim)
 	uint mode;     // 0 NEOX, 1 NORM
 	uint ctx;      // rows of the cos/sin table and of the caches
+	uint paged;    // 1: positions and block tables from meta (rope_kv.comp's paged mode)
+	uint tbl_off;  // paged: index in meta of token 0's block table
+	uint tbl_stride; // paged: entries per block table
 #endif
 #if NORMQ
 	float eps;     // the RMSNorm epsilon
@@ -364,7 +370,11 @@ void ropeEpilogue(uint row0, uint tok, float r[4]) {
 	for (uint j = 0; j < 4u; j++) {
 		e[j] = p.mode == 0u && rotated ? 2u * n + (j & 1u) + (j >> 1) * half_dim : 4u * n + j;
 	}
-	uint pos = step_value(0) + tok;
+	uint pos = p.paged != 0u ? meta[tok] : step_value(0) + tok;
+	uint crow = pos; // the cache row of the position
+	if (p.paged != 0u) {
+		crow = meta[p.tbl_off + tok * p.tbl_stride + pos / 32u] * 32u + pos % 32u;
+	}
 	if (seg != 2u && rotated) {
 		for (uint pr = 0; pr < 2u; pr++) {
 			uint ja = p.mode == 0u ? pr : 2u * pr; // NEOX (e0, e2), (e1, e3); NORM (e0, e1), (e2, e3)
@@ -385,8 +395,8 @@ void ropeEpilogue(uint row0, uint tok, float r[4]) {
 		for (uint j = 0; j < 4u; j++) y[p.y_off + tok * p.y_stride + base + e[j]] = r[j];
 		return;
 	}
-	uint dst = pos * ((p.seg2 - p.seg1) / 2u) + (base + e[0]) / 2u;
-	uint dst2 = pos * ((p.seg2 - p.seg1) / 2u) + (base + e[2]) / 2u;
+	uint dst = crow * ((p.seg2 - p.seg1) / 2u) + (base + e[0]) / 2u;
+	uint dst2 = crow * ((p.seg2 - p.seg1) / 2u) + (base + e[2]) / 2u;
 	uint w0 = to_half(r[0]) | (to_half(r[1]) << 16);
 	uint w1 = to_half(r[2]) | (to_half(r[3]) << 16);
 	if (seg == 1u) {

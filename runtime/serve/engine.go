@@ -24,8 +24,16 @@
 // every backend computes the same bits whatever the grouping of tokens — prompt tokens into
 // Prefill calls, sequences into a batched step (the README's bit-exact contract) — so a
 // request's tokens, greedy or seeded, are the same alone or alongside others, and greedy ones
-// equal `bitgpu generate`'s. Still missing: a KV cache paged in blocks of 32 positions shared
-// by all sequences (each slot owns a whole context's cache) and the GPU's batched step.
+// equal `bitgpu generate`'s.
+//
+// Paged KV cache. With Options.KVPool (the GPU's runtime.PagedKV, whose sequences are the slots)
+// the slots share one pool of blocks of 32 positions: a sequence takes blocks as it grows and
+// gives them back when its request ends. Admission reserves the blocks a request can ever need —
+// ceil(min(prompt + max_tokens, context) / 32), the whole context when max_tokens is not set — so
+// the pool never runs dry in the middle of a stream (no preemption is needed); a request waits in
+// the queue, in order, until both a slot and its blocks are free, and a prompt that needs more
+// blocks than the pool holds is a *PromptTooLongError naming the pool's size in tokens. Without a
+// pool every slot owns a whole context's cache.
 package serve
 
 import (
@@ -79,6 +87,15 @@ func (e *PromptTooLongError) Error() string {
 	return fmt.Sprintf("the prompt has %d tokens, more than the context size of %d tokens", e.Tokens, e.Limit)
 }
 
+// KVPool is a KV cache in blocks shared by all of an engine's slots (runtime.PagedKV): the
+// engine reserves blocks per request (see the package comment) and reports the pool's use.
+type KVPool interface {
+	// Blocks reports the blocks the sequences hold and the pool's total.
+	Blocks() (used, total int)
+	// BlockSize is the number of positions in a block.
+	BlockSize() int
+}
+
 // Options configure New.
 type Options struct {
 	// Backends are the sequence slots, one Backend each with its own KV cache (see
@@ -103,6 +120,9 @@ type Options struct {
 	// Unbatched runs every decode step alone, one forward pass per sequence, even where the
 	// backends batch (the engine without continuous batching, for comparisons).
 	Unbatched bool
+	// KVPool, when not nil, is the paged KV cache the backends' sequences share: requests
+	// reserve its blocks at admission (package comment). Nil: every slot owns its cache.
+	KVPool KVPool
 	// BatchWait is the longest the scheduler waits for the sequences of a round to post their
 	// next steps before it starts the next round without them: 0 means DefaultBatchWait. It
 	// matters only where decode steps batch.
@@ -180,9 +200,11 @@ type Result struct {
 // Stats is a snapshot of the engine's load.
 type Stats struct {
 	Slots, Running, Queued int
-	// KVBlocksUsed counts the BlockSize-position blocks the running sequences' caches fill;
-	// KVBlocksTotal the blocks of every slot's cache together.
-	KVBlocksUsed, KVBlocksTotal int
+	// KVBlocksUsed counts the BlockSize-position blocks the running sequences' caches fill
+	// (with a KVPool: the blocks its sequences hold); KVBlocksTotal the blocks of every slot's
+	// cache together (the pool's); KVBlocksReserved the pool's blocks the running requests
+	// reserved (0 without a pool).
+	KVBlocksUsed, KVBlocksTotal, KVBlocksReserved int
 	// Steps counts the scheduler rounds so far.
 	Steps int64
 	// DecodeTokens counts the decode steps run so far (one generated token's forward pass
@@ -214,18 +236,24 @@ type Engine struct {
 	closed   bool
 	inflight sync.WaitGroup
 	cancels  map[*sequence]context.CancelCauseFunc
+	reserved int // KV pool blocks the running requests reserved
 	rounds   int64
 	decoded  int64 // Stats.DecodeTokens
 	batched  int64 // Stats.BatchedSteps
 	bTokens  int64 // Stats.BatchedTokens
 }
 
-// waiter is a request queued for a slot; slot receives the slot granted.
-type waiter struct{ slot chan int }
+// waiter is a request queued for a slot and need KV pool blocks; slot receives the slot granted
+// (the blocks are reserved with it).
+type waiter struct {
+	slot chan int
+	need int
+}
 
-// sequence is a request holding a slot.
+// sequence is a request holding a slot and need reserved KV pool blocks.
 type sequence struct {
 	slot int
+	need int
 	b    runtime.Backend
 	pos  atomic.Int64 // b.Pos() after the last step, for Stats
 }
@@ -340,6 +368,11 @@ func (e *Engine) Stats() Stats {
 	s := Stats{Slots: len(e.opts.Backends), Running: len(e.running), Queued: len(e.waiters), Steps: e.rounds,
 		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize),
 		DecodeTokens:  e.decoded, BatchedSteps: e.batched, BatchedTokens: e.bTokens}
+	if e.opts.KVPool != nil {
+		s.KVBlocksUsed, s.KVBlocksTotal = e.opts.KVPool.Blocks()
+		s.KVBlocksReserved = e.reserved
+		return s
+	}
 	for _, sq := range e.running {
 		s.KVBlocksUsed += (int(sq.pos.Load()) + BlockSize - 1) / BlockSize
 	}
@@ -529,9 +562,13 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 			return res, fmt.Errorf("serve: LoRA adapter %d: scale %v must be finite", i, s)
 		}
 	}
+	need, err := e.blocksFor(len(r.Prompt), r.MaxTokens)
+	if err != nil {
+		return res, err
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	seq, err := e.acquire(ctx, cancel)
+	seq, err := e.acquire(ctx, cancel, need)
 	if err != nil {
 		return res, err
 	}
@@ -587,23 +624,55 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 	return res, err
 }
 
-// acquire takes a free slot for a request, waiting in the queue when there is none.
-func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc) (*sequence, error) {
+// blocksFor is the number of KV pool blocks a request of prompt tokens and maxTokens (<= 0: to
+// the end of the context) reserves: those of min(prompt + maxTokens, context) positions, at most
+// the pool (a request that needs them all runs alone). 0 without a pool. A prompt that needs more
+// blocks than the pool holds is a *PromptTooLongError.
+func (e *Engine) blocksFor(prompt, maxTokens int) (int, error) {
+	pool := e.opts.KVPool
+	if pool == nil {
+		return 0, nil
+	}
+	_, total := pool.Blocks()
+	bs := pool.BlockSize()
+	if (prompt+bs-1)/bs > total {
+		return 0, &PromptTooLongError{Tokens: prompt, Limit: total * bs}
+	}
+	n := e.opts.Context
+	if maxTokens > 0 {
+		n = min(n, prompt+maxTokens)
+	}
+	return min((n+bs-1)/bs, total), nil
+}
+
+// fits reports whether need more pool blocks can be reserved (always without a pool).
+func (e *Engine) fits(need int) bool {
+	if e.opts.KVPool == nil {
+		return true
+	}
+	_, total := e.opts.KVPool.Blocks()
+	return e.reserved+need <= total
+}
+
+// acquire takes a free slot and need pool blocks for a request, waiting in the queue when there
+// are not both.
+func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc, need int) (*sequence, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
 		return nil, ErrClosed
 	}
 	grant := func(slot int) *sequence {
-		seq := &sequence{slot: slot, b: e.opts.Backends[slot]}
+		seq := &sequence{slot: slot, need: need, b: e.opts.Backends[slot]}
 		e.running[slot] = seq
 		e.cancels[seq] = cancel
 		e.inflight.Add(1)
 		return seq
 	}
-	if len(e.free) > 0 && len(e.waiters) == 0 {
+	if len(e.free) > 0 && len(e.waiters) == 0 && e.fits(need) {
 		slot := e.free[0]
 		e.free = e.free[1:]
+		e.reserved += need
 		seq := grant(slot)
 		e.mu.Unlock()
 		return seq, nil
@@ -612,7 +681,7 @@ func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc) (*
 		e.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{slot: make(chan int, 1)}
+	w := &waiter{slot: make(chan int, 1), need: need}
 	e.waiters = append(e.waiters, w)
 	e.inflight.Add(1) // a queued request is in flight for Shutdown
 	e.mu.Unlock()
@@ -633,15 +702,19 @@ func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc) (*
 		} else { // granted meanwhile: give the slot on
 			e.mu.Unlock()
 			if slot := <-w.slot; slot >= 0 {
-				e.handOn(slot)
+				e.handOn(slot, need)
 			}
 		}
 		return nil, context.Cause(ctx)
 	}
 }
 
-// release frees seq's slot, handing it to the first waiter.
+// release frees seq's slot and blocks (the backend is reset: a paged sequence gives its blocks
+// back to the pool), handing them to the first waiter.
 func (e *Engine) release(seq *sequence) {
+	if e.opts.KVPool != nil {
+		seq.b.Reset()
+	}
 	e.mu.Lock()
 	delete(e.running, seq.slot)
 	delete(e.cancels, seq)
@@ -650,22 +723,25 @@ func (e *Engine) release(seq *sequence) {
 	case e.wake <- struct{}{}:
 	default:
 	}
-	e.handOn(seq.slot)
+	e.handOn(seq.slot, seq.need)
 	e.inflight.Done()
 }
 
-// handOn gives a free slot to the first waiter, or returns it to the free list.
-func (e *Engine) handOn(slot int) {
+// handOn returns a slot and its reserved pool blocks, then grants free slots to the waiters in
+// order while the first one's blocks fit.
+func (e *Engine) handOn(slot, need int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.waiters) > 0 {
-		w := e.waiters[0]
-		e.waiters = e.waiters[1:]
-		w.slot <- slot
-		return
-	}
+	e.reserved -= need
 	i, _ := slices.BinarySearch(e.free, slot)
 	e.free = slices.Insert(e.free, i, slot)
+	for len(e.free) > 0 && len(e.waiters) > 0 && e.fits(e.waiters[0].need) {
+		w := e.waiters[0]
+		e.waiters = e.waiters[1:]
+		e.reserved += w.need
+		w.slot <- e.free[0]
+		e.free = e.free[1:]
+	}
 }
 
 // Shutdown stops the engine: Submit returns ErrClosed from now on; requests running or queued

@@ -1,0 +1,166 @@
+//go:build cgo
+
+package runtime
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitgpu/bitgpu/cpuref"
+	"github.com/bitgpu/bitgpu/gpu/gputest"
+	"github.com/bitgpu/bitgpu/model"
+)
+
+// pagedPrompt is a prompt of n tokens that differs per seed.
+func pagedPrompt(n, seed, vocab int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = (seed*131 + i*17 + 1) % vocab
+	}
+	return p
+}
+
+// requireBlocks requires kv's used blocks to be exactly those the sequences' positions need.
+func requireBlocks(t *testing.T, kv *PagedKV, seqs []*PagedSeq) {
+	t.Helper()
+	want := 0
+	for _, s := range seqs {
+		if s != nil {
+			require.Equal(t, (s.Pos()+PagedBlock-1)/PagedBlock, s.Blocks(), "blocks of a sequence at %d", s.Pos())
+			want += s.Blocks()
+		}
+	}
+	used, _ := kv.Blocks()
+	require.Equal(t, want, used)
+}
+
+// TestPagedKVMatchesCPU: sequences of one paged KV cache, prefilled one by one (prompts inside one
+// block, across blocks and across MaxBatch chunks) and then decoded together in batched steps whose
+// membership changes every round, give each sequence the CPU reference's logits for that sequence
+// alone, bit for bit. A sequence closed half way returns its blocks, and a new one that reuses them
+// (their stale keys still in the pool) is exact too. ctx 600 makes the step split the key range on
+// every device (the merge pass reads the positions from the block tables), ctx 128 folds in
+// registers on the CPU drivers and splits on GPUs; F16 projections take the separate rope_kv path, ternary ones the fused q/k/v GEMV.
+func TestPagedKVMatchesCPU(t *testing.T) {
+	for _, tc := range []struct {
+		typ model.TensorType
+		ctx int
+	}{{model.TypeI2_S, 600}, {model.TypeTQ2_0, 128}, {model.TypeF16, 128}} {
+		t.Run(fmt.Sprintf("%v/ctx%d", tc.typ, tc.ctx), func(t *testing.T) {
+			m := synthModel(t, tc.typ, func(o *model.SynthOptions) { o.Layers, o.Ctx = 2, 1024 })
+			vocab := m.Config.VocabSize
+			g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: tc.ctx})
+			require.NoError(t, err)
+			defer g.Close()
+			kv, err := NewPagedKV(g, 16)
+			require.NoError(t, err)
+			defer kv.Close()
+
+			lens := []int{5, 37, 1, 70}
+			seqs := make([]*PagedSeq, len(lens))
+			refs := make([]*cpuref.Backend, len(lens))
+			next := make([]int, len(lens))
+			open := func(i, seed int) {
+				seqs[i], err = kv.NewSequence()
+				require.NoError(t, err)
+				refs[i], err = cpuref.New(m, tc.ctx)
+				require.NoError(t, err)
+				prompt := pagedPrompt(lens[i], seed, vocab)
+				want, err := refs[i].Prefill(prompt, true)
+				require.NoError(t, err)
+				got, err := seqs[i].Prefill(prompt, true)
+				require.NoError(t, err)
+				requireLogitsEqual(t, want, got, vocab, fmt.Sprintf("prefill of sequence %d", i))
+				next[i] = cpuref.Argmax(want[len(want)-vocab:])
+			}
+			for i := range lens {
+				open(i, i)
+			}
+			requireBlocks(t, kv, seqs)
+			for round := range 40 {
+				if round == 20 { // sequence 1 leaves, another (new prompt) takes its blocks
+					require.NoError(t, seqs[1].Close())
+					seqs[1] = nil
+					requireBlocks(t, kv, seqs)
+					lens[1] = 33
+					open(1, 9)
+				}
+				var batch []Backend
+				var toks, idx []int
+				for i, s := range seqs {
+					if (round+i)%3 != 0 || round%5 == 4 { // membership changes; every fifth round all
+						batch, toks, idx = append(batch, s), append(toks, next[i]), append(idx, i)
+					}
+				}
+				got, err := kv.DecodeBatch(batch, toks)
+				require.NoError(t, err)
+				for j, i := range idx {
+					want, err := refs[i].Decode(next[i])
+					require.NoError(t, err)
+					requireLogitsEqual(t, want, got[j], vocab, fmt.Sprintf("round %d, sequence %d at %d", round, i, seqs[i].Pos()-1))
+					require.Equal(t, refs[i].Pos(), seqs[i].Pos())
+					next[i] = cpuref.Argmax(want)
+				}
+			}
+			requireBlocks(t, kv, seqs)
+		})
+	}
+}
+
+// TestPagedKVErrorsChangeNothing: a step the pool has no blocks for fails with ErrKVFull, as do a
+// bad token, a full context, a foreign or repeated sequence — each leaving positions and blocks
+// as they were; the sequence then still decodes exactly.
+func TestPagedKVErrorsChangeNothing(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
+	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 96})
+	require.NoError(t, err)
+	defer g.Close()
+	kv, err := NewPagedKV(g, 2)
+	require.NoError(t, err)
+	defer kv.Close()
+	_, err = NewPagedKV(g, 0)
+	require.ErrorContains(t, err, "0 blocks")
+
+	a, err := kv.NewSequence()
+	require.NoError(t, err)
+	b, err := kv.NewSequence()
+	require.NoError(t, err)
+	ref, err := cpuref.New(m, 96)
+	require.NoError(t, err)
+	prompt := pagedPrompt(40, 1, m.Config.VocabSize)
+	want, err := ref.Prefill(prompt, false)
+	require.NoError(t, err)
+	got, err := a.Prefill(prompt, false)
+	require.NoError(t, err)
+	requireLogitsEqual(t, want, got, m.Config.VocabSize, "prefill")
+
+	_, err = b.Prefill(pagedPrompt(33, 2, m.Config.VocabSize), false) // 2 blocks, 0 free
+	require.ErrorIs(t, err, ErrKVFull)
+	require.ErrorContains(t, err, "needs 2 more blocks of 32 positions, 0 of 2 are free")
+	_, err = kv.DecodeBatch([]Backend{a, a}, []int{1, 2})
+	require.ErrorContains(t, err, "given twice")
+	_, err = kv.DecodeBatch([]Backend{a, ref}, []int{1, 2})
+	require.ErrorContains(t, err, "not an open sequence")
+	_, err = kv.DecodeBatch([]Backend{a}, []int{m.Config.VocabSize})
+	require.ErrorContains(t, err, "outside the vocabulary")
+	_, err = a.Prefill(make([]int, 57), false)
+	require.ErrorContains(t, err, "context full")
+	require.Equal(t, 40, a.Pos())
+	require.Equal(t, 0, b.Pos())
+	requireBlocks(t, kv, []*PagedSeq{a, b})
+
+	require.NoError(t, b.Close())
+	_, err = kv.DecodeBatch([]Backend{b}, []int{1})
+	require.ErrorContains(t, err, "not an open sequence")
+	tok := cpuref.Argmax(want)
+	want, err = ref.Decode(tok)
+	require.NoError(t, err)
+	rows, err := kv.DecodeBatch([]Backend{a}, []int{tok})
+	require.NoError(t, err)
+	requireLogitsEqual(t, want, rows[0], m.Config.VocabSize, "decode after the errors")
+	a.Reset()
+	used, total := kv.Blocks()
+	require.Equal(t, [2]int{0, 2}, [2]int{used, total})
+}
