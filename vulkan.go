@@ -3,6 +3,8 @@
 package bitgpu
 
 import (
+	"fmt"
+
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/model"
@@ -29,5 +31,23 @@ func init() {
 		}
 		o.note("device %s; LM head %s; memory plan: %s", g.Device().Info(), g.LMHead(), g.Plan())
 		return g, nil
+	}
+	vulkanPaged = func(b runtime.Backend, n, positions int) ([]runtime.Backend, KVPool, error) {
+		g, ok := b.(*runtime.GPU)
+		if !ok {
+			return nil, nil, fmt.Errorf("bitgpu: a paged KV cache needs the vulkan backend, not %T", b)
+		}
+		kv, err := runtime.NewPagedKV(g, (positions+runtime.PagedBlock-1)/runtime.PagedBlock)
+		if err != nil {
+			return nil, nil, err
+		}
+		seqs := make([]runtime.Backend, n)
+		for i := range seqs {
+			if seqs[i], err = kv.NewSequence(); err != nil {
+				kv.Close()
+				return nil, nil, err
+			}
+		}
+		return seqs, kv, nil
 	}
 }

@@ -319,20 +319,13 @@ func serveBenchRuns(cmd *cobra.Command, o serveBenchOptions, rep *serveBenchRepo
 		rep.Threads = cb.Threads()
 	}
 	rep.Context = lib.Context()
-	slots := []runtime.Backend{b}
-	defer func() {
-		for _, s := range slots[1:] {
-			s.Close()
-		}
-	}()
-	for len(slots) < slices.Max(o.concurrency) {
-		s, err := lib.NewSequence()
-		if err != nil {
-			return fmt.Errorf("--concurrency %d: sequence %d: %w", slices.Max(o.concurrency), len(slots)+1, err)
-		}
-		slots = append(slots, s)
+	n := slices.Max(o.concurrency)
+	slots, pool, err := serveSlots(lib, b, n, n*blocksOf(lib.Context())*serve.BlockSize)
+	if err != nil {
+		return fmt.Errorf("--concurrency %d: %w", n, err)
 	}
-	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: m.Tokenizer, Context: lib.Context(), Unbatched: o.unbatched})
+	defer closeSlots(slots, b, pool)
+	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: m.Tokenizer, Context: lib.Context(), Unbatched: o.unbatched, KVPool: pool})
 	if err != nil {
 		return err
 	}
@@ -345,6 +338,9 @@ func serveBenchRuns(cmd *cobra.Command, o serveBenchOptions, rep *serveBenchRepo
 	mode := "batched"
 	if o.unbatched {
 		mode = "unbatched"
+	}
+	if pool != nil {
+		mode += ", one paged KV cache"
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: %s on %s, %d slots of %d tokens, %s; %d prompt tokens and %d generated a stream\n",
 		rep.Model, o.device, len(slots), lib.Context(), mode, o.promptTokens, o.tokens)

@@ -31,9 +31,13 @@ var serveCmd = &cobra.Command{
 	Long: `Serve the model over HTTP: POST /v1/completions and /v1/chat/completions (OpenAI's API,
 streamed as server-sent events with "stream": true), GET /v1/models, GET /health (503 while the
 model loads, 200 when ready), GET /metrics (Prometheus), POST /tokenize and /detokenize
-(llama-server's shapes). Up to --parallel requests generate at once, each with its own KV cache of
---ctx tokens; up to --queue more wait, and beyond that a request gets 503 with Retry-After. One
-line per request goes to stderr. SIGTERM or SIGINT stops accepting connections, lets the requests
+(llama-server's shapes). Up to --parallel requests generate at once, each up to --ctx tokens; up
+to --queue more wait, and beyond that a request gets 503 with Retry-After. On the GPU the
+sequences share one copy of the weights and one paged KV cache of --kv-size positions (blocks of
+32, taken as a sequence grows) and decode together in one batched step; a request reserves the
+blocks of its prompt + max_tokens (the whole --ctx without max_tokens) and waits in the queue
+until they are free. On the CPU every sequence has its own cache of --ctx tokens. One line per
+request goes to stderr. SIGTERM or SIGINT stops accepting connections, lets the requests
 in flight finish for up to --shutdown-timeout (then cancels them), frees the device and exits 0.`,
 	Args: cobra.NoArgs,
 	RunE: runServe,
@@ -44,7 +48,8 @@ func init() {
 	addModelFlags(serveCmd, fmt.Sprintf("context length in tokens of each sequence (default %d, at most the model's)", bitgpu.DefaultContext))
 	f.String("host", "127.0.0.1", "address to listen on")
 	f.Int("port", 8080, "TCP port to listen on (0: any free port, printed)")
-	f.Int("parallel", 4, "sequences generated at once (each has its own KV cache of --ctx tokens)")
+	f.Int("parallel", 4, "sequences generated at once, each up to --ctx tokens")
+	f.Int("kv-size", 0, "positions in the GPU's shared paged KV cache (default: --parallel × --ctx, in whole blocks of 32)")
 	f.Int("queue", serve.DefaultQueue, "requests that may wait for a free sequence; more get 503 with Retry-After")
 	f.String("api-key", "", "require 'Authorization: Bearer KEY' on every endpoint but /health (default: $BITGPU_API_KEY)")
 	f.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long requests in flight may run before they are cancelled")
@@ -61,6 +66,7 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 	queue, _ := f.GetInt("queue")
 	key, _ := f.GetString("api-key")
 	grace, _ := f.GetDuration("shutdown-timeout")
+	kvSize, _ := f.GetInt("kv-size")
 	if key == "" {
 		key = os.Getenv("BITGPU_API_KEY")
 	}
@@ -71,6 +77,8 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 		return fmt.Errorf("--parallel %d: must be at least 1", parallel)
 	case queue < 0:
 		return fmt.Errorf("--queue %d: must be >= 0", queue)
+	case kvSize < 0:
+		return fmt.Errorf("--kv-size %d: must be >= 0", kvSize)
 	case grace < 0:
 		return fmt.Errorf("--shutdown-timeout %v: must be >= 0", grace)
 	}
@@ -122,34 +130,36 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	defer closeInto(&err, s)
-	backends := []runtime.Backend{s.b}
+	if kvSize == 0 {
+		kvSize = parallel * blocksOf(s.ctx) * serve.BlockSize
+	}
+	backends, pool, err := serveSlots(s.lib, s.b, parallel, kvSize)
+	if err != nil {
+		closeHTTP()
+		return err
+	}
 	defer func() {
-		for _, b := range backends[1:] {
-			if cerr := b.Close(); err == nil {
-				err = cerr
-			}
+		if cerr := closeSlots(backends, s.b, pool); err == nil {
+			err = cerr
 		}
 	}()
-	for len(backends) < parallel {
-		b, err := s.lib.NewSequence()
-		if err != nil {
-			closeHTTP()
-			return fmt.Errorf("--parallel %d: sequence %d: %w", parallel, len(backends)+1, err)
-		}
-		backends = append(backends, b)
-	}
 	var scales []float32
 	for _, a := range s.lib.Adapters() {
 		scales = append(scales, a.Scale)
 	}
-	eng, err := serve.New(serve.Options{Backends: backends, Tokenizer: s.m.Tokenizer, Context: s.ctx, Queue: queue, LoRAScales: scales})
+	eng, err := serve.New(serve.Options{Backends: backends, Tokenizer: s.m.Tokenizer, Context: s.ctx, Queue: queue, LoRAScales: scales, KVPool: pool})
 	if err != nil {
 		closeHTTP()
 		return err
 	}
 	api.SetEngine(eng, s.m.Config.ChatTemplate)
-	fmt.Fprintf(stderr, "bitgpu: serving %s on http://%s (backend %s, %d sequences of %d tokens, queue %d, lm head %s)\n",
-		name, ln.Addr(), s.lib.Backend(), parallel, s.ctx, max(queue, 0), lmHeadName(cmd))
+	kv := fmt.Sprintf("a KV cache of %d tokens each", s.ctx)
+	if pool != nil {
+		_, blocks := pool.Blocks()
+		kv = fmt.Sprintf("a shared paged KV cache of %d blocks of %d positions", blocks, pool.BlockSize())
+	}
+	fmt.Fprintf(stderr, "bitgpu: serving %s on http://%s (backend %s, %d sequences of up to %d tokens, %s, queue %d, lm head %s)\n",
+		name, ln.Addr(), s.lib.Backend(), parallel, s.ctx, kv, max(queue, 0), lmHeadName(cmd))
 
 	select {
 	case <-stop:
@@ -210,3 +220,44 @@ func terminated() bool {
 	fn()
 	return true
 }
+
+// serveSlots opens the engine's n sequence slots: on the gpu backend without LoRA adapters, n
+// sequences of one paged KV cache of kvSize positions (bitgpu.Model.NewPagedSequences, one batched
+// step for all); otherwise the model's backend b and n-1 more (bitgpu.Model.NewSequence).
+func serveSlots(lib *bitgpu.Model, b runtime.Backend, n, kvSize int) ([]runtime.Backend, bitgpu.KVPool, error) {
+	if lib.Backend() == "gpu" && len(lib.Adapters()) == 0 {
+		seqs, pool, err := lib.NewPagedSequences(n, kvSize)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--parallel %d --kv-size %d: %w", n, kvSize, err)
+		}
+		return seqs, pool, nil
+	}
+	slots := []runtime.Backend{b}
+	for len(slots) < n {
+		s, err := lib.NewSequence()
+		if err != nil {
+			closeSlots(slots, b, nil)
+			return nil, nil, fmt.Errorf("--parallel %d: sequence %d: %w", n, len(slots)+1, err)
+		}
+		slots = append(slots, s)
+	}
+	return slots, nil, nil
+}
+
+// closeSlots closes the slots serveSlots opened (not the model's backend b) and the pool, and
+// returns the first error.
+func closeSlots(slots []runtime.Backend, b runtime.Backend, pool bitgpu.KVPool) error {
+	var err error
+	for _, s := range slots {
+		if s != b {
+			err = errors.Join(err, s.Close())
+		}
+	}
+	if pool != nil {
+		err = errors.Join(err, pool.Close())
+	}
+	return err
+}
+
+// blocksOf is the number of KV blocks of serve.BlockSize positions that n positions take.
+func blocksOf(n int) int { return (n + serve.BlockSize - 1) / serve.BlockSize }

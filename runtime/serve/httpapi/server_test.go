@@ -79,38 +79,68 @@ func startSlow(t *testing.T, parallel, ctx, queue int, key string, delay time.Du
 // startWith is startSlow with LoRA adapters loaded (their scales the defaults of requests).
 func startWith(t *testing.T, parallel, ctx, queue int, key string, delay time.Duration, loras []bitgpu.LoRA) *testServer {
 	t.Helper()
-	m, err := bitgpu.Open("", bitgpu.Options{Device: "cpu", Ctx: ctx, LoRA: loras})
+	return startSetup(t, setup{device: "cpu", parallel: parallel, ctx: ctx, queue: queue, key: key, delay: delay, loras: loras})
+}
+
+// setup is a test server's model and engine: the built-in model on device with parallel
+// sequences of ctx tokens (on "gpu": paged sequences sharing a KV cache of kvSize positions),
+// queue waiting requests, an API key, a delay before every decode step and LoRA adapters.
+type setup struct {
+	device                       string
+	parallel, ctx, queue, kvSize int
+	key                          string
+	delay                        time.Duration
+	loras                        []bitgpu.LoRA
+}
+
+// startSetup serves the built-in model as o says; everything is closed when the test ends.
+func startSetup(t *testing.T, o setup) *testServer {
+	t.Helper()
+	m, err := bitgpu.Open("", bitgpu.Options{Device: o.device, Ctx: o.ctx, LoRA: o.loras})
 	require.NoError(t, err)
-	_, b := m.Internals()
-	backends := []runtime.Backend{b}
-	for len(backends) < parallel {
-		s, err := m.NewSequence()
+	var backends []runtime.Backend
+	var pool bitgpu.KVPool
+	if o.device == "gpu" {
+		backends, pool, err = m.NewPagedSequences(o.parallel, o.kvSize)
 		require.NoError(t, err)
-		backends = append(backends, s)
+	} else {
+		_, b := m.Internals()
+		backends = []runtime.Backend{b}
+		for len(backends) < o.parallel {
+			s, err := m.NewSequence()
+			require.NoError(t, err)
+			backends = append(backends, s)
+		}
 	}
 	slots := backends
-	if delay > 0 {
+	if o.delay > 0 {
 		slots = nil
 		for _, b := range backends {
-			slots = append(slots, slowBackend{b, delay})
+			slots = append(slots, slowBackend{b, o.delay})
 		}
 	}
 	var scales []float32
 	var infos []httpapi.LoRAAdapter
-	for _, l := range loras {
+	for _, l := range o.loras {
 		scales, infos = append(scales, l.Scale), append(infos, httpapi.LoRAAdapter{Path: l.Path, Scale: l.Scale})
 	}
-	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: tokenizer(m), Context: m.Context(), Queue: queue, LoRAScales: scales})
+	eng, err := serve.New(serve.Options{Backends: slots, Tokenizer: tokenizer(m), Context: m.Context(), Queue: o.queue, LoRAScales: scales, KVPool: pool})
 	require.NoError(t, err)
 	ts := &testServer{m: m, eng: eng, log: &syncBuffer{}}
-	ts.api = httpapi.New(httpapi.Options{ModelName: "tiny", APIKey: key, Log: ts.log, LoRA: infos})
+	ts.api = httpapi.New(httpapi.Options{ModelName: "tiny", APIKey: o.key, Log: ts.log, LoRA: infos})
 	ts.api.SetEngine(eng, m.Config().ChatTemplate)
 	ts.srv = httptest.NewServer(ts.api)
 	t.Cleanup(func() {
 		ts.srv.Close()
 		require.NoError(t, eng.Shutdown(context.Background()))
-		for _, b := range backends[1:] {
-			b.Close()
+		_, own := m.Internals()
+		for _, b := range backends {
+			if b != own {
+				b.Close()
+			}
+		}
+		if pool != nil {
+			require.NoError(t, pool.Close())
 		}
 		m.Close()
 	})
