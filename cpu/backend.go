@@ -99,8 +99,8 @@ type Option func(*options)
 // means runtime.GOMAXPROCS(0) at New.
 func WithThreads(n int) Option { return func(o *options) { o.threads = n } }
 
-// WithKernel picks the ternary kernel (KernelAuto, the default, KernelAVX2 or KernelLUT); New
-// fails for KernelAVX2 on a CPU without AVX2.
+// WithKernel picks the ternary kernel (KernelAuto, the default, KernelVNNI, KernelAVX2 or
+// KernelLUT); New fails for KernelVNNI or KernelAVX2 on a CPU without their instructions.
 func WithKernel(k Kernel) Option { return func(o *options) { o.kernel = k } }
 
 // WithLMHead computes the logits with head h, as cpuref.WithLMHead does (cpuref.LMHeadF16 or
@@ -208,7 +208,7 @@ func (b *Backend) Pos() int { return b.pos }
 // Reset empties the KV cache (Pos() becomes 0).
 func (b *Backend) Reset() { b.pos = 0 }
 
-// Kernel reports the ternary kernel in use (KernelAVX2 or KernelLUT).
+// Kernel reports the ternary kernel in use (KernelVNNI, KernelAVX2 or KernelLUT).
 func (b *Backend) Kernel() Kernel { return b.eng.kernel }
 
 // Threads reports the number of threads the backend splits work over.
@@ -465,9 +465,9 @@ func (b *Backend) attention(li int, at []place) error {
 // logits writes the VocabSize logits of each of n tokens (dst [n][VocabSize]) for their final
 // hidden states x ([n][Dim]): output_norm per token, then the F16 head (logitF16, cpuref.Logits'
 // bits) or the Q8_0 head (logitsQ8, cpuref.LogitsQ8's bits; its int8 block sums by
-// dotQ8BlocksAVX2 with the AVX2 kernel) split by vocabulary rows across the pool, each row read
-// once for the n tokens; or cpuref.Logits per token for F32/BF16 matrices (it splits rows
-// itself).
+// dotQ8BlocksAVX2 with the AVX2 and VNNI kernels) split by vocabulary rows across the pool, each
+// row read once for the n tokens; or cpuref.Logits per token for F32/BF16 matrices (it splits
+// rows itself).
 func (b *Backend) logits(dst, x []float32, n int) error {
 	dim := b.cfg.Dim
 	vocab := len(dst) / n
@@ -534,7 +534,7 @@ func (b *Backend) logitsQ8(dst []float32, q []int8, s []float32) error {
 	for t, st := range s {
 		inv[t] = cpuref.Rcp32(st)
 	}
-	avx2 := b.eng.kernel == KernelAVX2
+	avx2 := b.eng.kernel == KernelAVX2 || b.eng.kernel == KernelVNNI // haveVNNI implies haveAVX2
 	return b.eng.pool.run(vocab, max(1, minPartWork/(dim*n)), func(lo, hi int) error {
 		return model.CatchFault(func() error {
 			var acc []int32

@@ -20,9 +20,11 @@ import (
 var benchShapes = [][2]int{{2560, 2560}, {6912, 2560}, {2560, 6912}, {256, 2560}, {128, 6912}}
 
 // BenchmarkKernel times one token's GEMV on the 2B4T shapes, one thread, for each kernel: the
-// AVX2 and LUT kernels on the packed layout, cpuref.TernaryMatMul straight from I2_S (its LUT
-// path; it splits rows over GOMAXPROCS goroutines, so run with -cpu 1 to compare threads alike),
-// and a portable bit-plane/popcount kernel kept only here for comparison. It reports weights/ns.
+// AVX-512 VNNI, AVX2 and LUT kernels on the packed layout (those this CPU runs, in one run, so
+// that their ratios compare like with like: -bench 'Kernel/.*/(avx2|avx512vnni)$' for the two
+// SIMD ones), cpuref.TernaryMatMul straight from I2_S (its LUT path; it splits rows over
+// GOMAXPROCS goroutines, so run with -cpu 1 to compare threads alike), and a portable
+// bit-plane/popcount kernel kept only here for comparison. It reports weights/ns.
 func BenchmarkKernel(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sh := range benchShapes {

@@ -2,11 +2,11 @@
 // the same bits (the README's "Bit-exact contract"), made fast where the time goes.
 //
 //   - Ternary projections are repacked at load into 2-bit codes (code = trit+1) laid out for SIMD
-//     (dot.go) and multiplied by AVX2 VPMADDUBSW on amd64 (an avo-generated kernel, chosen at run
-//     time from the CPU features) or by a portable per-byte lookup table. Both compute the exact
-//     int32 sums Σ t·q that cpuref computes, so any order gives the same bits; the float steps
-//     after them (weight scale, runs of equal TQ block scales, 1/s, the *.scale factor) are
-//     cpuref's, in cpuref's order.
+//     (dot.go) and multiplied on amd64 by AVX-512 VNNI VPDPBUSD or AVX2 VPMADDUBSW (avo-generated
+//     kernels, the best one chosen at run time from the CPU features), or elsewhere by a portable
+//     per-byte lookup table. All compute the exact int32 sums Σ t·q that cpuref computes, so any
+//     order gives the same bits; the float steps after them (weight scale, runs of equal TQ block
+//     scales, 1/s, the *.scale factor) are cpuref's, in cpuref's order.
 //   - q/k/v and gate/up are fused into one matrix each, so a layer is four matrix products.
 //   - Work is split by output rows (and by heads for attention, by vocabulary rows for the LM
 //     head) over a persistent worker pool (pool.go) with a minimum amount of work per part, so

@@ -11,8 +11,14 @@ import (
 type Kernel string
 
 const (
-	// KernelAuto picks KernelAVX2 where the CPU has AVX2 and KernelLUT elsewhere.
+	// KernelAuto picks KernelVNNI where the CPU has AVX-512 VNNI, else KernelAVX2 where it has
+	// AVX2, else KernelLUT.
 	KernelAuto Kernel = ""
+	// KernelVNNI is the avo-generated AVX-512 VNNI kernel (dot_amd64.s, dotCodesVNNI): VPDPBUSD
+	// of 64 codes by 64 int8 activations at a time into int32 lanes, Σ code·q − Σ q = Σ t·q, on
+	// the same packed codes as KernelAVX2 and with the same int32 sums. Its q8_0 LM head is
+	// KernelAVX2's (dotQ8BlocksAVX2). amd64 only.
+	KernelVNNI Kernel = "avx512vnni"
 	// KernelAVX2 is the avo-generated AVX2 kernel (dot_amd64.s): VPMADDUBSW of 32 codes by 32
 	// int8 activations at a time, Σ code·q − Σ q = Σ t·q. amd64 only.
 	KernelAVX2 Kernel = "avx2"
@@ -23,12 +29,15 @@ const (
 	KernelLUT Kernel = "lut"
 )
 
-// resolve returns the kernel k means on this CPU, or an error for an unknown name or AVX2 on a
-// CPU without it.
+// resolve returns the kernel k means on this CPU, or an error for an unknown name or a SIMD
+// kernel on a CPU (or build) without its instructions.
 func (k Kernel) resolve() (Kernel, error) {
 	switch k {
 	case KernelAuto:
-		if haveAVX2 {
+		switch {
+		case haveVNNI:
+			return KernelVNNI, nil
+		case haveAVX2:
 			return KernelAVX2, nil
 		}
 		return KernelLUT, nil
@@ -39,8 +48,13 @@ func (k Kernel) resolve() (Kernel, error) {
 			return "", fmt.Errorf("cpu: kernel %q: this CPU (or build) has no AVX2", k)
 		}
 		return k, nil
+	case KernelVNNI:
+		if !haveVNNI {
+			return "", fmt.Errorf("cpu: kernel %q: this CPU (or build) has no AVX-512 VNNI (AVX512F, AVX512VL and AVX512_VNNI with OS support)", k)
+		}
+		return k, nil
 	}
-	return "", fmt.Errorf("cpu: unknown kernel %q (want avx2 or lut)", k)
+	return "", fmt.Errorf("cpu: unknown kernel %q (want avx512vnni, avx2 or lut)", k)
 }
 
 // Layout of the repacked ternary weights. A row is padded to a whole number of chunks of
@@ -48,7 +62,8 @@ func (k Kernel) resolve() (Kernel, error) {
 // 2k..2k+1 (k = 0..3) the code of column chunkCols*chunk + 32k + m: code = trit + 1 (0, 1, 2;
 // padding columns hold 1, trit 0). One 32-byte load, a shift by 2k and a mask by 0x03 give 32
 // codes as bytes that line up with 32 consecutive int8 activations (the GPU's layout of the
-// README, "How the GPU path works", widened to a 256-bit register).
+// README, "How the GPU path works", widened to a 256-bit register). The VNNI kernel reads the
+// same bytes, masked by 0x03<<2k without the shift (code·4^k; see cpu/asm).
 const (
 	chunkCols  = 128
 	chunkBytes = chunkCols / 4
@@ -63,7 +78,21 @@ const (
 //	portable bit-planes + popcount (benchmark only)     4.2        3.3        4.3
 //	cpuref (LUT straight from I2_S, 2 goroutines)       2.6        3.0        2.6
 //
-// The AVX2 kernel is 13-20x the portable ones and is the default. Between the portable two the
+// On the project's 2-core Intel Xeon KVM VM with AVX-512 (avx512f/bw/vl, avx512_vnni; 2 MiB L2
+// a core), medians of go test -run '^$' -bench 'Kernel/.*/(avx2|avx512vnni)$' -count 5 -cpu 1
+// ./cpu/:
+//
+//	kernel                                        2560x2560  6912x2560  2560x6912
+//	AVX-512 VNNI VPDPBUSD, ZMM (KernelVNNI)            95         85        106
+//	AVX2 VPMADDUBSW on the codes (KernelAVX2)          67         61         73
+//
+// so KernelVNNI is 1.40-1.45x KernelAVX2 there and is the default where the CPU has it. A
+// 256-bit VPDPBUSD variant (AVX512VL; four masks, four VPDPBUSD a chunk) reached 98-115
+// weights/ns on a dot-only loop where the 512-bit one reached 111-142 and AVX2 72-79, and was
+// dropped. Without the per-row Go epilogue the 512-bit loop is at ~115 weights/ns (29 GB/s of
+// codes) on the shapes that do not fit in L2, so those are bound by memory more than by VPDPBUSD.
+//
+// The AVX2 kernel is 13-20x the portable ones (Zen 3 table). Between the portable two the
 // bit-plane kernel (+1/-1 masks per 64 columns, 8 activation bit planes, 16 popcounts per 64
 // weights) is ahead on two shapes of three; the LUT is kept as the fallback because it reads the
 // same packed codes as the AVX2 kernel (one layout, tested by the same parity tests), and the
@@ -193,7 +222,7 @@ func encodeRow(dst []byte, trits []int8) {
 
 // acts is the int8 input of a packed matrix product for n tokens: the quantized activations
 // padded to whole chunks with zeros, per token the prefix sums of q at chunk boundaries (for the
-// AVX2 kernel's Σ code·q − Σ q), and the factor Rcp32(s) that takes a sum back to floats.
+// SIMD kernels' Σ code·q − Σ q), and the factor Rcp32(s) that takes a sum back to floats.
 type acts struct {
 	n, chunks int
 	q         []int8    // [n][chunks*chunkCols]
@@ -302,5 +331,27 @@ func dotAVX2(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
 	_ = codes[c1*chunkBytes-1]
 	_ = q[c1*chunkCols-1]
 	s := dotCodesAVX2(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
+	return s - (prefix[c1] - prefix[c0])
+}
+
+// vnniMaxChunks is the most chunks one dotCodesVNNI call takes (2^14 chunks, 2^21 columns). A
+// chunk adds at most 2^16 to a lane of its accumulators (four products code·4^k·q, each at most
+// 128·128 in magnitude; see cpu/asm), so 2^14 chunks keep every lane within ±2^30 and the int32
+// sums exact; longer stretches are split into calls of this many.
+const vnniMaxChunks = 1 << 14
+
+// dotVNNI returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations,
+// exactly dotAVX2's value: Σ code·q (dotCodesVNNI, at most vnniMaxChunks chunks a call) minus
+// Σ q from the prefix sums.
+func dotVNNI(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	var s int32
+	for c := c0; c < c1; c += vnniMaxChunks {
+		s += dotCodesVNNI(&codes[c*chunkBytes], &q[c*chunkCols], min(vnniMaxChunks, c1-c))
+	}
 	return s - (prefix[c1] - prefix[c0])
 }

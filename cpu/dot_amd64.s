@@ -55,6 +55,158 @@ done:
 	MOVL         AX, ret+24(FP)
 	RET
 
+DATA vnniMasks<>+0(SB)/4, $0x03030303
+DATA vnniMasks<>+4(SB)/4, $0x03030303
+DATA vnniMasks<>+8(SB)/4, $0x03030303
+DATA vnniMasks<>+12(SB)/4, $0x03030303
+DATA vnniMasks<>+16(SB)/4, $0x03030303
+DATA vnniMasks<>+20(SB)/4, $0x03030303
+DATA vnniMasks<>+24(SB)/4, $0x03030303
+DATA vnniMasks<>+28(SB)/4, $0x03030303
+DATA vnniMasks<>+32(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+36(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+40(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+44(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+48(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+52(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+56(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+60(SB)/4, $0x0c0c0c0c
+DATA vnniMasks<>+64(SB)/4, $0x30303030
+DATA vnniMasks<>+68(SB)/4, $0x30303030
+DATA vnniMasks<>+72(SB)/4, $0x30303030
+DATA vnniMasks<>+76(SB)/4, $0x30303030
+DATA vnniMasks<>+80(SB)/4, $0x30303030
+DATA vnniMasks<>+84(SB)/4, $0x30303030
+DATA vnniMasks<>+88(SB)/4, $0x30303030
+DATA vnniMasks<>+92(SB)/4, $0x30303030
+DATA vnniMasks<>+96(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+100(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+104(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+108(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+112(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+116(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+120(SB)/4, $0xc0c0c0c0
+DATA vnniMasks<>+124(SB)/4, $0xc0c0c0c0
+GLOBL vnniMasks<>(SB), RODATA|NOPTR, $128
+
+DATA vnniShifts<>+0(SB)/4, $0x00000000
+DATA vnniShifts<>+4(SB)/4, $0x00000000
+DATA vnniShifts<>+8(SB)/4, $0x00000000
+DATA vnniShifts<>+12(SB)/4, $0x00000000
+DATA vnniShifts<>+16(SB)/4, $0x00000000
+DATA vnniShifts<>+20(SB)/4, $0x00000000
+DATA vnniShifts<>+24(SB)/4, $0x00000000
+DATA vnniShifts<>+28(SB)/4, $0x00000000
+DATA vnniShifts<>+32(SB)/4, $0x00000002
+DATA vnniShifts<>+36(SB)/4, $0x00000002
+DATA vnniShifts<>+40(SB)/4, $0x00000002
+DATA vnniShifts<>+44(SB)/4, $0x00000002
+DATA vnniShifts<>+48(SB)/4, $0x00000002
+DATA vnniShifts<>+52(SB)/4, $0x00000002
+DATA vnniShifts<>+56(SB)/4, $0x00000002
+DATA vnniShifts<>+60(SB)/4, $0x00000002
+DATA vnniShifts<>+64(SB)/4, $0x00000004
+DATA vnniShifts<>+68(SB)/4, $0x00000004
+DATA vnniShifts<>+72(SB)/4, $0x00000004
+DATA vnniShifts<>+76(SB)/4, $0x00000004
+DATA vnniShifts<>+80(SB)/4, $0x00000004
+DATA vnniShifts<>+84(SB)/4, $0x00000004
+DATA vnniShifts<>+88(SB)/4, $0x00000004
+DATA vnniShifts<>+92(SB)/4, $0x00000004
+DATA vnniShifts<>+96(SB)/4, $0x00000006
+DATA vnniShifts<>+100(SB)/4, $0x00000006
+DATA vnniShifts<>+104(SB)/4, $0x00000006
+DATA vnniShifts<>+108(SB)/4, $0x00000006
+DATA vnniShifts<>+112(SB)/4, $0x00000006
+DATA vnniShifts<>+116(SB)/4, $0x00000006
+DATA vnniShifts<>+120(SB)/4, $0x00000006
+DATA vnniShifts<>+124(SB)/4, $0x00000006
+GLOBL vnniShifts<>(SB), RODATA|NOPTR, $128
+
+// func dotCodesVNNI(codes *byte, q *int8, chunks int) int32
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI
+TEXT ·dotCodesVNNI(SB), NOSPLIT, $0-28
+	MOVQ      codes+0(FP), AX
+	MOVQ      q+8(FP), CX
+	MOVQ      chunks+16(FP), DX
+	VMOVDQU64 vnniMasks<>+0(SB), Z0
+	VMOVDQU64 vnniMasks<>+64(SB), Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	CMPQ      DX, $0x04
+	JB        vnnitail
+
+vnniloop:
+	VBROADCASTI64X4 (AX), Z10
+	VPANDD          Z0, Z10, Z11
+	VPANDD          Z1, Z10, Z10
+	VPDPBUSD        (CX), Z11, Z2
+	VPDPBUSD        64(CX), Z10, Z3
+	VBROADCASTI64X4 32(AX), Z10
+	VPANDD          Z0, Z10, Z11
+	VPANDD          Z1, Z10, Z10
+	VPDPBUSD        128(CX), Z11, Z4
+	VPDPBUSD        192(CX), Z10, Z5
+	VBROADCASTI64X4 64(AX), Z10
+	VPANDD          Z0, Z10, Z11
+	VPANDD          Z1, Z10, Z10
+	VPDPBUSD        256(CX), Z11, Z6
+	VPDPBUSD        320(CX), Z10, Z7
+	VBROADCASTI64X4 96(AX), Z10
+	VPANDD          Z0, Z10, Z11
+	VPANDD          Z1, Z10, Z10
+	VPDPBUSD        384(CX), Z11, Z8
+	VPDPBUSD        448(CX), Z10, Z9
+	ADDQ            $0x00000080, AX
+	ADDQ            $0x00000200, CX
+	SUBQ            $0x04, DX
+	CMPQ            DX, $0x04
+	JAE             vnniloop
+
+vnnitail:
+	TESTQ DX, DX
+	JZ    vnnidone
+
+vnniloop1:
+	VBROADCASTI64X4 (AX), Z10
+	VPANDD          Z0, Z10, Z11
+	VPANDD          Z1, Z10, Z10
+	VPDPBUSD        (CX), Z11, Z2
+	VPDPBUSD        64(CX), Z10, Z3
+	ADDQ            $0x20, AX
+	ADDQ            $0x00000080, CX
+	DECQ            DX
+	JNZ             vnniloop1
+
+vnnidone:
+	VPADDD        Z4, Z2, Z2
+	VPADDD        Z5, Z3, Z3
+	VPADDD        Z6, Z2, Z2
+	VPADDD        Z7, Z3, Z3
+	VPADDD        Z8, Z2, Z2
+	VPADDD        Z9, Z3, Z3
+	VPSRAVD       vnniShifts<>+0(SB), Z2, Z2
+	VPSRAVD       vnniShifts<>+64(SB), Z3, Z3
+	VPADDD        Z3, Z2, Z2
+	VEXTRACTI64X4 $0x01, Z2, Y0
+	VPADDD        Y0, Y2, Y0
+	VEXTRACTI32X4 $0x01, Y0, X1
+	VPADDD        X1, X0, X1
+	VPSHUFD       $0x4e, X1, X0
+	VPADDD        X0, X1, X1
+	VPSHUFD       $0xb1, X1, X0
+	VPADDD        X0, X1, X1
+	VMOVD         X1, AX
+	VZEROUPPER
+	MOVL          AX, ret+24(FP)
+	RET
+
 // func dotQ8BlocksAVX2(row *byte, q *int8, blocks int, acc *int32)
 // Requires: AVX, AVX2
 TEXT ·dotQ8BlocksAVX2(SB), NOSPLIT, $0-32

@@ -7,5 +7,8 @@ package cpu
 // dotCodesAVX2 returns Σ code·q over chunks*128 columns (AVX2; see dot.go for the layout).
 func dotCodesAVX2(codes *byte, q *int8, chunks int) int32
 
+// dotCodesVNNI returns Σ code·q over chunks*128 columns, chunks <= vnniMaxChunks (AVX-512 VNNI; see dot.go).
+func dotCodesVNNI(codes *byte, q *int8, chunks int) int32
+
 // dotQ8BlocksAVX2 writes acc[b] = Σ w·q over Q8_0 block b of row (AVX2; see logitsQ8).
 func dotQ8BlocksAVX2(row *byte, q *int8, blocks int, acc *int32)

@@ -16,7 +16,7 @@ const scalarWork = 16
 // engine is what the matrix products share: the worker pool, the kernel and its scratch.
 type engine struct {
 	pool   *pool
-	kernel Kernel  // KernelAVX2 or KernelLUT (resolved)
+	kernel Kernel  // KernelVNNI, KernelAVX2 or KernelLUT (resolved)
 	lut    []int16 // KernelLUT: one token's table, [chunks*chunkBytes][256]
 }
 
@@ -36,7 +36,9 @@ func (e *engine) matmul(dst []float32, pk *packed, a *acts) error {
 	pc := pk.chunks * chunkCols
 	rowBytes := pk.chunks * chunkBytes
 	grain := max(1, minPartWork/max(1, pk.cols*n))
-	if e.kernel == KernelAVX2 {
+	if e.kernel == KernelAVX2 || e.kernel == KernelVNNI {
+		// The SIMD kernels: rows outer, tokens inner, every row's codes read once.
+		vnni := e.kernel == KernelVNNI
 		return e.pool.run(rows, grain, func(lo, hi int) error {
 			for r := lo; r < hi; r++ {
 				codes := pk.codes[r*rowBytes : (r+1)*rowBytes]
@@ -48,7 +50,13 @@ func (e *engine) matmul(dst []float32, pk *packed, a *acts) error {
 					c0 := 0
 					for k := rs; k < re; k++ {
 						c1 := int(pk.runEnd[k])
-						term := float32(float32(dotAVX2(codes, q, pre, c0, c1)) * pk.runScale[k])
+						var d int32
+						if vnni {
+							d = dotVNNI(codes, q, pre, c0, c1)
+						} else {
+							d = dotAVX2(codes, q, pre, c0, c1)
+						}
+						term := float32(float32(d) * pk.runScale[k])
 						if k > rs {
 							term = float32(y + term)
 						}

@@ -17,12 +17,156 @@ import (
 	"github.com/bitgpu/bitgpu/model"
 )
 
-// kernels lists the kernels this machine runs: the portable one always, AVX2 where present.
-func kernels() []Kernel {
-	if haveAVX2 {
-		return []Kernel{KernelLUT, KernelAVX2}
+// allKernels lists every ternary kernel, available here or not.
+var allKernels = []Kernel{KernelLUT, KernelAVX2, KernelVNNI}
+
+// haveKernel reports whether this CPU (and build) runs kernel k.
+func haveKernel(k Kernel) bool {
+	switch k {
+	case KernelAVX2:
+		return haveAVX2
+	case KernelVNNI:
+		return haveVNNI
 	}
-	return []Kernel{KernelLUT}
+	return true
+}
+
+// kernels lists the kernels this machine runs: the portable one always, AVX2 and AVX-512 VNNI
+// where present.
+func kernels() []Kernel {
+	var ks []Kernel
+	for _, k := range allKernels {
+		if haveKernel(k) {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// requireKernel skips t where this CPU (or build) lacks kernel k.
+func requireKernel(t testing.TB, k Kernel) {
+	t.Helper()
+	if !haveKernel(k) {
+		t.Skipf("kernel %s: not supported by this CPU or build", k)
+	}
+}
+
+// TestKernelResolve: KernelAuto is the fastest kernel the CPU has (VNNI, then AVX2, then the
+// LUT), and asking for a SIMD kernel the CPU lacks is an error.
+func TestKernelResolve(t *testing.T) {
+	want := KernelLUT
+	switch {
+	case haveVNNI:
+		want = KernelVNNI
+	case haveAVX2:
+		want = KernelAVX2
+	}
+	got, err := KernelAuto.resolve()
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	for _, k := range allKernels {
+		got, err := k.resolve()
+		if haveKernel(k) {
+			require.NoError(t, err, k)
+			require.Equal(t, k, got)
+		} else {
+			require.ErrorContains(t, err, string(k))
+		}
+	}
+	require.True(t, !haveVNNI || haveAVX2, "KernelVNNI's q8_0 head runs dotQ8BlocksAVX2")
+}
+
+// dotKernel returns kernel k's Σ t·q over chunks [c0, c1) of a row (codes) and a token (q, its
+// chunk prefix sums pre): dotAVX2, dotVNNI, or dotLUT on a table built for q.
+func dotKernel(k Kernel, q []int8, pre []int32) func(codes []byte, c0, c1 int) int32 {
+	switch k {
+	case KernelAVX2:
+		return func(codes []byte, c0, c1 int) int32 { return dotAVX2(codes, q, pre, c0, c1) }
+	case KernelVNNI:
+		return func(codes []byte, c0, c1 int) int32 { return dotVNNI(codes, q, pre, c0, c1) }
+	}
+	lut := make([]int16, len(q)/4*lutEntries)
+	buildLUT(lut, q, 0, len(q)/4)
+	return func(codes []byte, c0, c1 int) int32 { return dotLUT(lut, codes, c0*chunkBytes, c1*chunkBytes) }
+}
+
+// TestDotKernels holds each kernel's int32 sum Σ t·q to the plain sum over every stretch
+// [c0, c1) of rows of 1..70 chunks (every remainder of the VNNI kernel's 4-chunk loop, and
+// ranges that start mid-row as TQ runs do), for random trits and activations and for the
+// extremes: all trits +1 or -1 against activations all -128 or all 127 (the largest lane sums).
+// Each kernel is a subtest, skipped where this CPU lacks it.
+func TestDotKernels(t *testing.T) {
+	for _, k := range allKernels {
+		t.Run(string(k), func(t *testing.T) {
+			requireKernel(t, k)
+			r := rand.New(rand.NewPCG(21, 22))
+			for chunks := 1; chunks <= 70; chunks++ {
+				cols := chunks * chunkCols
+				for fill := range 5 { // 0: random; 1..4: extremes
+					trits := randTrits(r, cols)
+					q := make([]int8, cols)
+					for i := range q {
+						q[i] = int8(r.IntN(256) - 128)
+					}
+					if fill > 0 {
+						tv, qv := int8(1-2*((fill-1)&1)), int8(-128)
+						if fill > 2 {
+							qv = 127
+						}
+						for i := range trits {
+							trits[i], q[i] = tv, qv
+						}
+					}
+					codes := make([]byte, chunks*chunkBytes)
+					encodeRow(codes, trits)
+					var a acts
+					a.set(q, []float32{1}, cols)
+					dot := dotKernel(k, a.q, a.prefix)
+					check := func(c0, c1 int) {
+						var want int32
+						for j := c0 * chunkCols; j < c1*chunkCols; j++ {
+							want += int32(trits[j]) * int32(q[j])
+						}
+						require.Equal(t, want, dot(codes, c0, c1), "%d chunks, fill %d, chunks [%d, %d)", chunks, fill, c0, c1)
+					}
+					for c0 := 0; c0 <= chunks; c0 += max(1, chunks/7) {
+						for c1 := c0; c1 <= chunks; c1 += max(1, chunks/9) {
+							check(c0, c1)
+						}
+						check(c0, chunks) // the rest of the row, whatever the steps
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestDotVNNIRange: the VNNI kernel's scaled lanes (code·4^k, see cpu/asm) stay exact at the
+// largest magnitude one call allows, vnniMaxChunks chunks of trit +1 (code 2) against q = -128,
+// and dotVNNI splits longer stretches into such calls: Σ code·q = 2·(-128)·cols, Σ t·q half that.
+func TestDotVNNIRange(t *testing.T) {
+	requireKernel(t, KernelVNNI)
+	for _, chunks := range []int{vnniMaxChunks, vnniMaxChunks + 5} {
+		cols := chunks * chunkCols
+		codes := make([]byte, chunks*chunkBytes)
+		for i := range codes {
+			codes[i] = 0xaa // code 2 (trit +1) in all four slots
+		}
+		q := make([]int8, cols)
+		for i := range q {
+			q[i] = -128
+		}
+		pre := make([]int32, chunks+1)
+		for c := range chunks {
+			pre[c+1] = pre[c] - 128*chunkCols
+		}
+		if chunks <= vnniMaxChunks {
+			require.Equal(t, int32(-256*cols), dotCodesVNNI(&codes[0], &q[0], chunks))
+			require.Equal(t, dotCodesAVX2(&codes[0], &q[0], chunks), dotCodesVNNI(&codes[0], &q[0], chunks))
+		}
+		require.Equal(t, int32(-128*cols), dotVNNI(codes, q, pre, 0, chunks), "%d chunks", chunks)
+		require.Equal(t, dotAVX2(codes, q, pre, 0, chunks), dotVNNI(codes, q, pre, 0, chunks), "%d chunks", chunks)
+	}
 }
 
 // ternaryTensor encodes trits ([rows][cols]) as typ with weight scale w; for TQ types with
@@ -95,8 +239,19 @@ func randActs(t testing.TB, r *rand.Rand, n, cols int) ([]int8, []float32) {
 // TestMatMulParity holds the packed product of every kernel to cpuref.TernaryMatMul bit for bit
 // over swept shapes of every ternary type (odd row counts, I2_S widths that are and are not a
 // multiple of 128, rows that straddle I2_S blocks), with and without per-block TQ scales and a
-// *.scale factor, for 1..9 tokens and GOMAXPROCS-sized pools of 1 and 2 threads.
+// *.scale factor, for 1..9 tokens and GOMAXPROCS-sized pools of 1 and 2 threads. Each kernel
+// (LUT, AVX2, AVX-512 VNNI) is a subtest over the same inputs, skipped where this CPU lacks it.
 func TestMatMulParity(t *testing.T) {
+	for _, k := range allKernels {
+		t.Run(string(k), func(t *testing.T) {
+			requireKernel(t, k)
+			testMatMulParity(t, k)
+		})
+	}
+}
+
+// testMatMulParity is TestMatMulParity for kernel k.
+func testMatMulParity(t *testing.T, k Kernel) {
 	r := rand.New(rand.NewPCG(17, 1))
 	type shape struct {
 		typ        model.TensorType
@@ -144,12 +299,10 @@ func TestMatMulParity(t *testing.T) {
 					require.NoError(t, err, name)
 					var a acts
 					a.set(q, s, sh.cols)
-					for _, k := range kernels() {
-						e := &engine{pool: p, kernel: k}
-						got := make([]float32, n*sh.rows)
-						require.NoError(t, e.matmul(got, pk, &a), name)
-						require.Equal(t, want, got, "%s kernel %s", name, k)
-					}
+					e := &engine{pool: p, kernel: k}
+					got := make([]float32, n*sh.rows)
+					require.NoError(t, e.matmul(got, pk, &a), name)
+					require.Equal(t, want, got, "%s kernel %s", name, k)
 				}
 			}
 		}
@@ -227,7 +380,7 @@ func TestPoolParts(t *testing.T) {
 	}), fmt.Sprintf("part at %d", 10/blocks))
 }
 
-// TestLogitsQ8Parity holds the q8_0 head (both kernels, 1 and 2 threads) to cpuref.LogitsQ8 bit
+// TestLogitsQ8Parity holds the q8_0 head (every kernel, 1 and 2 threads) to cpuref.LogitsQ8 bit
 // for bit on raw Q8_0 rows covering the whole int8 range (-128 included, which a sign trick
 // with VPMADDUBSW would get wrong) and activations including -128, with odd row counts.
 func TestLogitsQ8Parity(t *testing.T) {

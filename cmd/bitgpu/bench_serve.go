@@ -37,7 +37,7 @@ type serveBenchOptions struct {
 	concurrency                         []int
 	tokens, promptTokens, ctx, rounds   int
 	memoryGiB                           []float64
-	unbatched, fitOnly                  bool
+	unbatched, fitOnly, f16             bool
 }
 
 // check validates the flags; errors name the flag.
@@ -49,6 +49,9 @@ func (o *serveBenchOptions) check() error {
 	}
 	if o.modelPath != "" && o.preset != "" {
 		return fmt.Errorf("-m and --preset: give one (neither: the built-in model)")
+	}
+	if o.f16 && o.preset == "" {
+		return fmt.Errorf("--f16: needs --preset (an F16 model of -m's shapes is the file itself)")
 	}
 	if len(o.concurrency) == 0 {
 		return fmt.Errorf("--concurrency: give at least one count")
@@ -102,6 +105,7 @@ shapes; the KV cache of a sequence is the same for both. --fit-only skips the ru
 --preset, writing the model): the figure needs only the shapes.`,
 		Example: "  bitgpu bench serve --device cpu --concurrency 1,2,4,8 --tokens 64\n" +
 			"  bitgpu bench serve --device cpu --concurrency 1,8 --unbatched\n" +
+			"  bitgpu bench serve --device gpu --preset tiny --f16 --concurrency 1,8\n" +
 			"  bitgpu bench serve --preset 2b4t --fit-only --memory-gib 6,8,16,24 --json fit.json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -123,6 +127,7 @@ shapes; the KV cache of a sequence is the same for both. --fit-only skips the ru
 	f.Float64SliceVar(&o.memoryGiB, "memory-gib", nil, "memory budgets in GiB for the fit table (default: the system memory on cpu/cpuref; none on gpu)")
 	f.BoolVar(&o.unbatched, "unbatched", false, "step every sequence alone (serve.Options.Unbatched), to compare with batched steps")
 	f.BoolVar(&o.fitOnly, "fit-only", false, "report only the memory fit (no model is run)")
+	f.BoolVar(&o.f16, "f16", false, "with --preset: run the F16 baseline of the shapes (F16 projections) instead of ternary")
 	f.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	return cmd
 }
@@ -235,7 +240,11 @@ func serveBenchConfig(o serveBenchOptions) (string, model.Config, error) {
 			return "", model.Config{}, fmt.Errorf("--preset: %w", err)
 		}
 		cfg, err := opt.Config()
-		return "synthetic " + o.preset, cfg, err
+		name := "synthetic " + o.preset
+		if o.f16 {
+			name += " (F16 baseline)"
+		}
+		return name, cfg, err
 	}
 	m, err := openModel(o.modelPath)
 	if err != nil {
@@ -292,6 +301,9 @@ func serveBenchRuns(cmd *cobra.Command, o serveBenchOptions, rep *serveBenchRepo
 		defer func() { os.RemoveAll(dir); forget() }()
 		opt, _ := model.SynthPreset(o.preset) // checked by serveBenchConfig
 		opt.Seed = 1
+		if o.f16 {
+			opt.Type = model.TypeF16
+		}
 		path = filepath.Join(dir, o.preset+".gguf")
 		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: writing synthetic %s model\n", o.preset)
 		var done func()
