@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,8 +14,6 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/runtime"
@@ -120,36 +117,6 @@ func printKernelTable(w io.Writer, res []runtime.KernelResult) {
 			r.MedianNS/1e3, r.MinNS/1e3, r.MaxNS/1e3, float64(r.Bytes)/1e6, r.GBps, r.GOPs, r.RooflineRatio)
 	}
 	tw.Flush()
-}
-
-// savePlot writes p as dir/name.png and dir/name.svg (7 x 4 inches, and wider by its legend's
-// width), each through writeOutput ("--plot" errors, mode 0644); dir must exist. The legend is
-// drawn to the right of the plot, never over the data.
-func savePlot(p *plot.Plot, dir, name string) error {
-	legend := p.Legend
-	p.Legend = plot.NewLegend() // p draws none; legend goes beside it
-	defer func() { p.Legend = legend }()
-	legend.Top, legend.Left = true, true
-	for _, ext := range []string{"png", "svg"} {
-		probe := draw.New(vgimg.New(vg.Inch, vg.Inch))
-		lw := legendWidth(legend, probe)
-		wt, err := draw.NewFormattedCanvas(7*vg.Inch+lw, 4*vg.Inch, ext)
-		if err != nil {
-			return fmt.Errorf("--plot %s: %w", dir, err)
-		}
-		dc := draw.New(wt)
-		p.Draw(draw.Crop(dc, 0, -lw, 0, 0))
-		if lw > 0 {
-			legend.Draw(draw.Crop(dc, dc.Max.X-dc.Min.X-lw+vg.Points(4), 0, 0, -vg.Points(24)))
-		}
-		if err := writeOutput("--plot", filepath.Join(dir, name+"."+ext), func(w io.Writer) error {
-			_, err := wt.WriteTo(w)
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // plotKernels draws each kernel's bandwidth against the copy roofline as grouped bars

@@ -33,11 +33,11 @@ func init() {
 // serveBenchOptions are bench serve's flags, checked (serveBenchOptions.check) before anything
 // runs.
 type serveBenchOptions struct {
-	modelPath, preset, device, jsonPath string
-	concurrency                         []int
-	tokens, promptTokens, ctx, rounds   int
-	memoryGiB                           []float64
-	unbatched, fitOnly, f16             bool
+	modelPath, preset, device, jsonPath, plotDir string
+	concurrency                                  []int
+	tokens, promptTokens, ctx, rounds            int
+	memoryGiB                                    []float64
+	unbatched, fitOnly, f16                      bool
 }
 
 // check validates the flags; errors name the flag.
@@ -78,7 +78,10 @@ func (o *serveBenchOptions) check() error {
 			return fmt.Errorf("--memory-gib %v: must be a positive number of GiB", g)
 		}
 	}
-	return checkBenchOutputs(o.jsonPath, "")
+	if o.plotDir != "" && o.fitOnly {
+		return fmt.Errorf("--plot: plots the runs, which --fit-only skips")
+	}
+	return checkBenchOutputs(o.jsonPath, o.plotDir)
 }
 
 func benchServeCmd() *cobra.Command {
@@ -129,6 +132,7 @@ shapes; the KV cache of a sequence is the same for both. --fit-only skips the ru
 	f.BoolVar(&o.fitOnly, "fit-only", false, "report only the memory fit (no model is run)")
 	f.BoolVar(&o.f16, "f16", false, "with --preset: run the F16 baseline of the shapes (F16 projections) instead of ternary")
 	f.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
+	f.StringVar(&o.plotDir, "plot", "", "write serve-throughput and serve-latency plots (PNG and SVG) into this existing directory")
 	return cmd
 }
 
@@ -283,6 +287,11 @@ func runServeBench(cmd *cobra.Command, o serveBenchOptions) error {
 	}
 	rep.Fit = serveFitOf(cfg, fitCtx, budgets)
 	printServeFit(out, name, rep.Fit)
+	if o.plotDir != "" {
+		if err := plotServe(o.plotDir, rep); err != nil {
+			return err
+		}
+	}
 	if o.jsonPath != "" {
 		return writeJSON(o.jsonPath, rep)
 	}

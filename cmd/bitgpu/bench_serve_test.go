@@ -130,6 +130,56 @@ func TestBenchServe(t *testing.T) {
 	require.Zero(t, rep.Runs[0].Batched)
 }
 
+// TestBenchServePlots: --plot writes serve-throughput and serve-latency (PNG and SVG) whose
+// series are the report's numbers at each measured concurrency; with --fit-only there is nothing
+// to plot (refused before anything runs).
+func TestBenchServePlots(t *testing.T) {
+	dir := t.TempDir()
+	js := filepath.Join(dir, "serve.json")
+	_, errOut, code := runCLI(t, nil, "bench", "serve", "--device", "cpu", "--concurrency", "1,2", "--tokens", "3",
+		"--prompt-tokens", "4", "--json", js, "--plot", dir)
+	require.Equal(t, 0, code, errOut)
+	for _, name := range []string{"serve-throughput.png", "serve-throughput.svg", "serve-latency.png", "serve-latency.svg"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err, name)
+		require.Positive(t, st.Size(), name)
+	}
+	data, err := os.ReadFile(js)
+	require.NoError(t, err)
+	var rep serveBenchReport
+	require.NoError(t, json.Unmarshal(data, &rep))
+	figs, err := serveFigures(rep)
+	require.NoError(t, err)
+	require.Len(t, figs, 2)
+	want := map[string]func(serveBenchRun) float64{
+		"decode tok/s":    func(r serveBenchRun) float64 { return r.DecodeTokS },
+		"inter-token p50": func(r serveBenchRun) float64 { return r.ITLP50 },
+		"inter-token p99": func(r serveBenchRun) float64 { return r.ITLP99 },
+		"first token p50": func(r serveBenchRun) float64 { return r.TTFTP50 },
+	}
+	n := 0
+	for _, f := range figs {
+		for label, pts := range f.series {
+			y, ok := want[label]
+			require.True(t, ok, label)
+			require.Len(t, pts, 2)
+			for i, r := range rep.Runs {
+				require.Equal(t, float64(r.Concurrency), pts[i].X, label)
+				require.Equal(t, y(r), pts[i].Y, label)
+			}
+			n++
+		}
+	}
+	require.Equal(t, len(want), n)
+
+	_, errOut, code = runCLI(t, nil, "bench", "serve", "--fit-only", "--plot", dir)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "--plot: plots the runs, which --fit-only skips")
+	_, errOut, code = runCLI(t, nil, "bench", "serve", "--f16", "--concurrency", "1")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errOut, "--f16: needs --preset")
+}
+
 // TestBenchServeFit: --fit-only on the 2B4T shapes writes no model and runs none; the weights
 // are 2 bits a projection weight (F16: 2 bytes) plus the same norms, Q8_0 head and F16 embedding
 // table, and the KV cache 30 layers × 4096 × 640 × 2 × 2 B = 300 MiB a sequence. In 5.5 GiB the

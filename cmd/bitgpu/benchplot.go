@@ -5,12 +5,10 @@ package main
 import (
 	"fmt"
 	"math"
-	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/bitgpu/bitgpu/runtime"
 )
@@ -37,15 +35,6 @@ func (s spreads) Len() int { return len(s) }
 // YError is the distance from value i down to its lo and up to its hi.
 func (s spreads) YError(i int) (float64, float64) {
 	return s[i].v - s[i].lo, s[i].hi - s[i].v
-}
-
-// log2Ticks marks exactly the measured values xs on a log-2 axis, labelled as integers.
-func log2Ticks(xs []float64) plot.ConstantTicks {
-	var t plot.ConstantTicks
-	for _, x := range xs {
-		t = append(t, plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'f', -1, 64)})
-	}
-	return t
 }
 
 // e2eFigure plots one quantity of every run against context length: a log-2 X axis with a tick
@@ -205,13 +194,4 @@ func kernelTimeFigure(rep benchReport) (*figure, []float64, error) {
 	p.X.Min, p.X.Max = -0.6, float64(len(shapes))-0.4
 	p.Y.Min, p.Y.Max = 0, yMax*1.08
 	return f, speedups, nil
-}
-
-// legendWidth is the width the legend needs to the right of the plot (0 without entries).
-func legendWidth(l plot.Legend, c draw.Canvas) vg.Length {
-	r := l.Rectangle(c)
-	if r.Max.X <= r.Min.X {
-		return 0
-	}
-	return r.Max.X - r.Min.X + vg.Points(8)
 }
