@@ -99,8 +99,9 @@ type Option func(*options)
 // means runtime.GOMAXPROCS(0) at New.
 func WithThreads(n int) Option { return func(o *options) { o.threads = n } }
 
-// WithKernel picks the ternary kernel (KernelAuto, the default, KernelVNNI, KernelAVX2 or
-// KernelLUT); New fails for KernelVNNI or KernelAVX2 on a CPU without their instructions.
+// WithKernel picks the ternary kernel (KernelAuto, the default, KernelVNNI, KernelAVX2,
+// KernelDotProd, KernelNEON or KernelLUT); New fails for a SIMD kernel on a CPU (or build)
+// without its instructions.
 func WithKernel(k Kernel) Option { return func(o *options) { o.kernel = k } }
 
 // WithLMHead computes the logits with head h, as cpuref.WithLMHead does (cpuref.LMHeadF16 or
@@ -208,7 +209,8 @@ func (b *Backend) Pos() int { return b.pos }
 // Reset empties the KV cache (Pos() becomes 0).
 func (b *Backend) Reset() { b.pos = 0 }
 
-// Kernel reports the ternary kernel in use (KernelVNNI, KernelAVX2 or KernelLUT).
+// Kernel reports the ternary kernel in use (KernelVNNI, KernelAVX2, KernelDotProd, KernelNEON or
+// KernelLUT).
 func (b *Backend) Kernel() Kernel { return b.eng.kernel }
 
 // Threads reports the number of threads the backend splits work over.

@@ -3,8 +3,8 @@
 //
 //   - Ternary projections are repacked at load into 2-bit codes (code = trit+1) laid out for SIMD
 //     (dot.go) and multiplied on amd64 by AVX-512 VNNI VPDPBUSD or AVX2 VPMADDUBSW (avo-generated
-//     kernels, the best one chosen at run time from the CPU features), or elsewhere by a portable
-//     per-byte lookup table. All compute the exact int32 sums Σ t·q that cpuref computes, so any
+//     kernels), on arm64 by NEON SDOT or SMLAL/SADALP (hand-written, dot_arm64.s), the best one
+//     chosen at run time from the CPU features, or elsewhere by a portable per-byte lookup table. All compute the exact int32 sums Σ t·q that cpuref computes, so any
 //     order gives the same bits; the float steps after them (weight scale, runs of equal TQ block
 //     scales, 1/s, the *.scale factor) are cpuref's, in cpuref's order.
 //   - q/k/v and gate/up are fused into one matrix each, so a layer is four matrix products.

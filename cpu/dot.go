@@ -12,7 +12,8 @@ type Kernel string
 
 const (
 	// KernelAuto picks KernelVNNI where the CPU has AVX-512 VNNI, else KernelAVX2 where it has
-	// AVX2, else KernelLUT.
+	// AVX2 (amd64); KernelDotProd where the CPU has the Arm dot product, else KernelNEON (arm64);
+	// else KernelLUT.
 	KernelAuto Kernel = ""
 	// KernelVNNI is the avo-generated AVX-512 VNNI kernel (dot_amd64.s, dotCodesVNNI): VPDPBUSD
 	// of 64 codes by 64 int8 activations at a time into int32 lanes, Σ code·q − Σ q = Σ t·q, on
@@ -22,6 +23,17 @@ const (
 	// KernelAVX2 is the avo-generated AVX2 kernel (dot_amd64.s): VPMADDUBSW of 32 codes by 32
 	// int8 activations at a time, Σ code·q − Σ q = Σ t·q. amd64 only.
 	KernelAVX2 Kernel = "avx2"
+	// KernelDotProd is the hand-written arm64 kernel (dot_arm64.s, dotCodesDotProd) for CPUs with
+	// the Armv8.2 dot-product instructions (FEAT_DotProd, HWCAP asimddp): SDOT of 16 codes by 16
+	// int8 activations at a time into int32 lanes, Σ code·q − Σ q = Σ t·q, on the same packed
+	// codes as the amd64 kernels and with the same int32 sums. Its q8_0 LM head is the portable
+	// one. arm64 only.
+	KernelDotProd Kernel = "neon-dotprod"
+	// KernelNEON is the hand-written arm64 kernel (dot_arm64.s, dotCodesNEON) for any arm64 CPU
+	// (ARMv8.0 Advanced SIMD): widening multiplies SMULL/SMLAL of 8 codes by 8 int8 activations
+	// into int16 lanes, added into int32 lanes by SADALP once a chunk; the same sums as
+	// KernelDotProd. Its q8_0 LM head is the portable one. arm64 only.
+	KernelNEON Kernel = "neon"
 	// KernelLUT is the portable Go kernel: per token, a table gives for every (byte position,
 	// byte value) the exact int16 sum of the four trits of that byte times their activations,
 	// so a row is Cols/4 table reads (the lookup-table method of T-MAC and bitnet.cpp's TL
@@ -39,6 +51,10 @@ func (k Kernel) resolve() (Kernel, error) {
 			return KernelVNNI, nil
 		case haveAVX2:
 			return KernelAVX2, nil
+		case haveDotProd:
+			return KernelDotProd, nil
+		case haveNEON:
+			return KernelNEON, nil
 		}
 		return KernelLUT, nil
 	case KernelLUT:
@@ -53,8 +69,18 @@ func (k Kernel) resolve() (Kernel, error) {
 			return "", fmt.Errorf("cpu: kernel %q: this CPU (or build) has no AVX-512 VNNI (AVX512F, AVX512VL and AVX512_VNNI with OS support)", k)
 		}
 		return k, nil
+	case KernelDotProd:
+		if !haveDotProd {
+			return "", fmt.Errorf("cpu: kernel %q: this CPU (or build) has no arm64 dot product (ASIMD with ASIMDDP)", k)
+		}
+		return k, nil
+	case KernelNEON:
+		if !haveNEON {
+			return "", fmt.Errorf("cpu: kernel %q: this CPU (or build) has no arm64 NEON (ASIMD)", k)
+		}
+		return k, nil
 	}
-	return "", fmt.Errorf("cpu: unknown kernel %q (want avx512vnni, avx2 or lut)", k)
+	return "", fmt.Errorf("cpu: unknown kernel %q (want avx512vnni, avx2, neon-dotprod, neon or lut)", k)
 }
 
 // Layout of the repacked ternary weights. A row is padded to a whole number of chunks of
@@ -99,6 +125,10 @@ const (
 // bit-planes would need a second layout. An earlier run of the AVX2 kernel gave 15-30 weights/ns
 // until the constants were loaded with VMOVD instead of the SSE MOVD: mixing SSE and AVX
 // encodings cost ~130 ns a call here.
+//
+// The arm64 kernels (KernelDotProd, KernelNEON) have not been measured on arm64 hardware; they
+// are tested for exact sums under qemu user emulation (make test-arm64), where timings say
+// nothing about speed.
 
 // packed is one or more ternary projections stacked by rows (q/k/v or gate/up fused) in the
 // layout above, with what cpuref's TernaryMatMul needs to reproduce its float steps.
@@ -353,5 +383,29 @@ func dotVNNI(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
 	for c := c0; c < c1; c += vnniMaxChunks {
 		s += dotCodesVNNI(&codes[c*chunkBytes], &q[c*chunkCols], min(vnniMaxChunks, c1-c))
 	}
+	return s - (prefix[c1] - prefix[c0])
+}
+
+// dotNEON returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations, as
+// dotAVX2: Σ code·q (dotCodesNEON) minus Σ q from the prefix sums. No split is needed: see
+// dot_arm64.s for why the kernel's int16 and int32 lanes give the exact int32 sum.
+func dotNEON(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	s := dotCodesNEON(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
+	return s - (prefix[c1] - prefix[c0])
+}
+
+// dotDotProd is dotNEON with dotCodesDotProd (SDOT) for Σ code·q.
+func dotDotProd(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	s := dotCodesDotProd(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
 	return s - (prefix[c1] - prefix[c0])
 }

@@ -16,7 +16,7 @@ const scalarWork = 16
 // engine is what the matrix products share: the worker pool, the kernel and its scratch.
 type engine struct {
 	pool   *pool
-	kernel Kernel  // KernelVNNI, KernelAVX2 or KernelLUT (resolved)
+	kernel Kernel  // KernelVNNI, KernelAVX2, KernelDotProd, KernelNEON or KernelLUT (resolved)
 	lut    []int16 // KernelLUT: one token's table, [chunks*chunkBytes][256]
 }
 
@@ -36,9 +36,24 @@ func (e *engine) matmul(dst []float32, pk *packed, a *acts) error {
 	pc := pk.chunks * chunkCols
 	rowBytes := pk.chunks * chunkBytes
 	grain := max(1, minPartWork/max(1, pk.cols*n))
-	if e.kernel == KernelAVX2 || e.kernel == KernelVNNI {
-		// The SIMD kernels: rows outer, tokens inner, every row's codes read once.
-		vnni := e.kernel == KernelVNNI
+	if e.kernel != KernelLUT {
+		// The SIMD kernels: rows outer, tokens inner, every row's codes read once. sel numbers
+		// the kernel so that the inner loop switches on an int, not a string.
+		const (
+			selAVX2 = iota
+			selVNNI
+			selDotProd
+			selNEON
+		)
+		sel := selAVX2
+		switch e.kernel {
+		case KernelVNNI:
+			sel = selVNNI
+		case KernelDotProd:
+			sel = selDotProd
+		case KernelNEON:
+			sel = selNEON
+		}
 		return e.pool.run(rows, grain, func(lo, hi int) error {
 			for r := lo; r < hi; r++ {
 				codes := pk.codes[r*rowBytes : (r+1)*rowBytes]
@@ -51,9 +66,14 @@ func (e *engine) matmul(dst []float32, pk *packed, a *acts) error {
 					for k := rs; k < re; k++ {
 						c1 := int(pk.runEnd[k])
 						var d int32
-						if vnni {
+						switch sel {
+						case selVNNI:
 							d = dotVNNI(codes, q, pre, c0, c1)
-						} else {
+						case selDotProd:
+							d = dotDotProd(codes, q, pre, c0, c1)
+						case selNEON:
+							d = dotNEON(codes, q, pre, c0, c1)
+						default:
 							d = dotAVX2(codes, q, pre, c0, c1)
 						}
 						term := float32(float32(d) * pk.runScale[k])

@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -18,7 +19,7 @@ import (
 )
 
 // allKernels lists every ternary kernel, available here or not.
-var allKernels = []Kernel{KernelLUT, KernelAVX2, KernelVNNI}
+var allKernels = []Kernel{KernelLUT, KernelAVX2, KernelVNNI, KernelNEON, KernelDotProd}
 
 // haveKernel reports whether this CPU (and build) runs kernel k.
 func haveKernel(k Kernel) bool {
@@ -27,12 +28,16 @@ func haveKernel(k Kernel) bool {
 		return haveAVX2
 	case KernelVNNI:
 		return haveVNNI
+	case KernelNEON:
+		return haveNEON
+	case KernelDotProd:
+		return haveDotProd
 	}
 	return true
 }
 
 // kernels lists the kernels this machine runs: the portable one always, AVX2 and AVX-512 VNNI
-// where present.
+// or NEON and NEON with the dot product where present.
 func kernels() []Kernel {
 	var ks []Kernel
 	for _, k := range allKernels {
@@ -51,8 +56,9 @@ func requireKernel(t testing.TB, k Kernel) {
 	}
 }
 
-// TestKernelResolve: KernelAuto is the fastest kernel the CPU has (VNNI, then AVX2, then the
-// LUT), and asking for a SIMD kernel the CPU lacks is an error.
+// TestKernelResolve: KernelAuto is the fastest kernel the CPU has (VNNI, then AVX2 on amd64; the
+// dot product, then NEON on arm64; then the LUT), and asking for a SIMD kernel the CPU lacks is an
+// error. Under GODEBUG=cpu.asimddp=off on arm64 (make test-arm64) it is KernelNEON.
 func TestKernelResolve(t *testing.T) {
 	want := KernelLUT
 	switch {
@@ -60,10 +66,20 @@ func TestKernelResolve(t *testing.T) {
 		want = KernelVNNI
 	case haveAVX2:
 		want = KernelAVX2
+	case haveDotProd:
+		want = KernelDotProd
+	case haveNEON:
+		want = KernelNEON
 	}
 	got, err := KernelAuto.resolve()
 	require.NoError(t, err)
 	require.Equal(t, want, got)
+	t.Logf("KernelAuto is %s here", got)
+	if strings.Contains(os.Getenv("GODEBUG"), "cpu.asimddp=off") {
+		// make test-arm64's second run: x/sys/cpu hides the dot product, KernelAuto is NEON.
+		require.False(t, haveDotProd, "GODEBUG=cpu.asimddp=off")
+		require.Equal(t, haveNEON, got == KernelNEON)
+	}
 	for _, k := range allKernels {
 		got, err := k.resolve()
 		if haveKernel(k) {
@@ -74,16 +90,22 @@ func TestKernelResolve(t *testing.T) {
 		}
 	}
 	require.True(t, !haveVNNI || haveAVX2, "KernelVNNI's q8_0 head runs dotQ8BlocksAVX2")
+	require.True(t, !haveDotProd || haveNEON)
+	require.False(t, (haveAVX2 || haveVNNI) && haveNEON, "one architecture's kernels at a time")
 }
 
 // dotKernel returns kernel k's Σ t·q over chunks [c0, c1) of a row (codes) and a token (q, its
-// chunk prefix sums pre): dotAVX2, dotVNNI, or dotLUT on a table built for q.
+// chunk prefix sums pre): dotAVX2, dotVNNI, dotNEON, dotDotProd, or dotLUT on a table built for q.
 func dotKernel(k Kernel, q []int8, pre []int32) func(codes []byte, c0, c1 int) int32 {
 	switch k {
 	case KernelAVX2:
 		return func(codes []byte, c0, c1 int) int32 { return dotAVX2(codes, q, pre, c0, c1) }
 	case KernelVNNI:
 		return func(codes []byte, c0, c1 int) int32 { return dotVNNI(codes, q, pre, c0, c1) }
+	case KernelNEON:
+		return func(codes []byte, c0, c1 int) int32 { return dotNEON(codes, q, pre, c0, c1) }
+	case KernelDotProd:
+		return func(codes []byte, c0, c1 int) int32 { return dotDotProd(codes, q, pre, c0, c1) }
 	}
 	lut := make([]int16, len(q)/4*lutEntries)
 	buildLUT(lut, q, 0, len(q)/4)
@@ -240,7 +262,8 @@ func randActs(t testing.TB, r *rand.Rand, n, cols int) ([]int8, []float32) {
 // over swept shapes of every ternary type (odd row counts, I2_S widths that are and are not a
 // multiple of 128, rows that straddle I2_S blocks), with and without per-block TQ scales and a
 // *.scale factor, for 1..9 tokens and GOMAXPROCS-sized pools of 1 and 2 threads. Each kernel
-// (LUT, AVX2, AVX-512 VNNI) is a subtest over the same inputs, skipped where this CPU lacks it.
+// (LUT, AVX2, AVX-512 VNNI, NEON, NEON dot product) is a subtest over the same inputs, skipped
+// where this CPU lacks it.
 func TestMatMulParity(t *testing.T) {
 	for _, k := range allKernels {
 		t.Run(string(k), func(t *testing.T) {

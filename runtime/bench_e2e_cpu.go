@@ -23,7 +23,7 @@ type CPUInfo struct {
 	Driver string // the backend: "cpu" or "cpuref"
 	Arch   string // GOARCH
 	CPUs   int    // logical CPUs (runtime.NumCPU)
-	Kernel string // the fast backend's ternary kernel ("avx512vnni", "avx2" or "lut"); "" for cpuref
+	Kernel string // the fast backend's ternary kernel ("avx512vnni", "avx2", "neon-dotprod", "neon" or "lut"); "" for cpuref
 }
 
 // String is one line: name, CPU count, backend and kernel.

@@ -91,7 +91,7 @@ func TestBenchE2ECPUStructure(t *testing.T) {
 			if c.ref {
 				require.Empty(t, r.Kernel)
 			} else {
-				require.Contains(t, []string{"avx512vnni", "avx2", "lut"}, r.Kernel)
+				require.Contains(t, []string{"avx512vnni", "avx2", "neon-dotprod", "neon", "lut"}, r.Kernel)
 			}
 			require.Len(t, r.Points, len(contexts))
 			require.Len(t, r.DecodeSpeedup, len(contexts))
