@@ -591,6 +591,9 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 	if opts.MaxTokens <= 0 {
 		opts.MaxTokens = -1
 	}
+	if e.opts.KVPool != nil { // never past the reserved blocks (fewer than the context's when capped at the pool)
+		opts.Context = min(opts.Context, need*e.opts.KVPool.BlockSize())
+	}
 	opts.Sampled = func(id int, logits []float32) error {
 		now := time.Now()
 		if last.IsZero() {
@@ -626,7 +629,8 @@ func (e *Engine) Submit(ctx context.Context, r Request) (Result, error) {
 
 // blocksFor is the number of KV pool blocks a request of prompt tokens and maxTokens (<= 0: to
 // the end of the context) reserves: those of min(prompt + maxTokens, context) positions, at most
-// the pool (a request that needs them all runs alone). 0 without a pool. A prompt that needs more
+// the pool (a request that needs them all runs alone, and stops, StopContext, when it has filled
+// the pool). 0 without a pool. A prompt that needs more
 // blocks than the pool holds is a *PromptTooLongError.
 func (e *Engine) blocksFor(prompt, maxTokens int) (int, error) {
 	pool := e.opts.KVPool
@@ -698,6 +702,7 @@ func (e *Engine) acquire(ctx context.Context, cancel context.CancelCauseFunc, ne
 		e.mu.Lock()
 		if i := slices.Index(e.waiters, w); i >= 0 {
 			e.waiters = slices.Delete(e.waiters, i, i+1)
+			e.grantWaiters() // those behind w may fit where w did not
 			e.mu.Unlock()
 		} else { // granted meanwhile: give the slot on
 			e.mu.Unlock()
@@ -735,6 +740,12 @@ func (e *Engine) handOn(slot, need int) {
 	e.reserved -= need
 	i, _ := slices.BinarySearch(e.free, slot)
 	e.free = slices.Insert(e.free, i, slot)
+	e.grantWaiters()
+}
+
+// grantWaiters grants free slots to the waiters in order while the first one's blocks fit; the
+// caller holds e.mu.
+func (e *Engine) grantWaiters() {
 	for len(e.free) > 0 && len(e.waiters) > 0 && e.fits(e.waiters[0].need) {
 		w := e.waiters[0]
 		e.waiters = e.waiters[1:]
