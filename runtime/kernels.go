@@ -4,6 +4,8 @@ package runtime
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/bitgpu/bitgpu/gpu"
 	"github.com/bitgpu/bitgpu/shaders"
@@ -42,11 +44,14 @@ type Kernels struct {
 	dev     *gpu.Device
 	byName  map[string]*gpu.Kernel
 	variant map[string]string // kernel name -> chosen SPIR-V variant
+
+	mu    sync.Mutex
+	tiles map[string]*gpu.Kernel // GEMMs with a smaller token tile (tiled), built on first use
 }
 
 // NewKernels builds every kernel for dev. Errors name the kernel.
 func NewKernels(dev *gpu.Device) (*Kernels, error) {
-	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}}
+	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}, tiles: map[string]*gpu.Kernel{}}
 	feats := dev.Info().Features
 	for _, def := range kernelDefs {
 		var chosen string
@@ -81,6 +86,70 @@ func (ks *Kernels) Release() {
 		k.Release()
 	}
 	ks.byName = map[string]*gpu.Kernel{}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	for _, k := range ks.tiles {
+		k.Release()
+	}
+	ks.tiles = map[string]*gpu.Kernel{}
+}
+
+// gemmTile is the token tile of a GEMM over t > 1 tokens: 2 or 4 when t fits one such tile, else
+// GEMMTokens. A tile's unused token slots are skipped but not free — on lavapipe the 8-token
+// kernel over 2 tokens took 2.9x the one-token GEMV, the 2-token kernel 1.4x
+// (BenchmarkPagedDecodeBatch) — and the batched decode steps of a few sequences are such GEMMs.
+// Each token's arithmetic is the same in every tile, so the tile never changes a bit.
+func gemmTile(t uint32) uint32 {
+	switch {
+	case t <= 2:
+		return 2
+	case t <= 4:
+		return 4
+	}
+	return GEMMTokens
+}
+
+// tiled returns GEMM kernel name (a kernelDefs entry whose first specialization constant is the
+// token tile, built for GEMMTokens) specialized for tile tokens from the same SPIR-V variant: the
+// kernel NewKernels built when tile is GEMMTokens, otherwise one built on first use.
+func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
+	if tile == GEMMTokens {
+		return ks.byName[name], nil
+	}
+	key := fmt.Sprintf("%s/%d", name, tile)
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if k := ks.tiles[key]; k != nil {
+		return k, nil
+	}
+	i := slices.IndexFunc(kernelDefs, func(d kernelDef) bool { return d.name == name })
+	if i < 0 || len(kernelDefs[i].spec) == 0 {
+		return nil, fmt.Errorf("kernel %s: not a token-tiled GEMM", name)
+	}
+	def := kernelDefs[i]
+	code, err := shaders.SPIRV(ks.variant[name])
+	if err != nil {
+		return nil, err
+	}
+	spec := slices.Clone(def.spec)
+	spec[0] = tile
+	k, err := ks.dev.NewKernel(gpu.KernelSpec{Name: key, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: spec, LocalSize: [2]uint32{def.local, 1}})
+	if err != nil {
+		return nil, err
+	}
+	ks.tiles[key] = k
+	return k, nil
+}
+
+// matmulKernel returns the kernel of a matrix product over t tokens: gemv (one token) or gemm
+// with its token tile (gemmTile); name is the kernel's kernelDefs name.
+func (ks *Kernels) matmulKernel(gemv, gemm string, t uint32) (k *gpu.Kernel, name string, tile uint32, err error) {
+	if t <= 1 {
+		return ks.byName[gemv], gemv, 1, nil
+	}
+	tile = gemmTile(t)
+	k, err = ks.tiled(gemm, tile)
+	return k, gemm, tile, err
 }
 
 // groups1D is the workgroup count of a grid-stride kernel over n items with local size 256:

@@ -155,14 +155,14 @@ func (ks *Kernels) Q8MatMul(s *gpu.Sequence, e *Q8Matrix, a, sq, y gpu.Range, m 
 	if m.T == 0 || e.Cols%model.Q8_0BlockElems != 0 {
 		return fmt.Errorf("q8 matmul %s: %d tokens, %d columns (must be a multiple of %d)", e.Name, m.T, e.Cols, model.Q8_0BlockElems)
 	}
-	name, tile := "q8_gemv", uint32(1)
-	if m.T > 1 {
-		name, tile = "q8_gemm", GEMMTokens
+	k, _, tile, err := ks.matmulKernel("q8_gemv", "q8_gemm", m.T)
+	if err != nil {
+		return err
 	}
 	const rpg = 256 / cpuref.LogitLanes // 32 invocations a row, workgroups of 256
 	for _, c := range e.Chunks {
 		push := []uint32{e.Cols, c.Rows, m.T, m.AOff, m.SOff, m.YOff, m.YStride, c.Row0}
-		if err := s.Dispatch(ks.byName[name], [3]uint32{(c.Rows + rpg - 1) / rpg, (m.T + tile - 1) / tile, 1}, push, c.Weights, c.Scales, a, sq, y); err != nil {
+		if err := s.Dispatch(k, [3]uint32{(c.Rows + rpg - 1) / rpg, (m.T + tile - 1) / tile, 1}, push, c.Weights, c.Scales, a, sq, y); err != nil {
 			return err
 		}
 	}

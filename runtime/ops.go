@@ -12,7 +12,8 @@ import (
 )
 
 // GEMMTokens is the token tile of the prefill kernels: each weight word read from memory serves
-// this many tokens.
+// this many tokens. Products over 2 to 4 tokens (the batched decode step of a few sequences) use
+// a tile of 2 or 4 instead (gemmTile).
 const GEMMTokens = 8
 
 func subgroupArith(f gpu.Features) bool   { return f.SubgroupArithmetic }
@@ -464,13 +465,10 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 	if len(segs) > 3 || len(outs) != len(segs) {
 		return fmt.Errorf("ternary matmul %s: %d outputs for %d tensors (at most 3)", w.Name, len(outs), len(segs))
 	}
-	name, tile := "ternary_gemv", uint32(1)
-	if m.T > 1 {
-		name, tile = "ternary_gemm", GEMMTokens
-	}
+	gemv, gemm := "ternary_gemv", "ternary_gemm"
 	units := w.Rows // rows, or gate/up pairs for the fused GLU
 	if glu != 0 {
-		name += "_glu"
+		gemv, gemm = gemv+"_glu", gemm+"_glu"
 		units /= 2
 	}
 	acc := uint32(0)
@@ -481,8 +479,12 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 		if err := m.Norm.check("ternary matmul", w, m); err != nil {
 			return err
 		}
-		name += "_norm"
+		gemv += "_norm"
 		a, sq = m.Norm.X, m.Norm.W
+	}
+	k, name, tile, err := ks.matmulKernel(gemv, gemm, m.T)
+	if err != nil {
+		return err
 	}
 	groups := [3]uint32{(units + ks.rowsPerGroup(name) - 1) / ks.rowsPerGroup(name), (m.T + tile - 1) / tile, 1}
 	// Unused segments: empty (starting at N), with segment 0's scales and output.
@@ -504,7 +506,7 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 	if m.Norm != nil {
 		push = append(push, gpu.F32(m.Norm.Eps))
 	}
-	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, outs[0].Y, outs[1].Y, outs[2].Y)
+	return s.Dispatch(k, groups, push, w.Buf, a, sq, outs[0].Y, outs[1].Y, outs[2].Y)
 }
 
 // F16Matrix is an F16 matrix on the device (Rows rows of Cols halves, row-major), split into row
@@ -536,9 +538,9 @@ func (ks *Kernels) F16MatMul(s *gpu.Sequence, e *F16Matrix, x, y gpu.Range, a F1
 	if a.T == 0 || e.Cols%2 != 0 {
 		return fmt.Errorf("f16 matmul %s: %d tokens, %d columns (must be even)", e.Name, a.T, e.Cols)
 	}
-	name, tile := "f16_gemv", uint32(1)
-	if a.T > 1 {
-		name, tile = "f16_gemm", GEMMTokens
+	k, name, tile, err := ks.matmulKernel("f16_gemv", "f16_gemm", a.T)
+	if err != nil {
+		return err
 	}
 	rpg := ks.rowsPerGroup(name)
 	for _, c := range e.Chunks {
@@ -547,7 +549,7 @@ func (ks *Kernels) F16MatMul(s *gpu.Sequence, e *F16Matrix, x, y gpu.Range, a F1
 			acc = 1
 		}
 		push := []uint32{e.Cols, c.Rows, a.T, a.XOff, a.YOff, a.YStride, c.Row0, acc}
-		if err := s.Dispatch(ks.byName[name], [3]uint32{(c.Rows + rpg - 1) / rpg, (a.T + tile - 1) / tile, 1}, push, c.Buf, x, y); err != nil {
+		if err := s.Dispatch(k, [3]uint32{(c.Rows + rpg - 1) / rpg, (a.T + tile - 1) / tile, 1}, push, c.Buf, x, y); err != nil {
 			return err
 		}
 	}
@@ -591,16 +593,17 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 	if w.RoPE == nil || m.T == 0 || m.Accumulate {
 		return fmt.Errorf("ternary qkv+rope %s: needs StackTernaryRoPE weights, tokens and no accumulation", w.Name)
 	}
-	name, tile := "ternary_gemv_rope", uint32(1)
-	if m.T > 1 {
-		name, tile = "ternary_gemm_rope", GEMMTokens
-	}
+	gemv := "ternary_gemv_rope"
 	if m.Norm != nil {
 		if err := m.Norm.check("ternary qkv+rope", w, m); err != nil {
 			return err
 		}
-		name += "_norm"
+		gemv += "_norm"
 		a, sq = m.Norm.X, m.Norm.W
+	}
+	k, name, tile, err := ks.matmulKernel(gemv, "ternary_gemm_rope", m.T)
+	if err != nil {
+		return err
 	}
 	segs := w.segments()
 	var ws, os [3]uint32
@@ -621,7 +624,7 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 	if m.Norm != nil {
 		push = append(push, gpu.F32(m.Norm.Eps))
 	}
-	return s.Dispatch(ks.byName[name], groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache, meta)
+	return s.Dispatch(k, groups, push, w.Buf, a, sq, q, q, q, cs, kCache, vCache, meta)
 }
 
 // GLU records g[i] = act(g[i]) * u[i] for n values (ReLU² or SiLU per act).

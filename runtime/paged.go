@@ -275,8 +275,7 @@ func (p *PagedKV) take(need map[*PagedSeq]int) error {
 		want += max(0, (n+PagedBlock-1)/PagedBlock-len(s.table))
 	}
 	if want > len(p.free) {
-		used, total := p.Blocks()
-		return fmt.Errorf("%w: the step needs %d more blocks of %d positions, %d of %d are free", ErrKVFull, want, PagedBlock, total-used, total)
+		return fmt.Errorf("%w: the step needs %d more blocks of %d positions, %d of %d are free", ErrKVFull, want, PagedBlock, len(p.free), p.blocks)
 	}
 	for s, n := range need {
 		for len(s.table) < (n+PagedBlock-1)/PagedBlock {
