@@ -59,6 +59,18 @@ type BatchDecoder interface {
 	DecodeBatch(seqs []Backend, tokens []int) ([][]float32, error)
 }
 
+// StepBatcher is a BatchDecoder whose batched step also takes prompt chunks (the GPU's paged
+// sequences, PagedKV): one forward pass over any number of tokens of each of several sequences,
+// so a serving engine prefills new requests in the same pass as the other sequences' decode
+// steps (chunked prefill).
+type StepBatcher interface {
+	BatchDecoder
+	// StepBatch appends tokens[i] (one or more) to seqs[i] and returns, per sequence, the
+	// VocabSize logits of its last token — bit for bit what seqs[i].Prefill(tokens[i], false)
+	// returns. Errors, changing no Pos(), as DecodeBatch's (an empty tokens[i] too).
+	StepBatch(seqs []Backend, tokens [][]int) ([][]float32, error)
+}
+
 // AsBatchDecoder returns b's batched decode step: b itself when it implements BatchDecoder, the
 // batched step of the fast CPU backend (cpu.Backend.DecodeBatch, run by b) for a *cpu.Backend;
 // ok is false for a Backend without one (cpuref, the Vulkan backend: one sequence a step).

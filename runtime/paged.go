@@ -204,31 +204,54 @@ type pagedCol struct {
 // mismatch, a sequence not of p or given twice, a token outside the vocabulary, a full context
 // or a pool without the blocks the step needs (ErrKVFull).
 func (p *PagedKV) DecodeBatch(seqs []Backend, tokens []int) ([][]float32, error) {
-	if len(seqs) == 0 || len(seqs) != len(tokens) {
+	if len(seqs) != len(tokens) {
 		return nil, fmt.Errorf("paged decode: %d sequences and %d tokens", len(seqs), len(tokens))
+	}
+	one := make([][]int, len(tokens))
+	for i, t := range tokens {
+		one[i] = []int{t}
+	}
+	return p.StepBatch(seqs, one)
+}
+
+// StepBatch appends tokens[i] (one or more: a prompt chunk or a decode token) to seqs[i] (each a
+// PagedSeq of p) in one forward pass — ceil(total/MaxBatch) steps — and returns each sequence's
+// last-token logits, bit for bit what seqs[i].Prefill(tokens[i], false) returns
+// (runtime.StepBatcher). Errors leave every sequence unchanged, as DecodeBatch's, and an empty
+// tokens[i].
+func (p *PagedKV) StepBatch(seqs []Backend, tokens [][]int) ([][]float32, error) {
+	if len(seqs) == 0 || len(seqs) != len(tokens) {
+		return nil, fmt.Errorf("paged step: %d sequences and %d token lists", len(seqs), len(tokens))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cols := make([]pagedCol, len(seqs))
+	var cols []pagedCol
+	var want []bool
 	seen := map[*PagedSeq]bool{}
 	for i, b := range seqs {
 		s, ok := b.(*PagedSeq)
 		if !ok || !p.canBatch(s) {
-			return nil, fmt.Errorf("paged decode: sequence %d (%T) is not an open sequence of this cache", i, b)
+			return nil, fmt.Errorf("paged step: sequence %d (%T) is not an open sequence of this cache", i, b)
 		}
 		if seen[s] {
-			return nil, fmt.Errorf("paged decode: sequence %d given twice", i)
+			return nil, fmt.Errorf("paged step: sequence %d given twice", i)
+		}
+		if len(tokens[i]) == 0 {
+			return nil, fmt.Errorf("paged step: sequence %d has no tokens", i)
 		}
 		seen[s] = true
-		cols[i] = pagedCol{seq: s, pos: s.pos, token: tokens[i]}
+		for j, t := range tokens[i] {
+			cols = append(cols, pagedCol{seq: s, pos: s.pos + j, token: t})
+			want = append(want, j == len(tokens[i])-1)
+		}
 	}
-	return p.run(cols, true)
+	return p.run(cols, want)
 }
 
-// run (p.mu held) checks cols, takes the blocks they need (all or none), runs them in steps of at most
-// MaxBatch columns and advances each sequence past its columns. It returns each column's logits
-// (every) or only the last column's.
-func (p *PagedKV) run(cols []pagedCol, every bool) ([][]float32, error) {
+// run (p.mu held) checks cols, takes the blocks they need (all or none), runs them in steps of at
+// most MaxBatch columns and advances each sequence past its columns. It returns the logits of the
+// columns want marks (nil: every column), in column order.
+func (p *PagedKV) run(cols []pagedCol, want []bool) ([][]float32, error) {
 	if p.closed {
 		return nil, errClosed
 	}
@@ -248,15 +271,12 @@ func (p *PagedKV) run(cols []pagedCol, every bool) ([][]float32, error) {
 	}
 	var out [][]float32
 	for start := 0; start < len(cols); start += MaxBatch {
-		chunk := cols[start:min(len(cols), start+MaxBatch)]
-		from := 0
-		if !every {
-			from = len(chunk) - 1
-			if start+len(chunk) < len(cols) {
-				from = len(chunk) // no logits wanted from this chunk
-			}
+		end := min(len(cols), start+MaxBatch)
+		var w []bool
+		if want != nil {
+			w = want[start:end]
 		}
-		l, err := p.step(chunk, from)
+		l, err := p.step(cols[start:end], w)
 		if err != nil {
 			return nil, err
 		}
@@ -286,9 +306,9 @@ func (p *PagedKV) take(need map[*PagedSeq]int) error {
 	return nil
 }
 
-// step runs one recorded step over cols (at most MaxBatch) and returns the logits of columns
-// from.. (none when from == len(cols)).
-func (p *PagedKV) step(cols []pagedCol, from int) ([][]float32, error) {
+// step runs one recorded step over cols (at most MaxBatch) and returns the logits of the columns
+// want marks (nil: all).
+func (p *PagedKV) step(cols []pagedCol, want []bool) ([][]float32, error) {
 	g := p.g
 	T := len(cols)
 	tokens := make([]int, T)
@@ -320,8 +340,11 @@ func (p *PagedKV) step(cols []pagedCol, from int) ([][]float32, error) {
 		return nil, err
 	}
 	vocab := g.cfg.VocabSize
-	out := make([][]float32, 0, T-from)
-	for t := from; t < T; t++ {
+	var out [][]float32
+	for t := range T {
+		if want != nil && !want[t] {
+			continue
+		}
 		l, err := gpu.Read[float32](g.logits, uint64(t*vocab), vocab)
 		if err != nil {
 			return nil, err
@@ -374,10 +397,15 @@ func (s *PagedSeq) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 		return nil, fmt.Errorf("context full: %d tokens in the cache + %d new exceed --ctx %d", s.pos, len(tokens), s.kv.g.ctx)
 	}
 	cols := make([]pagedCol, len(tokens))
+	var want []bool // nil: every token's logits
+	if !allLogits {
+		want = make([]bool, len(tokens))
+		want[len(want)-1] = true
+	}
 	for i, t := range tokens {
 		cols[i] = pagedCol{seq: s, pos: s.pos + i, token: t}
 	}
-	rows, err := s.kv.run(cols, allLogits)
+	rows, err := s.kv.run(cols, want)
 	if err != nil {
 		return nil, err
 	}
@@ -427,4 +455,9 @@ func (s *PagedSeq) CanBatch(o Backend) bool { return s.kv.CanBatch(o) }
 // DecodeBatch is the cache's DecodeBatch (PagedKV.DecodeBatch).
 func (s *PagedSeq) DecodeBatch(seqs []Backend, tokens []int) ([][]float32, error) {
 	return s.kv.DecodeBatch(seqs, tokens)
+}
+
+// StepBatch is the cache's StepBatch (PagedKV.StepBatch).
+func (s *PagedSeq) StepBatch(seqs []Backend, tokens [][]int) ([][]float32, error) {
+	return s.kv.StepBatch(seqs, tokens)
 }

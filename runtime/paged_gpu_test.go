@@ -106,6 +106,28 @@ func TestPagedKVMatchesCPU(t *testing.T) {
 				}
 			}
 			requireBlocks(t, kv, seqs)
+
+			// Chunked prefill: a new sequence's 70-token prompt in the same StepBatch as the
+			// others' decode tokens (two recorded steps of at most 64 columns).
+			xs, err := kv.NewSequence()
+			require.NoError(t, err)
+			xr, err := cpuref.New(m, tc.ctx)
+			require.NoError(t, err)
+			prompt := pagedPrompt(70, 5, vocab)
+			want, err := xr.Prefill(prompt, false)
+			require.NoError(t, err)
+			batch, toks := []Backend{seqs[0], xs, seqs[2]}, [][]int{{next[0]}, prompt, {next[2]}}
+			got, err := kv.StepBatch(batch, toks)
+			require.NoError(t, err)
+			require.Len(t, got, 3)
+			requireLogitsEqual(t, want, got[1], vocab, "prefill inside a batched step")
+			for j, i := range []int{0, 2} {
+				want, err := refs[i].Decode(next[i])
+				require.NoError(t, err)
+				requireLogitsEqual(t, want, got[2*j], vocab, fmt.Sprintf("decode of sequence %d beside a prefill", i))
+			}
+			require.Equal(t, 70, xs.Pos())
+			requireBlocks(t, kv, append(seqs, xs))
 		})
 	}
 }

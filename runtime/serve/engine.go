@@ -13,9 +13,11 @@
 // Continuous batching. The decode steps of a round run as ONE batched forward pass
 // (runtime.BatchDecoder: one token of each sequence, every weight read once for all of them,
 // RoPE, KV store, attention and LoRA per sequence) over the slots whose backends batch together
-// — on the fast CPU backend, the slots made by NewSequence from one parent; the prefill chunks,
-// and every step of backends without a batched step (cpuref, the GPU today), run one sequence
-// at a time in slot order. So that the sequences' steps meet in one round, the scheduler waits,
+// — on the fast CPU backend, the slots made by NewSequence from one parent; on the GPU, the
+// sequences of one paged KV cache, whose batched pass (runtime.StepBatcher) also takes the
+// round's prompt chunks (chunked prefill: new requests prefill in the same pass as the others'
+// decode steps). Other prompt chunks, and every step of backends without a batched step
+// (cpuref), run one sequence at a time in slot order. So that the sequences' steps meet in one round, the scheduler waits,
 // up to Options.BatchWait, for each sequence of the previous round to post its next step (or
 // leave) before it starts the next round; a sequence that takes longer (a slow client) joins a
 // later round. Stats counts the batched steps and their tokens.
@@ -212,6 +214,9 @@ type Stats struct {
 	// (runtime.BatchDecoder over two sequences or more) and BatchedTokens the decode steps
 	// those ran, so BatchedTokens/BatchedSteps is the mean batch width.
 	DecodeTokens, BatchedSteps, BatchedTokens int64
+	// BatchedChunks counts the prompt chunks prefilled inside a batched pass (runtime.StepBatcher)
+	// rather than alone.
+	BatchedChunks int64
 }
 
 // Engine runs requests over its slots. Its methods are safe for concurrent use.
@@ -241,6 +246,7 @@ type Engine struct {
 	decoded  int64 // Stats.DecodeTokens
 	batched  int64 // Stats.BatchedSteps
 	bTokens  int64 // Stats.BatchedTokens
+	bChunks  int64 // Stats.BatchedChunks
 }
 
 // waiter is a request queued for a slot and need KV pool blocks; slot receives the slot granted
@@ -267,9 +273,13 @@ type step struct {
 	decode bool
 	token  int
 	logits []float32
-	fn     func() error
-	err    error
-	done   chan struct{}
+	// chunk, when not nil, is the prompt chunk fn prefills (last-token logits only): a step a
+	// runtime.StepBatcher can take into the round's batched pass instead of running fn, leaving
+	// the chunk's last logits in logits.
+	chunk []int
+	fn    func() error
+	err   error
+	done  chan struct{}
 }
 
 // runAlone runs s as a forward pass of its sequence alone.
@@ -367,7 +377,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := Stats{Slots: len(e.opts.Backends), Running: len(e.running), Queued: len(e.waiters), Steps: e.rounds,
 		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize),
-		DecodeTokens:  e.decoded, BatchedSteps: e.batched, BatchedTokens: e.bTokens}
+		DecodeTokens:  e.decoded, BatchedSteps: e.batched, BatchedTokens: e.bTokens, BatchedChunks: e.bChunks}
 	if e.opts.KVPool != nil {
 		s.KVBlocksUsed, s.KVBlocksTotal = e.opts.KVPool.Blocks()
 		s.KVBlocksReserved = e.reserved
@@ -454,10 +464,11 @@ func (e *Engine) runRound(round []*step) {
 	groups := map[int][]*step{}
 	var leaders []int
 	for _, s := range round {
+		_, chunks := e.batch[s.seq.slot].(runtime.StepBatcher)
 		switch {
 		case s.ctx.Err() != nil:
 			s.err = context.Cause(s.ctx)
-		case s.decode && e.group[s.seq.slot] >= 0:
+		case (s.decode || (s.chunk != nil && chunks)) && e.group[s.seq.slot] >= 0:
 			g := e.group[s.seq.slot]
 			if groups[g] == nil {
 				leaders = append(leaders, g)
@@ -467,16 +478,25 @@ func (e *Engine) runRound(round []*step) {
 			alone = append(alone, s)
 		}
 	}
-	var decoded, batched, bTokens int64
+	var decoded, batched, bTokens, chunks int64
 	for _, g := range leaders {
 		ss := groups[g]
 		if len(ss) < 2 || !e.decodeBatch(e.batch[g], ss) {
 			alone = append(alone, ss...)
 			continue
 		}
-		batched++
-		bTokens += int64(len(ss))
-		decoded += int64(len(ss))
+		n := int64(0) // decode steps in the pass (the rest are prompt chunks)
+		for _, s := range ss {
+			if s.decode {
+				n++
+			}
+		}
+		if n > 0 {
+			batched++
+		}
+		bTokens += n
+		decoded += n
+		chunks += int64(len(ss)) - n
 	}
 	slices.SortFunc(alone, func(a, b *step) int { return a.seq.slot - b.seq.slot })
 	for _, s := range alone {
@@ -490,21 +510,34 @@ func (e *Engine) runRound(round []*step) {
 	e.decoded += decoded
 	e.batched += batched
 	e.bTokens += bTokens
+	e.bChunks += chunks
 	e.mu.Unlock()
 	for _, s := range round {
 		close(s.done)
 	}
 }
 
-// decodeBatch runs the decode steps ss as one batched forward pass of d and reports whether it
-// succeeded (a failure changes no sequence: the caller runs the steps alone).
+// decodeBatch runs the steps ss — decode steps, and prompt chunks where d is a
+// runtime.StepBatcher — as one batched forward pass of d and reports whether it succeeded (a
+// failure changes no sequence: the caller runs the steps alone).
 func (e *Engine) decodeBatch(d runtime.BatchDecoder, ss []*step) bool {
 	bs := make([]runtime.Backend, len(ss))
 	toks := make([]int, len(ss))
+	chunks := make([][]int, len(ss))
+	mixed := false
 	for i, s := range ss {
-		bs[i], toks[i] = s.seq.b, s.token
+		bs[i], toks[i], chunks[i] = s.seq.b, s.token, []int{s.token}
+		if !s.decode {
+			chunks[i], mixed = s.chunk, true
+		}
 	}
-	rows, err := d.DecodeBatch(bs, toks)
+	var rows [][]float32
+	var err error
+	if sb, ok := d.(runtime.StepBatcher); ok && mixed {
+		rows, err = sb.StepBatch(bs, chunks)
+	} else {
+		rows, err = d.DecodeBatch(bs, toks)
+	}
 	if err != nil {
 		return false
 	}
@@ -513,16 +546,6 @@ func (e *Engine) decodeBatch(d runtime.BatchDecoder, ss []*step) bool {
 		s.seq.pos.Store(int64(s.seq.b.Pos()))
 	}
 	return true
-}
-
-// run has the scheduler run fn as one step of seq and waits for it. A step queued before ctx is
-// cancelled still waits for its turn (its backend must not be reused before), but then does
-// nothing and returns ctx's cause.
-func (e *Engine) run(ctx context.Context, seq *sequence, fn func() error) error {
-	s := &step{seq: seq, ctx: ctx, fn: fn, done: make(chan struct{})}
-	e.steps <- s
-	<-s.done
-	return s.err
 }
 
 // Submit runs r to completion and returns its result: it waits for a slot (ErrQueueFull when
@@ -819,14 +842,23 @@ func (s *stepBackend) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 	var all, logits []float32
 	for lo := 0; lo < len(tokens); lo += s.e.opts.PrefillChunk {
 		hi := min(len(tokens), lo+s.e.opts.PrefillChunk)
-		err := s.e.run(s.ctx, s.seq, func() error {
+		st := &step{seq: s.seq, ctx: s.ctx, done: make(chan struct{}), fn: func() error {
 			l, err := s.Backend.Prefill(tokens[lo:hi], allLogits)
 			if allLogits {
 				all = append(all, l...)
 			}
 			logits = l
 			return err
-		})
+		}}
+		if !allLogits { // a batched pass may take it (runtime.StepBatcher)
+			st.chunk = tokens[lo:hi]
+		}
+		s.e.steps <- st
+		<-st.done
+		err := st.err
+		if err == nil && st.logits != nil { // it ran in a batched pass
+			logits = st.logits
+		}
 		if err != nil {
 			return nil, err
 		}

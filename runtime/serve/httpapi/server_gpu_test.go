@@ -26,7 +26,8 @@ func startGPU(t *testing.T, o setup) *testServer {
 	return startSetup(t, o)
 }
 
-// TestGPUPagedBatchInvariance: on the GPU, four paged sequences decoding in batched steps give
+// TestGPUPagedBatchInvariance: on the GPU, four paged sequences decoding in batched steps (the
+// new requests' prompts prefilled inside the same passes) give
 // every request — greedy and seeded, sixteen at once from real OpenAI clients — exactly the
 // text the CPU backend gives it alone on one slot (the bit-exact contract makes the backends'
 // logits equal, so sampling picks the same tokens), and the greedy ones equal `bitgpu generate`.
@@ -82,6 +83,7 @@ func TestGPUPagedBatchInvariance(t *testing.T) {
 	ts.waitIdle(t)
 	st := ts.eng.Stats()
 	require.Positive(t, st.BatchedSteps, "paged sequences decode in batched steps")
+	require.Positive(t, st.BatchedChunks, "prompts prefill inside batched passes")
 	require.Zero(t, st.KVBlocksUsed, "every block back in the pool")
 	require.Zero(t, st.KVBlocksReserved)
 }
@@ -143,6 +145,6 @@ func TestGPULoad(t *testing.T) {
 	require.Contains(t, metrics, "bitgpu_kv_blocks_used 0\n")
 	require.Contains(t, metrics, "bitgpu_kv_blocks_free 16\n")
 	require.True(t, strings.Contains(metrics, fmt.Sprintf("bitgpu_decode_steps_total %d\n", st.DecodeTokens)))
-	t.Logf("%d clients × %d tokens: 0 errors, %d tokens, %d decode steps, %d of them in %d batched steps (%.2f a step)",
-		clients, tokens, generated, st.DecodeTokens, st.BatchedTokens, st.BatchedSteps, float64(st.BatchedTokens)/float64(max(st.BatchedSteps, 1)))
+	t.Logf("%d clients × %d tokens: 0 errors, %d tokens, %d decode steps, %d of them in %d batched steps (%.2f a step), %d prompt chunks in batched passes",
+		clients, tokens, generated, st.DecodeTokens, st.BatchedTokens, st.BatchedSteps, float64(st.BatchedTokens)/float64(max(st.BatchedSteps, 1)), st.BatchedChunks)
 }
