@@ -5,10 +5,8 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -96,55 +94,18 @@ func TestGPULoad(t *testing.T) {
 	const clients, tokens = 32, 64
 	// A request reserves ceil((prompt + 64) / 32) = 3 blocks; the pool of 16 holds 5 of them.
 	ts := startGPU(t, setup{parallel: 8, ctx: 256, queue: 64, kvSize: 16 * 32})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	generated, maxRunning := 0, 0
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p := completionParams(fmt.Sprintf("Client %d says", i), tokens)
-			p.Temperature, p.Seed = openai.Float(0.8), openai.Int(int64(i))
-			var err error
-			n := 0
-			if i%2 == 0 {
-				st := ts.client().Completions.NewStreaming(ctx, p, option.WithJSONSet("ignore_eos", true))
-				for st.Next() {
-					n++
-				}
-				err = st.Err()
-			} else {
-				var got *openai.Completion
-				if got, err = ts.client().Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true)); err == nil {
-					n = int(got.Usage.CompletionTokens)
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			maxRunning = max(maxRunning, ts.eng.Stats().Running)
-			if err != nil {
-				errs = append(errs, err)
-			} else if i%2 == 1 && n != tokens { // a streamed reply's chunks are pieces of text, not tokens
-				errs = append(errs, fmt.Errorf("client %d: %d tokens, want %d", i, n, tokens))
-			}
-			generated += n
-		}()
-	}
-	wg.Wait()
-	require.Empty(t, errs)
+	res := runLoad(t, ts, clients, tokens, true, option.WithJSONSet("ignore_eos", true))
+	require.Empty(t, res.errs)
 	ts.waitIdle(t)
 	st := ts.eng.Stats()
 	require.Zero(t, st.KVBlocksUsed)
 	require.Zero(t, st.KVBlocksReserved)
 	require.Equal(t, 16, st.KVBlocksTotal)
-	require.LessOrEqual(t, maxRunning, 5, "at most 5 reservations fit the pool")
+	require.LessOrEqual(t, res.maxRunning, 5, "at most 5 reservations fit the pool")
 	_, _, metrics := getURL(t, ts.srv.URL+"/metrics", "")
 	require.Contains(t, metrics, "bitgpu_kv_blocks_used 0\n")
 	require.Contains(t, metrics, "bitgpu_kv_blocks_free 16\n")
-	require.True(t, strings.Contains(metrics, fmt.Sprintf("bitgpu_decode_steps_total %d\n", st.DecodeTokens)))
+	require.Contains(t, metrics, fmt.Sprintf("bitgpu_decode_steps_total %d\n", st.DecodeTokens))
 	t.Logf("%d clients × %d tokens: 0 errors, %d tokens, %d decode steps, %d of them in %d batched steps (%.2f a step), %d prompt chunks in batched passes",
-		clients, tokens, generated, st.DecodeTokens, st.BatchedTokens, st.BatchedSteps, float64(st.BatchedTokens)/float64(max(st.BatchedSteps, 1)), st.BatchedChunks)
+		clients, tokens, res.generated, st.DecodeTokens, st.BatchedTokens, st.BatchedSteps, float64(st.BatchedTokens)/float64(max(st.BatchedSteps, 1)), st.BatchedChunks)
 }

@@ -606,45 +606,63 @@ func TestConcurrentClientsBatchInvariance(t *testing.T) {
 	}
 }
 
-func TestLoad(t *testing.T) {
-	const clients, tokens = 16, 16
-	ts := start(t, 4, 256, 64, "")
+// loadResult is what runLoad saw: the errors, the tokens the clients got (streamed chunks or
+// usage.completion_tokens) and the most requests running when a client finished.
+type loadResult struct {
+	errs                  []error
+	generated, maxRunning int
+}
+
+// runLoad sends clients sampled completions of tokens tokens each to ts at once, half streamed,
+// with opts on every request, and waits for all (5 minutes at most). A non-streamed reply with fewer than tokens completion tokens counts as an error when full is set
+// (the requests then ignore the end of text).
+func runLoad(t *testing.T, ts *testServer, clients, tokens int, full bool, opts ...option.RequestOption) loadResult {
+	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var errs []error
-	generated := 0
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	var res loadResult
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for i := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := completionParams(fmt.Sprintf("Client %d says", i), tokens)
+			p := completionParams(fmt.Sprintf("Client %d says", i), int64(tokens))
 			p.Temperature, p.Seed = openai.Float(0.8), openai.Int(int64(i))
 			var err error
 			n := 0
 			if i%2 == 0 {
-				st := ts.client().Completions.NewStreaming(ctx, p)
+				st := ts.client().Completions.NewStreaming(ctx, p, opts...)
 				for st.Next() {
 					n++
 				}
 				err = st.Err()
 			} else {
 				var got *openai.Completion
-				if got, err = ts.client().Completions.New(ctx, p); err == nil {
+				if got, err = ts.client().Completions.New(ctx, p, opts...); err == nil {
 					n = int(got.Usage.CompletionTokens)
+					if full && n != tokens {
+						err = fmt.Errorf("client %d: %d tokens, want %d", i, n, tokens)
+					}
 				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			res.maxRunning = max(res.maxRunning, ts.eng.Stats().Running)
 			if err != nil {
-				errs = append(errs, err)
+				res.errs = append(res.errs, err)
 			}
-			generated += n
+			res.generated += n
 		}()
 	}
 	wg.Wait()
-	require.Empty(t, errs)
+	return res
+}
+
+func TestLoad(t *testing.T) {
+	const clients, tokens = 16, 16
+	ts := start(t, 4, 256, 64, "")
+	require.Empty(t, runLoad(t, ts, clients, tokens, false).errs)
 	ts.waitIdle(t)
 	st := ts.eng.Stats()
 	require.Zero(t, st.KVBlocksUsed)
