@@ -48,6 +48,7 @@ func init() {
 				return nil, nil, err
 			}
 		}
+		g.DropOwnCache() // the Model's own cache would sit unused beside the pool
 		return seqs, kv, nil
 	}
 }

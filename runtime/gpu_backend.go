@@ -84,6 +84,7 @@ type GPU struct {
 	tokens     *gpu.Buffer // host-visible [MaxBatch] uint32: the step's token ids, embed_gather's input
 	tokenIDs   []uint32    // host staging of the token ids, reused every call
 	fuseNorms  bool        // decode fuses attn_norm/ffn_norm into their GEMVs (fusedDecodeNorms)
+	noCache    bool        // DropOwnCache released the own KV cache
 
 	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
 	// argmax token id comes back.
@@ -211,8 +212,11 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 // barriers (dependent stages), and the queue submissions a Decode makes — 1 (the token id goes
 // into a host-visible buffer and the step gathers its embedding), plus 1 when the host gathers
 // the input row (block-quantized embeddings) and uploads it through the staging buffer
-// (device-local memory the host cannot map).
+// (device-local memory the host cannot map). All 0 after DropOwnCache.
 func (g *GPU) DecodeStructure() (dispatches, barriers, submits int) {
+	if g.decode == nil { // DropOwnCache: no step recorded
+		return 0, 0, 0
+	}
 	submits = 1
 	if g.embd == nil && !g.x.HostVisible() {
 		submits++
@@ -767,6 +771,9 @@ type KernelTime struct {
 // EnableProfile switches decoding to a recorded step with a timestamp after every op; Profile
 // then reports where the GPU time of the decode steps went. It costs a little GPU time per step.
 func (g *GPU) EnableProfile() error {
+	if g.noCache {
+		return errNoOwnCache
+	}
 	if g.profSeq != nil {
 		return nil
 	}
@@ -827,6 +834,49 @@ func (g *GPU) Reset() { g.pos = 0 }
 
 var errClosed = errors.New("backend is closed")
 
+// errNoOwnCache is the error of a forward pass over the backend's own KV cache after
+// DropOwnCache.
+var errNoOwnCache = errors.New("the backend's own KV cache was released for a paged KV cache (DropOwnCache): use its PagedKV sequences")
+
+// DropOwnCache frees the backend's own KV cache (2 · layers · ctx · kv heads · head dim · 2
+// bytes: 300 MiB for 2B4T at 4096 positions) and the steps recorded over it, for a backend whose
+// sequences all live in a PagedKV (bitgpu.Model.NewPagedSequences, `bitgpu serve` on the GPU):
+// that memory then serves the pool. PagedKV sequences are unaffected; Prefill, Decode,
+// DecodeGreedy and DecodeCandidates of the backend itself fail after it, and Plan().KVCache is
+// 0. A backend with LoRA adapters keeps its cache (PagedKV refuses adapters anyway).
+func (g *GPU) DropOwnCache() {
+	if g.closed || g.noCache || g.lora != nil {
+		return
+	}
+	g.noCache = true
+	for _, s := range []*gpu.Sequence{g.decode, g.profSeq, g.greedySeq} {
+		if s != nil {
+			s.Release()
+		}
+	}
+	g.decode, g.profSeq, g.greedySeq = nil, nil, nil
+	for _, t := range []*gpu.Timer{g.profTimer, g.greedyTimer} {
+		if t != nil {
+			t.Release()
+		}
+	}
+	g.profTimer, g.greedyTimer = nil, nil
+	if g.cand != nil {
+		g.cand.release()
+		g.cand = nil
+	}
+	for i := range g.layers {
+		l := &g.layers[i]
+		for _, b := range []*gpu.Buffer{l.kCache, l.vCache} {
+			if b != nil {
+				b.Release()
+			}
+		}
+		l.kCache, l.vCache = nil, nil
+	}
+	g.plan.KVCache = 0
+}
+
 // embed sets up the inputs of a step over tokens: with the table on the device (g.embd) it
 // writes the token ids (4 bytes each) for the step's embed_gather; otherwise (block-quantized
 // tables) it gathers the f32 rows on the host (model.FloatRow, exactly the CPU reference's
@@ -873,6 +923,9 @@ func (g *GPU) checkTokens(tokens []int) error {
 func (g *GPU) checkRoom(n int) error {
 	if g.closed {
 		return errClosed
+	}
+	if g.noCache {
+		return errNoOwnCache
 	}
 	if n == 0 {
 		return fmt.Errorf("no tokens")

@@ -235,3 +235,46 @@ func BenchmarkPagedDecodeBatch(b *testing.B) {
 		})
 	}
 }
+
+// TestDropOwnCache: DropOwnCache gives back exactly the backend's own KV cache (the plan's
+// KVCache bytes, counted by the device), its own forward passes then fail with one clear error
+// and change nothing, and the paged sequences still decode exactly.
+func TestDropOwnCache(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
+	dev := gputest.Open(t)
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 96})
+	require.NoError(t, err)
+	defer g.Close()
+	_, err = g.Decode(1) // the own cache in use, then dropped
+	require.NoError(t, err)
+	kv, err := NewPagedKV(g, 4)
+	require.NoError(t, err)
+	defer kv.Close()
+	own := g.Plan().KVCache
+	require.Equal(t, uint64(2*96*m.Config.KVHeads*m.Config.HeadDim*2), own)
+	before := dev.Live()
+	g.DropOwnCache()
+	require.Equal(t, before.BufferBytes-own, dev.Live().BufferBytes)
+	require.Zero(t, g.Plan().KVCache)
+	for _, f := range []func() error{
+		func() error { _, err := g.Decode(1); return err },
+		func() error { _, err := g.Prefill([]int{1, 2}, false); return err },
+		func() error { _, err := g.DecodeGreedy(1); return err },
+		g.EnableProfile,
+	} {
+		require.ErrorIs(t, f(), errNoOwnCache)
+	}
+	require.Equal(t, 1, g.Pos())
+	g.DropOwnCache() // twice: nothing more
+
+	s, err := kv.NewSequence()
+	require.NoError(t, err)
+	ref, err := cpuref.New(m, 96)
+	require.NoError(t, err)
+	prompt := pagedPrompt(9, 3, m.Config.VocabSize)
+	want, err := ref.Prefill(prompt, true)
+	require.NoError(t, err)
+	got, err := s.Prefill(prompt, true)
+	require.NoError(t, err)
+	requireLogitsEqual(t, want, got, m.Config.VocabSize, "paged prefill after DropOwnCache")
+}
