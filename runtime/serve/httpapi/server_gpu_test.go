@@ -3,12 +3,9 @@
 package httpapi_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 
-	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
@@ -30,54 +27,9 @@ func startGPU(t *testing.T, o setup) *testServer {
 // text the CPU backend gives it alone on one slot (the bit-exact contract makes the backends'
 // logits equal, so sampling picks the same tokens), and the greedy ones equal `bitgpu generate`.
 func TestGPUPagedBatchInvariance(t *testing.T) {
-	prompts := []string{"The Python interpreter", "Once upon a time", "import os", "Hello", "In 1999 the",
-		"def f(x):", "The capital of France is", "A list is"}
-	type run struct {
-		prompt string
-		temp   float64
-		seed   int64
-		text   string
-	}
-	var runs []*run
-	for i, p := range prompts {
-		runs = append(runs, &run{prompt: p}, &run{prompt: p, temp: 0.9, seed: int64(100 + i)})
-	}
-	req := func(ts *testServer, r *run) (string, error) {
-		p := completionParams(r.prompt, 20)
-		p.Temperature, p.Seed = openai.Float(r.temp), openai.Int(r.seed)
-		got, err := ts.client().Completions.New(context.Background(), p)
-		if err != nil {
-			return "", err
-		}
-		return got.Choices[0].Text, nil
-	}
-	alone := start(t, 1, 256, 8, "")
-	for _, r := range runs {
-		text, err := req(alone, r)
-		require.NoError(t, err)
-		r.text = text
-	}
-	require.Equal(t, greedy(t, runs[0].prompt, 20), runs[0].text, "greedy equals bitgpu generate")
-
+	runs := invarianceRuns(t)
 	ts := startGPU(t, setup{parallel: 4, ctx: 256, queue: 64, kvSize: 4 * 256})
-	var wg sync.WaitGroup
-	errs := make(chan error, len(runs))
-	for _, r := range runs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			text, err := req(ts, r)
-			if err == nil && text != r.text {
-				err = fmt.Errorf("%q (temp %v seed %d): GPU batched %q, CPU alone %q", r.prompt, r.temp, r.seed, text, r.text)
-			}
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	requireSameTexts(t, ts, runs)
 	ts.waitIdle(t)
 	st := ts.eng.Stats()
 	require.Positive(t, st.BatchedSteps, "paged sequences decode in batched steps")

@@ -556,26 +556,19 @@ type run struct {
 	text   string
 }
 
-func TestConcurrentClientsBatchInvariance(t *testing.T) {
+// invarianceRuns are 16 requests of 20 tokens: 8 prompts, each greedy and seeded, with the texts
+// one CPU slot gives them one at a time (the greedy ones checked against `bitgpu generate`).
+func invarianceRuns(t *testing.T) []*run {
+	t.Helper()
 	prompts := []string{"The Python interpreter", "Once upon a time", "import os", "Hello", "In 1999 the",
 		"def f(x):", "The capital of France is", "A list is"}
 	var runs []*run
 	for i, p := range prompts {
 		runs = append(runs, &run{prompt: p}, &run{prompt: p, temp: 0.9, seed: int64(100 + i)})
 	}
-	req := func(c *openai.Client, r *run) (string, error) {
-		p := completionParams(r.prompt, 20)
-		p.Temperature, p.Seed = openai.Float(r.temp), openai.Int(r.seed)
-		got, err := c.Completions.New(context.Background(), p)
-		if err != nil {
-			return "", err
-		}
-		return got.Choices[0].Text, nil
-	}
-	// Alone: one slot, one request at a time.
 	alone := start(t, 1, 256, 8, "")
 	for _, r := range runs {
-		text, err := req(alone.client(), r)
+		text, err := r.complete(alone)
 		require.NoError(t, err)
 		r.text = text
 	}
@@ -584,17 +577,32 @@ func TestConcurrentClientsBatchInvariance(t *testing.T) {
 			require.Equal(t, greedy(t, r.prompt, 20), r.text, "greedy equals bitgpu generate")
 		}
 	}
-	// Together: 4 slots, all at once.
-	ts := start(t, 4, 256, 64, "")
+	return runs
+}
+
+// complete sends r's request to ts and returns the text.
+func (r *run) complete(ts *testServer) (string, error) {
+	p := completionParams(r.prompt, 20)
+	p.Temperature, p.Seed = openai.Float(r.temp), openai.Int(r.seed)
+	got, err := ts.client().Completions.New(context.Background(), p)
+	if err != nil {
+		return "", err
+	}
+	return got.Choices[0].Text, nil
+}
+
+// requireSameTexts sends every run to ts at once and requires each reply to be the run's text.
+func requireSameTexts(t *testing.T, ts *testServer, runs []*run) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(runs))
 	for _, r := range runs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			text, err := req(ts.client(), r)
+			text, err := r.complete(ts)
 			if err == nil && text != r.text {
-				err = fmt.Errorf("%q (temp %v seed %d): batched %q, alone %q", r.prompt, r.temp, r.seed, text, r.text)
+				err = fmt.Errorf("%q (temp %v seed %d): together %q, alone %q", r.prompt, r.temp, r.seed, text, r.text)
 			}
 			errs <- err
 		}()
@@ -604,6 +612,12 @@ func TestConcurrentClientsBatchInvariance(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+}
+
+func TestConcurrentClientsBatchInvariance(t *testing.T) {
+	runs := invarianceRuns(t)
+	// Together: 4 slots, all at once.
+	requireSameTexts(t, start(t, 4, 256, 64, ""), runs)
 }
 
 // loadResult is what runLoad saw: the errors, the tokens the clients got (streamed chunks or
