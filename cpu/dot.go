@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/model"
@@ -353,50 +352,60 @@ func dotLUT(lut []int16, codes []byte, lo, hi int) int32 {
 	return a0 + a1 + a2 + a3
 }
 
-// dotSIMD returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations:
-// Σ code·q from kernel k (an assembly kernel over n chunks from the given code byte and
-// activation, called for at most maxChunks chunks at a time) minus Σ q from the prefix sums.
-func dotSIMD(k func(codes *byte, q *int8, n int) int32, maxChunks int, codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
+// dotAVX2 returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations:
+// Σ code·q (dotCodesAVX2) minus Σ q from the prefix sums.
+func dotAVX2(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	s := dotCodesAVX2(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
+	return s - (prefix[c1] - prefix[c0])
+}
+
+// vnniMaxChunks is the most chunks one dotCodesVNNI call takes (2^14 chunks, 2^21 columns). A
+// chunk adds at most 2^16 to a lane of its accumulators (four products code·4^k·q, each at most
+// 128·128 in magnitude; see cpu/asm), so 2^14 chunks keep every lane within ±2^30 and the int32
+// sums exact; longer stretches are split into calls of this many.
+const vnniMaxChunks = 1 << 14
+
+// dotVNNI returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations,
+// exactly dotAVX2's value: Σ code·q (dotCodesVNNI, at most vnniMaxChunks chunks a call) minus
+// Σ q from the prefix sums.
+func dotVNNI(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
 	if c1 <= c0 {
 		return 0
 	}
 	_ = codes[c1*chunkBytes-1]
 	_ = q[c1*chunkCols-1]
 	var s int32
-	for c := c0; c < c1; {
-		n := min(maxChunks, c1-c) // c += maxChunks could overflow with noSplit
-		s += k(&codes[c*chunkBytes], &q[c*chunkCols], n)
-		c += n
+	for c := c0; c < c1; c += vnniMaxChunks {
+		s += dotCodesVNNI(&codes[c*chunkBytes], &q[c*chunkCols], min(vnniMaxChunks, c1-c))
 	}
 	return s - (prefix[c1] - prefix[c0])
 }
 
-// noSplit is dotSIMD's maxChunks for kernels whose int32 sum is exact over any row: their lanes
-// only add (AVX2's VPMADDWD pairs, NEON's SADALP and SDOT), so int32 wraps as a plain sum would.
-const noSplit = math.MaxInt
-
-// vnniMaxChunks is the most chunks one dotCodesVNNI call takes (2^14 chunks, 2^21 columns). A
-// chunk adds at most 2^16 to a lane of its accumulators (four products code·4^k·q, each at most
-// 128·128 in magnitude; see cpu/asm), so 2^14 chunks keep every lane within ±2^30 and the int32
-// sums exact before the final shifts; longer stretches are split into calls of this many.
-const vnniMaxChunks = 1 << 14
-
-// dotAVX2 is dotSIMD with dotCodesAVX2 (VPMADDUBSW).
-func dotAVX2(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
-	return dotSIMD(dotCodesAVX2, noSplit, codes, q, prefix, c0, c1)
-}
-
-// dotVNNI is dotSIMD with dotCodesVNNI (VPDPBUSD), exactly dotAVX2's value.
-func dotVNNI(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
-	return dotSIMD(dotCodesVNNI, vnniMaxChunks, codes, q, prefix, c0, c1)
-}
-
-// dotNEON is dotSIMD with dotCodesNEON (widening multiplies, SADALP; see dot_arm64.s).
+// dotNEON returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations, as
+// dotAVX2: Σ code·q (dotCodesNEON) minus Σ q from the prefix sums. No split is needed: see
+// dot_arm64.s for why the kernel's int16 and int32 lanes give the exact int32 sum.
 func dotNEON(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
-	return dotSIMD(dotCodesNEON, noSplit, codes, q, prefix, c0, c1)
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	s := dotCodesNEON(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
+	return s - (prefix[c1] - prefix[c0])
 }
 
-// dotDotProd is dotSIMD with dotCodesDotProd (SDOT).
+// dotDotProd is dotNEON with dotCodesDotProd (SDOT) for Σ code·q.
 func dotDotProd(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
-	return dotSIMD(dotCodesDotProd, noSplit, codes, q, prefix, c0, c1)
+	if c1 <= c0 {
+		return 0
+	}
+	_ = codes[c1*chunkBytes-1]
+	_ = q[c1*chunkCols-1]
+	s := dotCodesDotProd(&codes[c0*chunkBytes], &q[c0*chunkCols], c1-c0)
+	return s - (prefix[c1] - prefix[c0])
 }
