@@ -353,7 +353,9 @@ func dotLUT(lut []int16, codes []byte, lo, hi int) int32 {
 }
 
 // dotAVX2 returns Σ t·q over chunks [c0, c1) of one row's codes and one token's activations:
-// Σ code·q (dotCodesAVX2) minus Σ q from the prefix sums.
+// Σ code·q (dotCodesAVX2) minus Σ q from the prefix sums. It and dotVNNI, dotNEON and
+// dotDotProd call their kernels directly: one wrapper taking the kernel as a func value measured
+// 2.5% slower (VNNI, 6912×2560, one thread).
 func dotAVX2(codes []byte, q []int8, prefix []int32, c0, c1 int) int32 {
 	if c1 <= c0 {
 		return 0
