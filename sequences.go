@@ -66,8 +66,10 @@ var vulkanPaged func(b runtime.Backend, n, positions int) ([]runtime.Backend, KV
 // on Reset or Close, and the sequences decode together in one batched step
 // (runtime.BatchDecoder: every weight read once for all of them), each with exactly the logits
 // of a Model of its own. The Model's own backend is not one of them: its own KV cache is freed
-// for the pool (runtime.GPU.DropOwnCache), so the Model's Generate, Chat and Perplexity fail
-// after this call. Close the pool after the sequences and before the Model. Errors: n or positions below 1,
+// before the pool is allocated, so that its memory serves the pool (runtime.GPU.DropOwnCache),
+// and the Model's Generate, Chat and Perplexity fail after this call — also when the pool's
+// allocation then fails (a pool too large for one storage binding is refused before anything is
+// freed: runtime.CheckPagedKV). Close the pool after the sequences and before the Model. Errors: n or positions below 1,
 // a backend other than gpu, LoRA adapters loaded (the batched step does not apply them; use
 // NewSequence), or the device memory.
 func (m *Model) NewPagedSequences(n, positions int) ([]runtime.Backend, KVPool, error) {

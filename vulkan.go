@@ -37,7 +37,12 @@ func init() {
 		if !ok {
 			return nil, nil, fmt.Errorf("bitgpu: a paged KV cache needs the vulkan backend, not %T", b)
 		}
-		kv, err := runtime.NewPagedKV(g, (positions+runtime.PagedBlock-1)/runtime.PagedBlock)
+		blocks := (positions + runtime.PagedBlock - 1) / runtime.PagedBlock
+		if err := runtime.CheckPagedKV(g, blocks); err != nil {
+			return nil, nil, err
+		}
+		g.DropOwnCache() // before the pool, so that its memory can serve the pool
+		kv, err := runtime.NewPagedKV(g, blocks)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -48,7 +53,6 @@ func init() {
 				return nil, nil, err
 			}
 		}
-		g.DropOwnCache() // the Model's own cache would sit unused beside the pool
 		return seqs, kv, nil
 	}
 }

@@ -77,18 +77,36 @@ type PagedKV struct {
 	closed  bool
 }
 
-// NewPagedKV allocates a paged KV cache of blocks blocks (PagedBlockBytes each) on g's device for
-// sequences of up to g's context (GPUOptions.Ctx) tokens. Errors: blocks < 1, LoRA adapters loaded
-// (the paged step does not apply them), or the device memory (the error names the size).
-func NewPagedKV(g *GPU, blocks int) (*PagedKV, error) {
+// CheckPagedKV returns the error NewPagedKV would give for g and blocks before it allocates
+// anything: a closed backend, blocks < 1, LoRA adapters loaded (the paged step does not apply
+// them), or a layer's pool larger than one storage-buffer binding may cover on the device
+// (maxStorageBufferRange: each layer's K and V pools are bound whole; the error names the most
+// blocks and positions that fit).
+func CheckPagedKV(g *GPU, blocks int) error {
 	if g.closed {
-		return nil, errClosed
+		return errClosed
 	}
 	if blocks < 1 {
-		return nil, fmt.Errorf("paged KV cache: %d blocks (need at least 1)", blocks)
+		return fmt.Errorf("paged KV cache: %d blocks (need at least 1)", blocks)
 	}
 	if g.lora != nil {
-		return nil, fmt.Errorf("paged KV cache: the batched step does not apply LoRA adapters")
+		return fmt.Errorf("paged KV cache: the batched step does not apply LoRA adapters")
+	}
+	block := uint64(PagedBlock) * uint64(g.cfg.KVHeads*g.cfg.HeadDim) * 2 // one layer's K (or V) block
+	if lim := g.dev.Info().MaxStorageBufferRange; lim > 0 && uint64(blocks)*block > lim {
+		most := lim / block
+		return fmt.Errorf("paged KV cache of %d blocks (%d positions): a layer's pool of %s exceeds the %s one binding may cover on %s; at most %d blocks (%d positions)",
+			blocks, blocks*PagedBlock, gpu.FormatBytes(uint64(blocks)*block), gpu.FormatBytes(lim), g.dev.Info().Name, most, most*PagedBlock)
+	}
+	return nil
+}
+
+// NewPagedKV allocates a paged KV cache of blocks blocks (PagedBlockBytes each) on g's device for
+// sequences of up to g's context (GPUOptions.Ctx) tokens. Errors: those of CheckPagedKV, or the
+// device memory (the error names the size).
+func NewPagedKV(g *GPU, blocks int) (*PagedKV, error) {
+	if err := CheckPagedKV(g, blocks); err != nil {
+		return nil, err
 	}
 	c := g.cfg
 	p := &PagedKV{g: g, blocks: blocks, stride: (g.ctx + PagedBlock - 1) / PagedBlock,
@@ -142,7 +160,7 @@ func (p *PagedKV) Context() int { return p.g.ctx }
 func (p *PagedKV) NewSequence() (*PagedSeq, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || p.g.closed {
 		return nil, errClosed
 	}
 	s := &PagedSeq{kv: p}
@@ -239,6 +257,9 @@ func (p *PagedKV) StepBatch(seqs []Backend, tokens [][]int) ([][]float32, error)
 		if len(tokens[i]) == 0 {
 			return nil, fmt.Errorf("paged step: sequence %d has no tokens", i)
 		}
+		if s.pos+len(tokens[i]) > p.g.ctx {
+			return nil, fmt.Errorf("context full: sequence %d has %d tokens in the cache + %d new, over the context of %d tokens", i, s.pos, len(tokens[i]), p.g.ctx)
+		}
 		seen[s] = true
 		for j, t := range tokens[i] {
 			cols = append(cols, pagedCol{seq: s, pos: s.pos + j, token: t})
@@ -252,7 +273,7 @@ func (p *PagedKV) StepBatch(seqs []Backend, tokens [][]int) ([][]float32, error)
 // most MaxBatch columns and advances each sequence past its columns. It returns the logits of the
 // columns want marks (nil: every column), in column order.
 func (p *PagedKV) run(cols []pagedCol, want []bool) ([][]float32, error) {
-	if p.closed {
+	if p.closed || p.g.closed {
 		return nil, errClosed
 	}
 	vocab := p.g.cfg.VocabSize
@@ -261,13 +282,25 @@ func (p *PagedKV) run(cols []pagedCol, want []bool) ([][]float32, error) {
 		if c.token < 0 || c.token >= vocab {
 			return nil, fmt.Errorf("token %d (index %d) outside the vocabulary [0, %d)", c.token, i, vocab)
 		}
-		if c.pos >= p.g.ctx {
-			return nil, fmt.Errorf("context full: %d tokens in the cache + %d new exceed --ctx %d", c.seq.pos, c.pos-c.seq.pos+1, p.g.ctx)
+		if c.pos >= p.g.ctx { // callers check whole chunks; this is the backstop
+			return nil, fmt.Errorf("context full: position %d is past the context of %d tokens", c.pos, p.g.ctx)
 		}
 		need[c.seq] = max(need[c.seq], c.pos+1)
 	}
+	held := map[*PagedSeq]int{} // table lengths before take: a failed step gives the new blocks back
+	for s := range need {
+		held[s] = len(s.table)
+	}
 	if err := p.take(need); err != nil {
 		return nil, err
+	}
+	untake := func() {
+		for s, n := range held {
+			for len(s.table) > n {
+				p.free = append(p.free, s.table[len(s.table)-1])
+				s.table = s.table[:len(s.table)-1]
+			}
+		}
 	}
 	var out [][]float32
 	for start := 0; start < len(cols); start += MaxBatch {
@@ -278,6 +311,7 @@ func (p *PagedKV) run(cols []pagedCol, want []bool) ([][]float32, error) {
 		}
 		l, err := p.step(cols[start:end], w)
 		if err != nil {
+			untake()
 			return nil, err
 		}
 		out = append(out, l...)
@@ -309,6 +343,11 @@ func (p *PagedKV) take(need map[*PagedSeq]int) error {
 // step runs one recorded step over cols (at most MaxBatch) and returns the logits of the columns
 // want marks (nil: all).
 func (p *PagedKV) step(cols []pagedCol, want []bool) ([][]float32, error) {
+	if pagedStepFault != nil {
+		if err := pagedStepFault(len(cols)); err != nil {
+			return nil, err
+		}
+	}
 	g := p.g
 	T := len(cols)
 	tokens := make([]int, T)
@@ -354,6 +393,10 @@ func (p *PagedKV) step(cols []pagedCol, want []bool) ([][]float32, error) {
 	return out, nil
 }
 
+// pagedStepFault, when not nil, is called before each step with its column count; an error it
+// returns fails the step as a device error would (tests use it to reach the error paths).
+var pagedStepFault func(cols int) error
+
 // PagedSeq is one sequence of a PagedKV: its position and block table. It implements Backend
 // (on the cache's GPU, one step per call) and BatchDecoder (its cache's DecodeBatch), so the
 // serving engine batches the decode steps of the sequences of one cache.
@@ -394,7 +437,7 @@ func (s *PagedSeq) Prefill(tokens []int, allLogits bool) ([]float32, error) {
 		return nil, fmt.Errorf("no tokens")
 	}
 	if s.pos+len(tokens) > s.kv.g.ctx {
-		return nil, fmt.Errorf("context full: %d tokens in the cache + %d new exceed --ctx %d", s.pos, len(tokens), s.kv.g.ctx)
+		return nil, fmt.Errorf("context full: %d tokens in the cache + %d new, over the context of %d tokens", s.pos, len(tokens), s.kv.g.ctx)
 	}
 	cols := make([]pagedCol, len(tokens))
 	var want []bool // nil: every token's logits

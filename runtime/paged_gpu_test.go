@@ -278,3 +278,56 @@ func TestDropOwnCache(t *testing.T) {
 	require.NoError(t, err)
 	requireLogitsEqual(t, want, got, m.Config.VocabSize, "paged prefill after DropOwnCache")
 }
+
+// TestPagedKVLimitsAndFailures: a pool whose layer buffer would exceed the device's
+// maxStorageBufferRange is refused before anything is allocated, naming the most blocks that fit;
+// a step that fails on the device (here: the GPU closed under the cache) returns an error — never
+// a panic — and gives back the blocks it took.
+func TestPagedKVLimitsAndFailures(t *testing.T) {
+	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
+	dev := gputest.Open(t)
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 96})
+	require.NoError(t, err)
+	defer g.Close()
+	block := uint64(PagedBlock * m.Config.KVHeads * m.Config.HeadDim * 2)
+	most := dev.Info().MaxStorageBufferRange / block
+	before := dev.Live()
+	_, err = NewPagedKV(g, int(most)+1)
+	require.ErrorContains(t, err, fmt.Sprintf("at most %d blocks (%d positions)", most, most*PagedBlock))
+	require.Equal(t, before, dev.Live(), "nothing allocated")
+	require.NoError(t, CheckPagedKV(g, int(most)))
+
+	kv, err := NewPagedKV(g, 4)
+	require.NoError(t, err)
+	a, err := kv.NewSequence()
+	require.NoError(t, err)
+	_, err = a.Prefill([]int{1, 2, 3}, false) // records the 3-column step
+	require.NoError(t, err)
+	// A failure in the second step of a 70-token prefill (64 + 6 columns): the 2 blocks the
+	// prefill took go back, the sequence stays at 3 tokens in 1 block.
+	pagedStepFault = func(cols int) error {
+		if cols == 6 {
+			return fmt.Errorf("injected device error")
+		}
+		return nil
+	}
+	_, err = a.Prefill(pagedPrompt(70, 2, m.Config.VocabSize), false)
+	pagedStepFault = nil
+	require.ErrorContains(t, err, "injected device error")
+	require.Equal(t, 3, a.Pos())
+	require.Equal(t, 1, a.Blocks())
+	used, _ := kv.Blocks()
+	require.Equal(t, 1, used)
+	require.NoError(t, g.Close())
+	for _, n := range []int{1, 3, 40} { // a recorded width, a new one, two blocks' worth
+		_, err = a.Prefill(pagedPrompt(n, 1, m.Config.VocabSize), false)
+		require.ErrorIs(t, err, errClosed)
+	}
+	require.Equal(t, 3, a.Pos())
+	require.Equal(t, 1, a.Blocks())
+	used, _ = kv.Blocks()
+	require.Equal(t, 1, used)
+	_, err = kv.NewSequence()
+	require.ErrorIs(t, err, errClosed)
+	require.NoError(t, kv.Close())
+}

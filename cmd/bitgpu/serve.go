@@ -138,6 +138,10 @@ func runServe(cmd *cobra.Command, _ []string) (err error) {
 		closeHTTP()
 		return err
 	}
+	if pool == nil && f.Changed("kv-size") {
+		fmt.Fprintf(stderr, "bitgpu: --kv-size has no effect on the %s backend%s: each sequence owns a cache of --ctx tokens\n",
+			s.lib.Backend(), map[bool]string{true: " with --lora", false: ""}[len(s.lib.Adapters()) > 0])
+	}
 	defer func() {
 		if cerr := closeSlots(backends, s.b, pool); err == nil {
 			err = cerr

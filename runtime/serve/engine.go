@@ -242,6 +242,7 @@ type Engine struct {
 	inflight sync.WaitGroup
 	cancels  map[*sequence]context.CancelCauseFunc
 	reserved int // KV pool blocks the running requests reserved
+	pool     int // the KV pool's blocks (constant; read once so that e.mu never waits on a step)
 	rounds   int64
 	decoded  int64 // Stats.DecodeTokens
 	batched  int64 // Stats.BatchedSteps
@@ -330,6 +331,9 @@ func New(o Options) (*Engine, error) {
 	for i := range o.Backends {
 		e.free = append(e.free, i)
 	}
+	if o.KVPool != nil {
+		_, e.pool = o.KVPool.Blocks()
+	}
 	e.groupSlots()
 	e.loop.Add(1)
 	go e.schedule()
@@ -373,13 +377,17 @@ func (e *Engine) Tokenizer() model.Tokenizer { return e.opts.Tokenizer }
 
 // Stats returns a snapshot of the engine's load.
 func (e *Engine) Stats() Stats {
+	var used int
+	if e.opts.KVPool != nil { // before e.mu: the pool's lock is held for a whole step
+		used, _ = e.opts.KVPool.Blocks()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := Stats{Slots: len(e.opts.Backends), Running: len(e.running), Queued: len(e.waiters), Steps: e.rounds,
 		KVBlocksTotal: len(e.opts.Backends) * ((e.opts.Context + BlockSize - 1) / BlockSize),
 		DecodeTokens:  e.decoded, BatchedSteps: e.batched, BatchedTokens: e.bTokens, BatchedChunks: e.bChunks}
 	if e.opts.KVPool != nil {
-		s.KVBlocksUsed, s.KVBlocksTotal = e.opts.KVPool.Blocks()
+		s.KVBlocksUsed, s.KVBlocksTotal = used, e.pool
 		s.KVBlocksReserved = e.reserved
 		return s
 	}
@@ -660,7 +668,7 @@ func (e *Engine) blocksFor(prompt, maxTokens int) (int, error) {
 	if pool == nil {
 		return 0, nil
 	}
-	_, total := pool.Blocks()
+	total := e.pool
 	bs := pool.BlockSize()
 	if (prompt+bs-1)/bs > total {
 		return 0, &PromptTooLongError{Tokens: prompt, Limit: total * bs}
@@ -677,8 +685,7 @@ func (e *Engine) fits(need int) bool {
 	if e.opts.KVPool == nil {
 		return true
 	}
-	_, total := e.opts.KVPool.Blocks()
-	return e.reserved+need <= total
+	return e.reserved+need <= e.pool
 }
 
 // acquire takes a free slot and need pool blocks for a request, waiting in the queue when there

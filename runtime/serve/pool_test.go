@@ -269,7 +269,7 @@ func requireAlone(t *testing.T, want runtime.GenerateStats, got outcome, what st
 // positions; without a pool nothing is reserved.
 func TestKVPoolBlocksFor(t *testing.T) {
 	pool := &fakePool{size: poolBlock, total: 6}
-	e := &Engine{opts: Options{Context: poolCtx, KVPool: pool}}
+	e := &Engine{opts: Options{Context: poolCtx, KVPool: pool}, pool: pool.total}
 	for _, c := range []struct{ prompt, maxTokens, want int }{
 		{1, 1, 1}, {5, 3, 1}, {5, 4, 2}, {8, 8, 2}, {9, 8, 3}, {16, 1, 3},
 		{5, 0, 6}, {5, -1, 6}, {40, 10, 6}, {48, 1, 6}, // capped at the pool's 6 blocks
@@ -283,7 +283,7 @@ func TestKVPoolBlocksFor(t *testing.T) {
 	require.ErrorAs(t, err, &long)
 	require.Equal(t, PromptTooLongError{Tokens: 49, Limit: 48}, *long)
 
-	pool.total = 100 // a pool larger than one context: the context bounds a request
+	pool.total, e.pool = 100, 100 // a pool larger than one context: the context bounds a request
 	for _, c := range []struct{ prompt, maxTokens, want int }{{5, 0, 8}, {5, 100, 8}, {60, 4, 8}, {5, 3, 1}} {
 		got, err := e.blocksFor(c.prompt, c.maxTokens)
 		require.NoError(t, err)
