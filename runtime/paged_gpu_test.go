@@ -331,3 +331,47 @@ func TestPagedKVLimitsAndFailures(t *testing.T) {
 	require.ErrorIs(t, err, errClosed)
 	require.NoError(t, kv.Close())
 }
+
+// TestPagedKVFamilies: every synthetic family (sub-norms or none, NEOX or NORM RoPE, ReLU² or
+// SiLU, tied or separate output) gives cpuref's logits per sequence through the paged step:
+// three sequences prefilled, then decoded together for 5 rounds.
+func TestPagedKVFamilies(t *testing.T) {
+	for _, fam := range model.SynthFamilies {
+		t.Run(fam, func(t *testing.T) {
+			m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Family = fam; o.Layers = 1 })
+			vocab := m.Config.VocabSize
+			g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 64})
+			require.NoError(t, err)
+			defer g.Close()
+			kv, err := NewPagedKV(g, 8)
+			require.NoError(t, err)
+			defer kv.Close()
+			var seqs []Backend
+			var refs []*cpuref.Backend
+			var next []int
+			for i, n := range []int{3, 33, 9} {
+				s, err := kv.NewSequence()
+				require.NoError(t, err)
+				r, err := cpuref.New(m, 64)
+				require.NoError(t, err)
+				prompt := pagedPrompt(n, i, vocab)
+				want, err := r.Prefill(prompt, false)
+				require.NoError(t, err)
+				got, err := s.Prefill(prompt, false)
+				require.NoError(t, err)
+				requireLogitsEqual(t, want, got, vocab, fmt.Sprintf("prefill %d", i))
+				seqs, refs, next = append(seqs, s), append(refs, r), append(next, cpuref.Argmax(want))
+			}
+			for round := range 5 {
+				got, err := kv.DecodeBatch(seqs, next)
+				require.NoError(t, err)
+				for i := range seqs {
+					want, err := refs[i].Decode(next[i])
+					require.NoError(t, err)
+					requireLogitsEqual(t, want, got[i], vocab, fmt.Sprintf("round %d, sequence %d", round, i))
+					next[i] = cpuref.Argmax(want)
+				}
+			}
+		})
+	}
+}
