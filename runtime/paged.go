@@ -44,7 +44,13 @@ func (p *PagedRefs) push(push []uint32, unused gpu.Range) ([]uint32, gpu.Range) 
 // PagedBlock positions in every layer, f16: 2 * layers * 32 * kv heads * head dim * 2 bytes
 // (2B4T: 2.4 MiB, 76.8 KiB a position).
 func PagedBlockBytes(cfg model.Config) uint64 {
-	return 2 * uint64(cfg.Layers) * PagedBlock * uint64(cfg.KVHeads*cfg.HeadDim) * 2
+	return 2 * uint64(cfg.Layers) * pagedLayerBlockBytes(cfg)
+}
+
+// pagedLayerBlockBytes is one layer's K (or V) share of a block: PagedBlock positions of
+// kv heads * head dim f16 values.
+func pagedLayerBlockBytes(cfg model.Config) uint64 {
+	return PagedBlock * uint64(cfg.KVHeads*cfg.HeadDim) * 2
 }
 
 // PagedKV is a paged KV cache on the GPU backend, for serving many sequences on one copy of the
@@ -92,7 +98,7 @@ func CheckPagedKV(g *GPU, blocks int) error {
 	if g.lora != nil {
 		return fmt.Errorf("paged KV cache: the batched step does not apply LoRA adapters")
 	}
-	block := uint64(PagedBlock) * uint64(g.cfg.KVHeads*g.cfg.HeadDim) * 2 // one layer's K (or V) block
+	block := pagedLayerBlockBytes(g.cfg)
 	if lim := g.dev.Info().MaxStorageBufferRange; lim > 0 && uint64(blocks)*block > lim {
 		most := lim / block
 		return fmt.Errorf("paged KV cache of %d blocks (%d positions): a layer's pool of %s exceeds the %s one binding may cover on %s; at most %d blocks (%d positions)",
@@ -111,7 +117,7 @@ func NewPagedKV(g *GPU, blocks int) (*PagedKV, error) {
 	c := g.cfg
 	p := &PagedKV{g: g, blocks: blocks, stride: (g.ctx + PagedBlock - 1) / PagedBlock,
 		steps: map[int]*gpu.Sequence{}, seqs: map[*PagedSeq]bool{}}
-	pool := uint64(blocks) * PagedBlock * uint64(c.KVHeads*c.HeadDim) * 2
+	pool := uint64(blocks) * pagedLayerBlockBytes(c)
 	var err error
 	alloc := func(bytes uint64) *gpu.Buffer {
 		if err != nil {
@@ -152,9 +158,6 @@ func (p *PagedKV) Blocks() (used, total int) {
 
 // BlockSize is the number of positions in a block (PagedBlock).
 func (p *PagedKV) BlockSize() int { return PagedBlock }
-
-// Context is the most tokens one sequence holds (the GPU's context).
-func (p *PagedKV) Context() int { return p.g.ctx }
 
 // NewSequence returns an empty sequence of the cache; it takes blocks as it grows.
 func (p *PagedKV) NewSequence() (*PagedSeq, error) {

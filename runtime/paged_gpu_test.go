@@ -289,7 +289,7 @@ func TestPagedKVLimitsAndFailures(t *testing.T) {
 	g, err := NewGPU(dev, m, GPUOptions{Ctx: 96})
 	require.NoError(t, err)
 	defer g.Close()
-	block := uint64(PagedBlock * m.Config.KVHeads * m.Config.HeadDim * 2)
+	block := uint64(PagedBlock * m.Config.KVHeads * m.Config.HeadDim * 2) // spelled out, not pagedLayerBlockBytes
 	most := dev.Info().MaxStorageBufferRange / block
 	before := dev.Live()
 	_, err = NewPagedKV(g, int(most)+1)
