@@ -23,6 +23,19 @@ func pagedPrompt(n, seed, vocab int) []int {
 	return p
 }
 
+// newPaged opens m on the test device with a context of ctx tokens and a paged KV cache of blocks
+// blocks on it; both are closed (the cache first) when the test ends.
+func newPaged(t *testing.T, m *model.Model, ctx, blocks int) (*GPU, *PagedKV) {
+	t.Helper()
+	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: ctx})
+	require.NoError(t, err)
+	t.Cleanup(func() { g.Close() })
+	kv, err := NewPagedKV(g, blocks)
+	require.NoError(t, err)
+	t.Cleanup(func() { kv.Close() })
+	return g, kv
+}
+
 // requireBlocks requires kv's used blocks to be exactly those the sequences' positions need.
 func requireBlocks(t *testing.T, kv *PagedKV, seqs []*PagedSeq) {
 	t.Helper()
@@ -52,12 +65,8 @@ func TestPagedKVMatchesCPU(t *testing.T) {
 		t.Run(fmt.Sprintf("%v/ctx%d", tc.typ, tc.ctx), func(t *testing.T) {
 			m := synthModel(t, tc.typ, func(o *model.SynthOptions) { o.Layers, o.Ctx = 2, 1024 })
 			vocab := m.Config.VocabSize
-			g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: tc.ctx})
-			require.NoError(t, err)
-			defer g.Close()
-			kv, err := NewPagedKV(g, 16)
-			require.NoError(t, err)
-			defer kv.Close()
+			_, kv := newPaged(t, m, tc.ctx, 16)
+			var err error
 
 			lens := []int{5, 37, 1, 70}
 			seqs := make([]*PagedSeq, len(lens))
@@ -137,13 +146,8 @@ func TestPagedKVMatchesCPU(t *testing.T) {
 // as they were; the sequence then still decodes exactly.
 func TestPagedKVErrorsChangeNothing(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Layers = 1 })
-	g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 96})
-	require.NoError(t, err)
-	defer g.Close()
-	kv, err := NewPagedKV(g, 2)
-	require.NoError(t, err)
-	defer kv.Close()
-	_, err = NewPagedKV(g, 0)
+	g, kv := newPaged(t, m, 96, 2)
+	_, err := NewPagedKV(g, 0)
 	require.ErrorContains(t, err, "0 blocks")
 
 	a, err := kv.NewSequence()
@@ -340,12 +344,7 @@ func TestPagedKVFamilies(t *testing.T) {
 		t.Run(fam, func(t *testing.T) {
 			m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Family = fam; o.Layers = 1 })
 			vocab := m.Config.VocabSize
-			g, err := NewGPU(gputest.Open(t), m, GPUOptions{Ctx: 64})
-			require.NoError(t, err)
-			defer g.Close()
-			kv, err := NewPagedKV(g, 8)
-			require.NoError(t, err)
-			defer kv.Close()
+			_, kv := newPaged(t, m, 64, 8)
 			var seqs []Backend
 			var refs []*cpuref.Backend
 			var next []int
