@@ -572,11 +572,13 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 		return ks.RMSNormQuant(s, in.Whole(), w.Whole(), g.qa.Whole(), g.sq.Whole(),
 			RMSNormArgs{D: d, T: T, XStride: d, OutStride: d / 4, Eps: c.RMSEps})
 	}
-	mm := func(p projection, out *gpu.Buffer, accumulate bool) error {
+	// mm records projection p into out (accumulate: the fused residual add); in, when not nil,
+	// is the fused input norm of a ternary p (the sub-norm before o and down).
+	mm := func(p projection, out *gpu.Buffer, accumulate bool, in *NormInput) error {
 		if p.f16 != nil {
 			return ks.F16MatMul(s, p.f16, g.normed.Whole(), out.Whole(), F16Args{T: T, YStride: p.f16.Rows, Accumulate: accumulate})
 		}
-		return ks.TernaryMatMul(s, p.tern, g.qa.Whole(), g.sq.Whole(), out.Whole(), MatMulArgs{T: T, YStride: p.tern.Rows, Accumulate: accumulate})
+		return ks.TernaryMatMul(s, p.tern, g.qa.Whole(), g.sq.Whole(), out.Whole(), MatMulArgs{T: T, YStride: p.tern.Rows, Accumulate: accumulate, Norm: in})
 	}
 	matmul := "ternary_matmul"
 	norm := "rmsnorm_quant"
@@ -621,6 +623,16 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 		}
 		return &NormInput{X: g.x.Whole(), W: w.Whole(), Eps: c.RMSEps}
 	}
+	// subNormIn is the same fusion for a sub-norm (attn_sub_norm before o, ffn_sub_norm before
+	// down) of the d-wide rows of in into the ternary projection p that reads them: nil (a
+	// separate rmsnorm_quant) when decode does not fuse, the model has no sub-norms (llama-arch
+	// quantizes without a norm), p is F16, or d is wider than the fused prologue takes.
+	subNormIn := func(in, w *gpu.Buffer, p projection, d uint32) *NormInput {
+		if !fuseNorm || w == nil || p.tern == nil || d > NormFuseMaxCols {
+			return nil
+		}
+		return &NormInput{X: in.Whole(), W: w.Whole(), Eps: c.RMSEps}
+	}
 	fusedLabel := func(in *NormInput, label string) string {
 		if in != nil {
 			return norm + "+" + label
@@ -661,7 +673,7 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 	residualLoRA := func(li, proj int, p projection, in, w *gpu.Buffer, d uint32) []step {
 		xf, pre := loraIn(in, w, d)
 		return append(pre,
-			step{matmul + " " + model.LoRAProjections[proj].GGUF, func() error { return mm(p, g.lora.proj, false) }},
+			step{matmul + " " + model.LoRAProjections[proj].GGUF, func() error { return mm(p, g.lora.proj, false, nil) }},
 			adapted(li, xf, []int{proj}, []*gpu.Buffer{g.lora.proj}, []uint32{dim}),
 			step{"add residual", func() error { return ks.Add(s, g.x.Whole(), g.lora.proj.Whole(), g.x.Whole(), T*dim) }})
 	}
@@ -669,9 +681,9 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 		attnIn, ffnIn := normIn(l.attnNorm), normIn(l.ffnNorm)
 		kCache, vCache := caches(li)
 		qkv := []step{
-			{matmul + " q", func() error { return mm(l.q, g.q, false) }},
-			{matmul + " k", func() error { return mm(l.k, g.k, false) }},
-			{matmul + " v", func() error { return mm(l.v, g.v, false) }},
+			{matmul + " q", func() error { return mm(l.q, g.q, false, nil) }},
+			{matmul + " k", func() error { return mm(l.k, g.k, false, nil) }},
+			{matmul + " v", func() error { return mm(l.v, g.v, false, nil) }},
 		}
 		ropeKV := []step{{"rope_kv", func() error {
 			return ks.RoPEKV(s, g.q.Whole(), g.k.Whole(), g.v.Whole(), g.rope.Whole(), kCache, vCache,
@@ -695,8 +707,8 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 		}
 		qkv = append(qkv, ropeKV...)
 		ffnSteps := []step{
-			{matmul + " gate", func() error { return mm(l.gate, g.gate, false) }},
-			{matmul + " up", func() error { return mm(l.up, g.up, false) }},
+			{matmul + " gate", func() error { return mm(l.gate, g.gate, false, nil) }},
+			{matmul + " up", func() error { return mm(l.up, g.up, false, nil) }},
 			{"glu", func() error { return ks.GLU(s, g.gate.Whole(), g.up.Whole(), T*ffn, c.Act) }},
 		}
 		if g.lora.has(li, 4, 5) { // uploaded apart: the terms go in before the GLU
@@ -721,19 +733,30 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 				return g.attn.Attention(s, g.q.Whole(), kCache, vCache, g.att.Whole(), attnScratch,
 					AttentionArgs{T: T, H: uint32(c.Heads), KVH: uint32(c.KVHeads), HeadDim: uint32(c.HeadDim), Ctx: uint32(g.ctx), Paged: refs})
 			}},
-			{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }},
 		}...)
-		if g.lora.has(li, 3) {
-			steps = append(steps, residualLoRA(li, 3, l.o, g.att, l.attnSubNorm, qDim)...)
+		// The sub-norms: fused into the o and down GEMVs' prologues where decode fuses norms
+		// (subNormIn), else a dispatch of their own; an adapted projection keeps the separate
+		// norm (its LoRA terms read the float RMSNorm output).
+		if oIn := subNormIn(g.att, l.attnSubNorm, l.o, qDim); oIn != nil && !g.lora.has(li, 3) {
+			steps = append(steps, step{fusedLabel(oIn, matmul+" o +residual"), func() error { return mm(l.o, g.x, true, oIn) }})
 		} else {
-			steps = append(steps, step{matmul + " o +residual", func() error { return mm(l.o, g.x, true) }})
+			steps = append(steps, step{subNorm, func() error { return normQuant(g.att, l.attnSubNorm, qDim) }})
+			if g.lora.has(li, 3) {
+				steps = append(steps, residualLoRA(li, 3, l.o, g.att, l.attnSubNorm, qDim)...)
+			} else {
+				steps = append(steps, step{matmul + " o +residual", func() error { return mm(l.o, g.x, true, nil) }})
+			}
 		}
 		steps = append(steps, ffnSteps...)
-		steps = append(steps, step{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }})
-		if g.lora.has(li, 6) {
-			steps = append(steps, residualLoRA(li, 6, l.down, g.gate, l.ffnSubNorm, ffn)...)
+		if downIn := subNormIn(g.gate, l.ffnSubNorm, l.down, ffn); downIn != nil && !g.lora.has(li, 6) {
+			steps = append(steps, step{fusedLabel(downIn, matmul+" down +residual"), func() error { return mm(l.down, g.x, true, downIn) }})
 		} else {
-			steps = append(steps, step{matmul + " down +residual", func() error { return mm(l.down, g.x, true) }})
+			steps = append(steps, step{subNorm, func() error { return normQuant(g.gate, l.ffnSubNorm, ffn) }})
+			if g.lora.has(li, 6) {
+				steps = append(steps, residualLoRA(li, 6, l.down, g.gate, l.ffnSubNorm, ffn)...)
+			} else {
+				steps = append(steps, step{matmul + " down +residual", func() error { return mm(l.down, g.x, true, nil) }})
+			}
 		}
 		if err := run(steps); err != nil {
 			return err
