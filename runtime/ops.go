@@ -572,15 +572,17 @@ type RoPEArgs struct {
 
 // RoPEKV records RoPE on q (in place) and k, and stores k and v as f16 in the caches at positions
 // step[0]+t (a.Paged nil), or of a paged cache at each token's own position and block (a.Paged). cs is the cos table then the sin table ([Ctx][RoPEDim/2] f32 each, RoPETable).
+// One invocation per rotary pair of q and per f16 word of the caches (not per head), each with
+// cpuref.RoPE's and cpuref.StoreKV's arithmetic.
 func (ks *Kernels) RoPEKV(s *gpu.Sequence, q, k, v, cs, kCache, vCache gpu.Range, a RoPEArgs) error {
 	if a.HeadDim%2 != 0 || a.RoPEDim%2 != 0 || a.RoPEDim > a.HeadDim || a.RoPEDim == 0 {
 		return fmt.Errorf("rope_kv: head dim %d and rope dim %d must be even with rope dim in (0, head dim]", a.HeadDim, a.RoPEDim)
 	}
-	n := a.T * (a.H + a.KVH)
+	n := a.T * (a.H*a.RoPEDim/2 + a.KVH*a.HeadDim/2) // q's rotary pairs, then k/v's cache words
 	push := []uint32{a.T, a.H, a.KVH, a.HeadDim, a.RoPEDim, uint32(a.Mode), a.Ctx, a.QOff, a.KVOff}
 	meta := cs // unread without paging
 	push, meta = a.Paged.push(push, meta)
-	return s.Dispatch(ks.byName["rope_kv"], [3]uint32{(n + 255) / 256, 1, 1}, push, q, k, v, cs, kCache, vCache, meta)
+	return s.Dispatch(ks.byName["rope_kv"], groups1D(n), push, q, k, v, cs, kCache, vCache, meta)
 }
 
 // TernaryQKVRoPE records a layer's q, k and v projections (a StackTernaryRoPE matrix) with RoPE

@@ -55,58 +55,68 @@ uint cache_row(uint t, uint pos) {
 
 #include "half.glsl"
 
-void rotate(uint base, uint pos) {
+// rotatePair turns rotary pair i of the head whose q row starts at float base, in place.
+void rotatePair(uint base, uint pos, uint i) {
 	uint half_dim = p.rope_dim / 2u;
-	for (uint i = 0; i < half_dim; i++) {
-		uint ia = p.mode == 0u ? i : 2u * i;
-		uint ib = p.mode == 0u ? i + half_dim : 2u * i + 1u;
-		float c = cs[pos * half_dim + i];
-		float s = cs[p.ctx * half_dim + pos * half_dim + i];
-		float a = q[base + ia];
-		float b = q[base + ib];
-		precise float ra = a * c - b * s;
-		precise float rb = a * s + b * c;
-		q[base + ia] = ra;
-		q[base + ib] = rb;
+	uint ia = p.mode == 0u ? i : 2u * i;
+	uint ib = p.mode == 0u ? i + half_dim : 2u * i + 1u;
+	float c = cs[pos * half_dim + i];
+	float s = cs[p.ctx * half_dim + pos * half_dim + i];
+	float a = q[base + ia];
+	float b = q[base + ib];
+	precise float ra = a * c - b * s;
+	precise float rb = a * s + b * c;
+	q[base + ia] = ra;
+	q[base + ib] = rb;
+}
+
+// storeWord writes cache word w (elements 2w and 2w+1) of kv row j (token t, kv head g): the
+// keys rotated where 2w+e < rope_dim, the values as they are.
+void storeWord(uint j, uint w) {
+	uint t = j / p.KVH;
+	uint g = j % p.KVH;
+	uint pos = position(t, step_value(0));
+	uint half_dim = p.rope_dim / 2u;
+	uint src = p.kv_off + j * p.hd;
+	uint dst = (cache_row(t, pos) * p.KVH + g) * (p.hd / 2u);
+	float r[2];
+	for (uint e = 0u; e < 2u; e++) {
+		uint idx = 2u * w + e;
+		float val = k[src + idx];
+		if (idx < p.rope_dim) {
+			bool first = p.mode == 0u ? idx < half_dim : (idx & 1u) == 0u;
+			uint pi = p.mode == 0u ? (first ? idx : idx - half_dim) : idx / 2u;
+			uint other = p.mode == 0u ? (first ? idx + half_dim : idx - half_dim) : (idx ^ 1u);
+			float c = cs[pos * half_dim + pi];
+			float s = cs[p.ctx * half_dim + pos * half_dim + pi];
+			float o = k[src + other];
+			precise float rv = first ? val * c - o * s : o * s + val * c;
+			val = rv;
+		}
+		r[e] = val;
 	}
+	kc[dst + w] = to_half(r[0]) | (to_half(r[1]) << 16);
+	vc[dst + w] = to_half(v[src + 2u * w]) | (to_half(v[src + 2u * w + 1u]) << 16);
 }
 
 void main() {
-	// One invocation per (token, head) of Q, then per (token, kv head) of K and V.
-	uint id = gl_GlobalInvocationID.x;
-	uint pos0 = step_value(0);
-	uint nq = p.T * p.H;
-	uint nk = p.T * p.KVH;
-	if (id < nq) {
-		uint t = id / p.H;
-		rotate(p.q_off + id * p.hd, position(t, pos0));
-	} else if (id < nq + nk) {
-		uint j = id - nq;
-		uint t = j / p.KVH;
-		uint g = j % p.KVH;
-		uint pos = position(t, pos0);
-		uint half_dim = p.rope_dim / 2u;
-		uint src = p.kv_off + j * p.hd;
-		uint dst = (cache_row(t, pos) * p.KVH + g) * (p.hd / 2u);
-		for (uint i = 0; i < p.hd; i += 2u) {
-			float r[2];
-			for (uint e = 0u; e < 2u; e++) {
-				uint idx = i + e;
-				float val = k[src + idx];
-				if (idx < p.rope_dim) {
-					bool first = p.mode == 0u ? idx < half_dim : (idx & 1u) == 0u;
-					uint pi = p.mode == 0u ? (first ? idx : idx - half_dim) : idx / 2u;
-					uint other = p.mode == 0u ? (first ? idx + half_dim : idx - half_dim) : (idx ^ 1u);
-					float c = cs[pos * half_dim + pi];
-					float s = cs[p.ctx * half_dim + pos * half_dim + pi];
-					float o = k[src + other];
-					precise float rv = first ? val * c - o * s : o * s + val * c;
-					val = rv;
-				}
-				r[e] = val;
-			}
-			kc[dst + i / 2u] = to_half(r[0]) | (to_half(r[1]) << 16);
-			vc[dst + i / 2u] = to_half(v[src + i]) | (to_half(v[src + i + 1u]) << 16);
+	// One invocation per rotary pair of each (token, head) of Q — T*H*rope_dim/2 of them — then
+	// one per cache word of each (token, kv head) of K and V — T*KVH*hd/2 — striding over the grid
+	// (runtime caps the workgroup count). Every element gets the arithmetic it had when one
+	// invocation did a whole head: the pairs and words are independent.
+	uint pairs = p.rope_dim / 2u;
+	uint words = p.hd / 2u;
+	uint nq = p.T * p.H * pairs;
+	uint n = nq + p.T * p.KVH * words;
+	uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+	for (uint id = gl_GlobalInvocationID.x; id < n; id += stride) {
+		if (id < nq) {
+			uint row = id / pairs; // token t, head h: row t*H + h
+			uint t = row / p.H;
+			rotatePair(p.q_off + row * p.hd, position(t, step_value(0)), id % pairs);
+		} else {
+			uint j = (id - nq) / words;
+			storeWord(j, (id - nq) % words);
 		}
 	}
 }
