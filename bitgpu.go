@@ -44,6 +44,12 @@ type Options struct {
 	DefaultCtx int
 	// LMHead is the logits head: "f16" or "q8_0"; "" is cpuref.DefaultLMHead.
 	LMHead string
+	// TernaryPacking is the Vulkan backend's layout of the ternary projections
+	// (`--ternary-packing`): "2bit" (4 weights a byte), "base3" (5 trits a byte as in ggml's
+	// TQ1_0: 18.75 % fewer weight bytes, for matrices whose columns are a multiple of 256) or
+	// "auto" / "" (the device's default: base3 on discrete and integrated GPUs, 2bit on
+	// CPU-type devices). All give the same bits; the CPU backends ignore it.
+	TernaryPacking string
 	// Log receives warnings (a GPU fallback) and, with Verbose, one line per choice made (the
 	// backend and why, the context size, the memory plan). nil discards them.
 	Log     io.Writer
@@ -127,6 +133,9 @@ type Model struct {
 func Open(path string, o Options) (*Model, error) {
 	head, err := cpuref.ParseLMHead(o.LMHead)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := runtime.ParseTernaryPacking(o.TernaryPacking); err != nil {
 		return nil, err
 	}
 	var m *model.Model

@@ -21,7 +21,7 @@ func init() {
 		return names, types, err
 	}
 	vulkanOpen = func(o Options, m *model.Model, ctx int, head cpuref.LMHead) (runtime.Backend, error) {
-		opts := runtime.GPUOptions{Ctx: ctx, LMHead: head, Progress: o.Progress, LoRA: o.adapters}
+		opts := runtime.GPUOptions{Ctx: ctx, LMHead: head, Packing: runtime.TernaryPacking(o.TernaryPacking), Progress: o.Progress, LoRA: o.adapters}
 		if o.OnVulkanDevice != nil {
 			opts.OnDevice = func(d *gpu.Device) { o.OnVulkanDevice(d) }
 		}
@@ -29,7 +29,7 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		o.note("device %s; LM head %s; memory plan: %s", g.Device().Info(), g.LMHead(), g.Plan())
+		o.note("device %s; LM head %s; ternary packing %s; memory plan: %s", g.Device().Info(), g.LMHead(), g.Packing(), g.Plan())
 		return g, nil
 	}
 	vulkanPaged = func(b runtime.Backend, n, positions int) ([]runtime.Backend, KVPool, error) {

@@ -21,17 +21,25 @@ const (
 
 // E2EResult is an end-to-end run of one model.
 type E2EResult struct {
-	Model    string     `json:"model"`
-	Weights  string     `json:"weights"` // "ternary" or "f16"
-	LMHead   string     `json:"lm_head"` // "f16" or "q8_0" (GPU.LMHead)
+	Model   string `json:"model"`
+	Weights string `json:"weights"` // "ternary" or "f16"
+	LMHead  string `json:"lm_head"` // "f16" or "q8_0" (GPU.LMHead)
+	// Packing is the ternary projections' device layout in effect: "2bit" or "base3"
+	// (GPU.Packing; "" for F16 projections).
+	Packing  string     `json:"ternary_packing,omitempty"`
 	Plan     MemoryPlan `json:"plan"`
 	CopyGBps float64    `json:"copy_gb_per_s"`
 	// The recorded decode step (GPU.DecodeStructure): dispatches, pipeline barriers and queue
 	// submissions per generated token, the same at every context length.
-	DispatchesPerToken int        `json:"dispatches_per_token"`
-	BarriersPerToken   int        `json:"barriers_per_token"`
-	SubmitsPerToken    int        `json:"submits_per_token"`
-	Points             []E2EPoint `json:"points"`
+	DispatchesPerToken int `json:"dispatches_per_token"`
+	BarriersPerToken   int `json:"barriers_per_token"`
+	SubmitsPerToken    int `json:"submits_per_token"`
+	// The recorded greedy decode step (GPU.GreedyStructure; `--temp 0`: the LM head leaves
+	// argmax candidates, one more dispatch reduces them, only the token id comes back): its
+	// dispatches and pipeline barriers per generated token (its submits are the decode step's).
+	GreedyDispatchesPerToken int        `json:"greedy_dispatches_per_token"`
+	GreedyBarriersPerToken   int        `json:"greedy_barriers_per_token"`
+	Points                   []E2EPoint `json:"points"`
 }
 
 // BenchE2E loads m on dev with a cache of max(contexts)+steps tokens and, for each context length
@@ -39,6 +47,12 @@ type E2EResult struct {
 // copy kernel's bandwidth from the same run, BenchKernels) turns bytes per token into a bandwidth
 // efficiency. head is the LM head (GPUOptions.LMHead). Token ids are a fixed pseudo-random sequence.
 func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGBps float64, head cpuref.LMHead) (E2EResult, error) {
+	return BenchE2EPacked(dev, m, contexts, steps, copyGBps, head, PackingAuto)
+}
+
+// BenchE2EPacked is BenchE2E with the ternary projections in packing (GPUOptions.Packing;
+// PackingAuto: the device's default). The bytes per token count the layout in effect.
+func BenchE2EPacked(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGBps float64, head cpuref.LMHead, packing TernaryPacking) (E2EResult, error) {
 	if len(contexts) == 0 || steps < 1 {
 		return E2EResult{}, fmt.Errorf("bench e2e: need context lengths and at least one decode step")
 	}
@@ -52,14 +66,14 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 	if maxL+steps > m.Config.ContextLength {
 		return E2EResult{}, fmt.Errorf("bench e2e: context %d + %d decode steps exceeds the model's %d", maxL, steps, m.Config.ContextLength)
 	}
-	g, err := NewGPU(dev, m, GPUOptions{Ctx: maxL + steps, LMHead: head})
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: maxL + steps, LMHead: head, Packing: packing})
 	if err != nil {
 		return E2EResult{}, err
 	}
 	defer g.Close()
-	res := E2EResult{Model: m.Path, Weights: "ternary", LMHead: string(g.head), Plan: g.Plan(), CopyGBps: copyGBps}
+	res := E2EResult{Model: m.Path, Weights: "ternary", LMHead: string(g.head), Packing: string(g.packing), Plan: g.Plan(), CopyGBps: copyGBps}
 	if g.f16 {
-		res.Weights = "f16"
+		res.Weights, res.Packing = "f16", ""
 	}
 	c := m.Config
 	kvPerToken := uint64(c.Layers) * uint64(c.KVHeads*c.HeadDim) * 2 * 2
@@ -75,9 +89,15 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 		return res, err
 	}
 	res.DispatchesPerToken, res.BarriersPerToken, res.SubmitsPerToken = g.DecodeStructure()
+	g.Reset() // the greedy step, recorded and submitted once (at position 0), for its structure
+	if _, err := g.DecodeGreedy(tokens[0]); err != nil {
+		return res, err
+	}
+	res.GreedyDispatchesPerToken, res.GreedyBarriersPerToken, _ = g.GreedyStructure()
 	// What a decode step reads: the weights and the head, not the embedding table the device
 	// holds for the gather (one row of it a token) — the CPU report's count (DecodeBytesOf).
 	db := DecodeBytesOf(c, g.f16, g.head)
+	db.Weights -= packingSavings(c, g.f16, g.packing) // the base-3 layout's smaller projections
 	for _, L := range contexts {
 		// The prefill is timed e2ePrefillRuns times unless that would take more than
 		// e2ePrefillBudget (a slow device times it once); the decode steps follow the last one.
@@ -112,7 +132,7 @@ func BenchE2E(dev *gpu.Device, m *model.Model, contexts []int, steps int, copyGB
 			PrefillMSPerToken:   pre.Seconds() * 1e3 / float64(L),
 			DecodeTokS:          float64(steps) / dec.Seconds(),
 			DecodeMSPerToken:    dec.Seconds() * 1e3 / float64(steps),
-			DeviceBytes:         PlanMemoryHead(c, L+steps, g.f16, g.head).Total(),
+			DeviceBytes:         PlanMemoryPacked(c, L+steps, g.f16, g.head, g.packing).Total(),
 			DecodeBytesPerToken: db.Weights + db.Head + kvPerToken*uint64(L+steps/2),
 		}
 		p.HeadBytesPerToken = db.Head

@@ -45,7 +45,12 @@ func TestBenchE2ESpread(t *testing.T) {
 // of a layer is one (9), the gather, which depends on nothing recorded, is not — plus the output
 // norm and the head, and one at the end making the logits visible to the host: 9·layers + 4. One
 // submit a token, also without host-visible VRAM: only the token id crosses the bus, into a
-// host-visible buffer (the host-gathered row needed a staging copy there).
+// host-visible buffer (the host-gathered row needed a staging copy there). The greedy step
+// (`--temp 0`, GPU.GreedyStructure) writes no logits: the head leaves argmax candidates and
+// argmax_reduce picks the token, one dispatch and one dependent stage more — 9·layers + 4
+// dispatches and 9·layers + 5 barriers here (before, the same count with the one-workgroup
+// argmax in place of argmax_reduce, after 128,256 logits written and read back on 2B4T; a GPU
+// fusing the norms also fuses the output norm into the head: 5·layers + 3 and 5·layers + 4).
 func TestBenchE2EStructure(t *testing.T) {
 	m := synthModel(t, model.TypeI2_S, nil)
 	const copyGBps = 10.0
@@ -59,6 +64,8 @@ func TestBenchE2EStructure(t *testing.T) {
 		require.Equal(t, 9*layers+3, res.DispatchesPerToken, "the gather, 9 steps a layer, the output norm and the head")
 		require.Equal(t, 9*layers+4, res.BarriersPerToken, "begin, the dependent stages, end")
 		require.Equal(t, c.submits, res.SubmitsPerToken, "%v", c.disable)
+		require.Equal(t, 9*layers+4, res.GreedyDispatchesPerToken, "the decode step's, argmax_reduce")
+		require.Equal(t, 9*layers+5, res.GreedyBarriersPerToken, "the decode step's, argmax_reduce's stage")
 		p := res.Points[0]
 		require.Equal(t, p.DecodeBytesPerToken, p.WeightBytesPerToken+p.HeadBytesPerToken+p.KVBytesPerToken)
 		require.Equal(t, Q8HeadBytes(m.Config.VocabSize, m.Config.Dim), p.HeadBytesPerToken)

@@ -237,10 +237,11 @@ func TestTernaryFusedNormErrors(t *testing.T) {
 // whose q/k/v take the fused RoPE/KV epilogue (head and rotary dims multiples of 4, as 2B4T's
 // 128) records 6 dispatches with the norms fused (a GPU; forced here) — q/k/v with attn_norm,
 // attention, its merge, o with attn_sub_norm, gate/up with ffn_norm, down with ffn_sub_norm —
-// after the embedding gather, and the output norm and head end the step: 6·layers + 3
-// dispatches and 6·layers + 4 barriers (2B4T's 30 layers: 183 and 184), one submit; a CPU device
-// left to its policy keeps the four rmsnorm_quant a layer (10·layers + 3 and 10·layers + 4: 303
-// and 304). The prefill step keeps the separate norms either way.
+// after the embedding gather, and the q8_0 head with the output norm fused into its GEMV
+// (Q8Args.Norm) ends the step: 6·layers + 2 dispatches and 6·layers + 3 barriers (2B4T's 30
+// layers: 182 and 183; one more each before the output norm was fused), one submit; a CPU device
+// left to its policy keeps the four rmsnorm_quant a layer and the output norm's (10·layers + 3
+// and 10·layers + 4: 303 and 304). The prefill step keeps the separate norms either way.
 func TestDecodeStructureSplitAttention(t *testing.T) {
 	require.True(t, fusedDecodeNorms("discrete", false))
 	require.True(t, fusedDecodeNorms("integrated", false))
@@ -256,13 +257,13 @@ func TestDecodeStructureSplitAttention(t *testing.T) {
 		require.Greater(t, g.attn.DecodeSplits(1024), uint32(1))
 		_, err = g.Decode(1) // the first submit ends the recording (its last barrier)
 		require.NoError(t, err)
-		perLayer := 10
+		perLayer, tail := 10, 3 // tail: the gather, the output norm, the head
 		if fuse {
-			perLayer = 6
+			perLayer, tail = 6, 2 // the output norm fused into the head
 		}
 		disp, barriers, submits := g.DecodeStructure()
-		require.Equal(t, perLayer*layers+3, disp, "fused %v", fuse)
-		require.Equal(t, perLayer*layers+4, barriers, "fused %v", fuse)
+		require.Equal(t, perLayer*layers+tail, disp, "fused %v", fuse)
+		require.Equal(t, perLayer*layers+tail+1, barriers, "fused %v", fuse)
 		require.Equal(t, 1, submits)
 		seq, err := g.record(3, nil)
 		require.NoError(t, err)
@@ -292,7 +293,11 @@ func TestGPUFusedNormsMatchCPU(t *testing.T) {
 			require.NoError(t, err)
 			defer g.Close()
 			disp, _, _ := g.DecodeStructure()
-			require.Equal(t, 5*m.Config.Layers+3, disp, "the four norms of a layer are fused")
+			tail := 3 // the gather, the output norm, the head
+			if c.head == cpuref.LMHeadQ8_0 {
+				tail = 2 // the output norm fused into the q8_0 head's GEMV (Q8Args.Norm)
+			}
+			require.Equal(t, 5*m.Config.Layers+tail, disp, "the four norms of a layer are fused")
 			cr, err := cpuref.New(m, 64, cpuref.WithLMHead(c.head))
 			require.NoError(t, err)
 			requireSameForward(t, cr, g, prompt, 6)

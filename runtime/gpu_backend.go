@@ -33,16 +33,24 @@ type GPUOptions struct {
 	// cpuref.LMHeadQ8_0 (re-quantized to Q8_0 at load, q8_matvec on the int8 output norm); ""
 	// means cpuref.DefaultLMHead. A file whose logits matrix is already Q8_0 always runs q8_0.
 	LMHead cpuref.LMHead
+	// Packing is the device layout of the ternary projections (`--ternary-packing`):
+	// Packing2Bit, PackingBase3 (matrices whose columns are not a multiple of 256 stay 2-bit),
+	// or PackingAuto / "" for the device's default (packingTable). Every layout gives the same
+	// bits; base-3 reads 18.75 % fewer weight bytes per token.
+	Packing TernaryPacking
 	// LoRA are the adapters to apply, in order (cpuref.AttachLoRA, cpuref.ApplyLoRA), each at
 	// its Scale until SetLoRAScales changes them.
 	LoRA []cpuref.Adapter
+	// wideLoads makes a device read its 2-bit ternary matrices as 128-bit loads even where
+	// packingTable says not to (TernaryWeights.WideLoads), so the tests run that path too.
+	wideLoads bool
 	// fuseNorms makes a CPU device fuse the decode step's input norms too (fusedDecodeNorms), so
 	// the tests run that path on lavapipe and SwiftShader.
 	fuseNorms bool
 }
 
 // GPU is the Vulkan Backend: the model's weights in device memory (ternary projections repacked
-// to 2 bits a weight, norms f32, the logits matrix — output.weight, or the tied token embedding —
+// to 2 bits a weight, or 1.625 in the base-3 layout of GPUOptions.Packing, norms f32, the logits matrix — output.weight, or the tied token embedding —
 // F16 or, with the q8_0 LM head, Q8_0, in row chunks), an f16 KV cache, and a
 // decode step recorded once and replayed for every token. It implements Backend and is not safe
 // for concurrent use.
@@ -65,6 +73,11 @@ type GPU struct {
 	rope     *gpu.Buffer
 	plan     MemoryPlan
 
+	// packing is the ternary layout in effect (resolvePacking): 2bit or base3; wideLoads, whether
+	// 2-bit matrices are read 128 bits a lane (packingTable, GPUOptions.wideLoads).
+	packing   TernaryPacking
+	wideLoads bool
+
 	// Activations for up to MaxBatch tokens; nil where the model's recorded steps do not use them
 	// (allocScratch: k, v, up, normed, xn, qa, sq).
 	x, q, k, v, att, gate, up, xn *gpu.Buffer
@@ -86,12 +99,15 @@ type GPU struct {
 	fuseNorms  bool        // decode fuses attn_norm/ffn_norm into their GEMVs (fusedDecodeNorms)
 	noCache    bool        // DropOwnCache released the own KV cache
 
-	// Greedy decoding on the device (DecodeGreedy): logits stay in device memory, only the
-	// argmax token id comes back.
+	// Greedy decoding on the device (DecodeGreedy): no logits are written; the LM head's
+	// workgroups leave argmax candidates in greedyLogits (8 bytes a head workgroup:
+	// Q8Matrix/F16Matrix.ArgmaxCandidates; named for the logits it once held), argmax_reduce
+	// picks the token, and only its id comes back (tokenOut).
 	greedySeq    *gpu.Sequence
 	greedyLogits *gpu.Buffer
 	tokenOut     *gpu.Buffer
-	greedySteps  int // tokens DecodeGreedy ran through the on-device argmax
+	greedyRec    bool // recordForwardOn is recording the greedy step (recordGreedy)
+	greedySteps  int  // tokens DecodeGreedy ran through the on-device argmax
 	// Sampling from candidates selected on the device (DecodeCandidates, gpu_candidates.go).
 	cand *gpuCandidates
 	// lora holds the LoRA adapters (GPUOptions.LoRA, lora_gpu.go); nil without them.
@@ -142,7 +158,9 @@ func (p projection) buffers() []*gpu.Buffer {
 // device's heaps first and returns an error naming both sizes when the model does not fit; shapes
 // the GPU path does not support (widths not multiples of 16) are errors naming the tensor. A TQ
 // tensor whose blocks carry different scales also stores its per-block f32 scales (4 bytes per
-// 256 weights), added to Plan().Weights. The device stays owned by the caller.
+// 256 weights), added to Plan().Weights. The ternary projections take opts.Packing's layout
+// (PackingAuto: packingTable's choice for dev), which Plan counts (PlanMemoryPacked); an
+// unknown packing is an error naming --ternary-packing. The device stays owned by the caller.
 func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	cfg := m.Config
 	ctx := opts.Ctx
@@ -163,7 +181,13 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, head: head, plan: PlanMemoryHead(cfg, ctx, f16, head)}
+	packing, err := ParseTernaryPacking(string(opts.Packing))
+	if err != nil {
+		return nil, err
+	}
+	packing = resolvePacking(packing, dev.Info())
+	g := &GPU{cfg: cfg, dev: dev, ctx: ctx, f16: f16, head: head, packing: packing, plan: PlanMemoryPacked(cfg, ctx, f16, head, packing)}
+	g.wideLoads = opts.wideLoads || deviceRule(dev.Info()).WideLoads
 	if g.lora, err = newGPULoRA(cfg, opts.LoRA); err != nil {
 		return nil, err
 	}
@@ -280,11 +304,16 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 			}
 			g.plan.Weights += uint64(4 * len(blocks))
 		}
+		tw := &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, OutScale: m.WeightScale(name), BlockScales: off}
+		if words, err = g.pack(words, tw); err != nil {
+			return nil, err
+		}
 		b, err := gpu.NewBufferFrom(g.dev, words)
 		if err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
-		return &TernaryWeights{Name: name, Rows: uint32(tm.Rows), Cols: uint32(tm.Cols), Scale: scale, OutScale: m.WeightScale(name), BlockScales: off, Buf: b.Whole()}, nil
+		tw.Buf = b.Whole()
+		return tw, nil
 	}
 	ternary := func(name string, cols, rows int) (projection, error) {
 		t, err := get(name)
@@ -347,6 +376,9 @@ func (g *GPU) upload(m *model.Model, progress io.Writer) error {
 		}
 		if tw.BlockScales != 0 { // per-block scales after the trit words
 			g.plan.Weights += uint64(4 * (len(words) - int(tw.BlockScales)))
+		}
+		if words, err = g.pack(words, tw); err != nil {
+			return projection{}, err
 		}
 		b, err := gpu.NewBufferFrom(g.dev, words)
 		if err != nil {
@@ -762,25 +794,53 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 			return err
 		}
 	}
+	// The LM head. The greedy step (DecodeGreedy, g.greedyRec) writes no logits: the head's
+	// workgroups leave argmax candidates in greedyLogits and argmax_reduce picks the token
+	// (Q8MatMulArgmax, F16MatMulArgmax, ArgmaxReduce).
+	greedy := g.greedyRec && T == 1
+	reduce := step{"argmax", func() error { // argmax_reduce: the candidates to the token id
+		n := g.out.ArgmaxCandidates
+		if g.outQ8 != nil {
+			n = g.outQ8.ArgmaxCandidates
+		}
+		return ks.ArgmaxReduce(s, g.greedyLogits.Whole(), g.tokenOut.Whole(), n(), 0, 0)
+	}}
 	if g.outQ8 != nil { // the q8_0 head: output_norm quantized like a BitLinear input, int8 GEMV
-		return run([]step{
-			{"rmsnorm_quant output", func() error {
+		// A one-token step fuses the output norm into the GEMV where the layer norms are fused
+		// (g.fuseNorms: fusedDecodeNorms): every workgroup normalizes and quantizes x itself with
+		// rmsnorm_quant's code (Q8Args.Norm); prefill keeps the separate rmsnorm_quant.
+		var outIn *NormInput
+		label := "q8_matmul"
+		var steps []step
+		if T == 1 && c.Dim <= NormFuseMaxCols && g.fuseNorms {
+			outIn = &NormInput{X: g.x.Whole(), W: g.outNorm.Whole(), Eps: c.RMSEps}
+			label = "rmsnorm_quant+q8_matmul"
+		} else {
+			steps = append(steps, step{"rmsnorm_quant output", func() error {
 				return ks.RMSNormQuant(s, g.x.Whole(), g.outNorm.Whole(), g.qa.Whole(), g.sq.Whole(),
 					RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim / 4, Eps: c.RMSEps})
-			}},
-			{"q8_matmul logits", func() error {
-				return ks.Q8MatMul(s, g.outQ8, g.qa.Whole(), g.sq.Whole(), logits.Whole(), Q8Args{T: T, YStride: uint32(c.VocabSize)})
-			}},
-		})
+			}})
+		}
+		if greedy {
+			return run(append(steps, step{label + " +argmax", func() error {
+				return ks.Q8MatMulArgmax(s, g.outQ8, g.qa.Whole(), g.sq.Whole(), g.greedyLogits.Whole(), Q8Args{T: 1, Norm: outIn})
+			}}, reduce))
+		}
+		return run(append(steps, step{label + " logits", func() error {
+			return ks.Q8MatMul(s, g.outQ8, g.qa.Whole(), g.sq.Whole(), logits.Whole(), Q8Args{T: T, YStride: uint32(c.VocabSize), Norm: outIn})
+		}}))
 	}
-	return run([]step{
-		{"rmsnorm output", func() error {
-			return ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps})
-		}},
-		{"f16_matmul logits", func() error {
-			return ks.F16MatMul(s, g.out, g.xn.Whole(), logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
-		}},
-	})
+	steps := []step{{"rmsnorm output", func() error {
+		return ks.RMSNorm(s, g.x.Whole(), g.outNorm.Whole(), g.xn.Whole(), RMSNormArgs{D: dim, T: T, XStride: dim, OutStride: dim, Eps: c.RMSEps})
+	}}}
+	if greedy {
+		return run(append(steps, step{"f16_matmul +argmax", func() error {
+			return ks.F16MatMulArgmax(s, g.out, g.xn.Whole(), g.greedyLogits.Whole(), F16Args{T: 1})
+		}}, reduce))
+	}
+	return run(append(steps, step{"f16_matmul logits", func() error {
+		return ks.F16MatMul(s, g.out, g.xn.Whole(), logits.Whole(), F16Args{T: T, YStride: uint32(c.VocabSize)})
+	}}))
 }
 
 // KernelTime is the GPU time one kind of step took, summed over a model's layers, averaged over
@@ -1031,8 +1091,11 @@ func (g *GPU) Decode(token int) ([]float32, error) {
 }
 
 // DecodeGreedy appends token to the KV cache and returns the id of the most likely next token
-// (the lowest id on ties), choosing it on the device: only 4 bytes come back per token instead of
-// the logits. The step is recorded on first use and replayed after.
+// (cpuref.Argmax of the logits Decode would return: the lowest id on ties, NaNs skipped; an error
+// when every logit is NaN), choosing it on the device: no logits are written, the LM head's
+// workgroups each leave the best of their rows and one small dispatch reduces those to the id,
+// and only 4 bytes come back per token. The step is recorded on first use and replayed after
+// (GreedyStructure counts it).
 func (g *GPU) DecodeGreedy(token int) (int, error) {
 	if err := g.checkRoom(1); err != nil {
 		return 0, err
@@ -1041,34 +1104,9 @@ func (g *GPU) DecodeGreedy(token int) (int, error) {
 		return 0, err
 	}
 	if g.greedySeq == nil {
-		var err error
-		if g.greedyLogits, err = g.dev.NewBuffer(4 * uint64(g.cfg.VocabSize)); err != nil {
+		if err := g.recordGreedy(); err != nil {
 			return 0, err
 		}
-		if g.tokenOut, err = g.dev.NewHostBuffer(4); err != nil {
-			return 0, err
-		}
-		s, err := g.dev.NewSequence()
-		if err != nil {
-			return 0, err
-		}
-		if g.profSeq != nil && g.greedyTimer == nil { // profiling: time this step too, argmax included
-			g.greedyTimer, err = g.dev.NewTimer(profileMarks(len(g.layers)) + 1)
-		}
-		if err == nil {
-			err = g.recordForward(s, 1, g.greedyTimer, g.greedyLogits)
-		}
-		if err == nil {
-			err = g.ks.Argmax(s, g.greedyLogits.Whole(), g.tokenOut.Whole(), uint32(g.cfg.VocabSize), 0, 0)
-		}
-		if err == nil && g.greedyTimer != nil {
-			err = s.Mark(g.greedyTimer, "argmax")
-		}
-		if err != nil {
-			s.Release()
-			return 0, err
-		}
-		g.greedySeq = s
 	}
 	if err := g.run(g.greedySeq, []int{token}); err != nil {
 		return 0, err

@@ -4,6 +4,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 
@@ -21,6 +22,9 @@ type kernelDef struct {
 	push     uint32
 	spec     []uint32 // specialization constants from id gpu.SpecFirstCustom on
 	local    uint32   // workgroup size; 0 means gpu.NewKernel's default (256)
+	// units marks ternary_matmul.comp's kernels: their constants are TOKENS, GLU, PACKING (spec,
+	// padded with 0) and then UNITS, the device's Kernels.units (specOf).
+	units bool
 }
 
 type variant struct {
@@ -45,13 +49,34 @@ type Kernels struct {
 	byName  map[string]*gpu.Kernel
 	variant map[string]string // kernel name -> chosen SPIR-V variant
 
+	// units is how many units (rows, GLU pairs, RoPE quads) a workgroup of the subgroup
+	// variants of ternary_matmul.comp covers (its UNITS constant; gemvUnits).
+	units uint32
+
 	mu    sync.Mutex
 	tiles map[string]*gpu.Kernel // GEMMs with a smaller token tile (tiled), built on first use
+}
+
+// specOf is the specialization constants of a pipeline of def built from spec: spec itself, or,
+// for ternary_matmul.comp's kernels (def.units), spec padded to TOKENS, GLU, PACKING followed
+// by UNITS.
+func (ks *Kernels) specOf(def kernelDef, spec []uint32) []uint32 {
+	if !def.units {
+		return spec
+	}
+	out := make([]uint32, 4)
+	copy(out, spec)
+	out[3] = ks.units
+	return out
 }
 
 // NewKernels builds every kernel for dev. Errors name the kernel.
 func NewKernels(dev *gpu.Device) (*Kernels, error) {
 	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}, tiles: map[string]*gpu.Kernel{}}
+	var err error
+	if ks.units, err = gemvUnits(dev.Info(), os.Getenv("BITGPU_GEMV_UNITS")); err != nil {
+		return nil, err
+	}
 	feats := dev.Info().Features
 	for _, def := range kernelDefs {
 		var chosen string
@@ -66,7 +91,7 @@ func NewKernels(dev *gpu.Device) (*Kernels, error) {
 			ks.Release()
 			return nil, err
 		}
-		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: def.spec, LocalSize: [2]uint32{def.local, 1}})
+		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, def.spec), LocalSize: [2]uint32{def.local, 1}})
 		if err != nil {
 			ks.Release()
 			return nil, err
@@ -133,7 +158,7 @@ func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
 	}
 	spec := slices.Clone(def.spec)
 	spec[0] = tile
-	k, err := ks.dev.NewKernel(gpu.KernelSpec{Name: key, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: spec, LocalSize: [2]uint32{def.local, 1}})
+	k, err := ks.dev.NewKernel(gpu.KernelSpec{Name: key, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, spec), LocalSize: [2]uint32{def.local, 1}})
 	if err != nil {
 		return nil, err
 	}

@@ -119,3 +119,14 @@ func PlanMemoryHead(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead) Mem
 	p.Scratch = s + uint64(ctx*cfg.RoPEDim*4) + max(4, AttentionScratchBytes(uint32(cfg.Heads), uint32(cfg.HeadDim), uint32(ctx)))
 	return p
 }
+
+// PlanMemoryPacked is PlanMemoryHead with the ternary projections in packing p (the layout in
+// effect, 2bit or base3; PackingAuto counts as 2bit): with PackingBase3 the weights are
+// ProjectionBytes(cfg, Packing2Bit) - ProjectionBytes(cfg, PackingBase3) bytes smaller (52
+// instead of 64 bytes per 256 weights of every matrix whose columns are a multiple of 256). F16
+// projections (f16) are not ternary and keep their size.
+func PlanMemoryPacked(cfg model.Config, ctx int, f16 bool, head cpuref.LMHead, p TernaryPacking) MemoryPlan {
+	plan := PlanMemoryHead(cfg, ctx, f16, head)
+	plan.Weights -= packingSavings(cfg, f16, p)
+	return plan
+}

@@ -5,6 +5,7 @@ package runtime
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/gpu"
@@ -41,15 +42,15 @@ func init() {
 		kernelDef{name: "rmsnorm", variants: []variant{{spv: "rmsnorm"}}, bindings: 3, outputs: []int{2}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "rmsnorm_quant", variants: []variant{{spv: "rmsnorm_quant"}}, bindings: 4, outputs: []int{2, 3}, push: 28, local: cpuref.NormLanes},
 		kernelDef{name: "quantize", variants: []variant{{spv: "quantize"}}, bindings: 3, outputs: []int{1, 2}, push: 28, local: cpuref.NormLanes},
-		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens}},
-		kernelDef{name: "ternary_gemv_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1, 1}},
-		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}},
-		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{GEMMTokens}},
-		kernelDef{name: "ternary_gemv_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1}},
-		kernelDef{name: "ternary_gemv_glu_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1, 1}},
-		kernelDef{name: "ternary_gemv_rope_norm", variants: ternaryRoPENorm, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 120, spec: []uint32{1}},
+		kernelDef{name: "ternary_gemv", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1}, units: true},
+		kernelDef{name: "ternary_gemm", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens}, units: true},
+		kernelDef{name: "ternary_gemv_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{1, 1}, units: true},
+		kernelDef{name: "ternary_gemm_glu", variants: ternary(), bindings: 6, outputs: []int{3, 4, 5}, push: 88, spec: []uint32{GEMMTokens, 1}, units: true},
+		kernelDef{name: "ternary_gemv_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{1}, units: true},
+		kernelDef{name: "ternary_gemm_rope", variants: ternaryRoPE, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 116, spec: []uint32{GEMMTokens}, units: true},
+		kernelDef{name: "ternary_gemv_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1}, units: true},
+		kernelDef{name: "ternary_gemv_glu_norm", variants: ternaryNorm, bindings: 6, outputs: []int{3, 4, 5}, push: 92, spec: []uint32{1, 1}, units: true},
+		kernelDef{name: "ternary_gemv_rope_norm", variants: ternaryRoPENorm, bindings: 10, outputs: []int{3, 4, 5, 7, 8}, push: 120, spec: []uint32{1}, units: true},
 		kernelDef{name: "f16_gemv", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{1}},
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 7, outputs: []int{0, 4, 5}, push: 48},
@@ -58,13 +59,19 @@ func init() {
 	)
 }
 
-// rowsPerGroup is how many output rows one workgroup of the matmul kernels covers: 32
-// invocations per row for the F16 kernels (cpuref.LogitLanes, the canonical lane count) and the
-// shared-memory ternary kernel, else one subgroup per row (workgroups of 256).
+// rowsPerGroup is how many output rows (units: GLU pairs, RoPE quads) one workgroup of the
+// matmul kernels covers: 32 invocations per row for the F16 kernels (cpuref.LogitLanes, the
+// canonical lane count) and the shared-memory ternary kernels; ks.units (gemvUnits) for the
+// subgroup ternary kernels, whose subgroups take the units in turn whatever their size; one
+// subgroup per row (workgroups of 256) for the rest.
 func (ks *Kernels) rowsPerGroup(kernel string) uint32 {
-	switch ks.variant[kernel] {
+	v := ks.variant[kernel]
+	switch v {
 	case "ternary_matmul_shared", "ternary_matmul_rope_shared", "ternary_matmul_norm_shared", "ternary_matmul_rope_norm_shared", "f16_matvec_subgroup", "f16_matvec_shared":
 		return 256 / cpuref.LogitLanes
+	}
+	if strings.HasPrefix(v, "ternary_matmul") {
+		return ks.units
 	}
 	return 256 / ks.dev.Info().SubgroupSize
 }
@@ -126,6 +133,12 @@ func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) er
 // gate and up — for one dispatch: Segments lists them in row order (Scale and OutScale are then
 // unused), and Interleaved means two tensors of equal rows stored alternately (row 2i of the
 // first, then row i of the second: the fused GLU's layout, TernaryGLU).
+//
+// Packing is the layout of the trits in Buf: "" or Packing2Bit, RepackTernary's 2-bit words
+// (Rows*Cols/16 of them); PackingBase3, PackTernaryBase3's base-3 layout (Rows*Cols/256*13 words;
+// Cols a multiple of 256). BlockScales counts words of whichever layout it is. WideLoads makes
+// the kernels read 2-bit words 128 bits (4 words) a lane at a time where Cols is a multiple of 64
+// (the per-device choice of packingTable; the same bits, only the load width differs).
 type TernaryWeights struct {
 	Name        string
 	Rows, Cols  uint32
@@ -136,6 +149,8 @@ type TernaryWeights struct {
 	Segments    []TernarySegment
 	Interleaved bool
 	RoPE        *RoPELayout
+	Packing     TernaryPacking
+	WideLoads   bool
 }
 
 // RoPELayout marks a stacked q, k and v (StackTernaryRoPE) whose rows are ordered for the fused
@@ -294,8 +309,29 @@ func StackTernary(name string, mats []*model.TernaryMatrix, outScales []float32,
 	return words, w, nil
 }
 
-// Bytes is the device memory the packed trits take (2 bits a weight).
-func (w *TernaryWeights) Bytes() uint64 { return uint64(w.Rows) * uint64(w.Cols) / 4 }
+// Bytes is the device memory the packed trits take (TernaryMatrixBytes: 2 bits a weight, or 52
+// bytes per 256 weights in the base-3 layout), per-block scales not included.
+func (w *TernaryWeights) Bytes() uint64 {
+	p := w.Packing
+	if p != PackingBase3 {
+		p = Packing2Bit
+	}
+	return TernaryMatrixBytes(int(w.Rows), int(w.Cols), p)
+}
+
+// checkPacking validates w's layout for a dispatch: a known packing, and whole 256-column blocks
+// for the base-3 layout.
+func (w *TernaryWeights) checkPacking(op string) error {
+	switch w.Packing {
+	case "", Packing2Bit:
+		return nil
+	case PackingBase3:
+		if base3Fits(int(w.Cols)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %s: packing %q of a matrix with %d columns (base3 needs a multiple of 256)", op, w.Name, w.Packing, w.Cols)
+}
 
 // RepackTernary converts a ternary matrix from its file encoding (I2_S, TQ2_0 or TQ1_0) to the GPU
 // layout of ternary_matmul.comp: row-major, Cols/16 uint32 words per row, bits [2s+8b, 2s+8b+1]
@@ -482,7 +518,13 @@ func (ks *Kernels) ternaryDispatch(s *gpu.Sequence, w *TernaryWeights, a, sq gpu
 		gemv += "_norm"
 		a, sq = m.Norm.X, m.Norm.W
 	}
+	if err := w.checkPacking("ternary matmul"); err != nil {
+		return err
+	}
 	k, name, tile, err := ks.matmulKernel(gemv, gemm, m.T)
+	if err == nil {
+		k, err = ks.packKernel(name, k, tile, w)
+	}
 	if err != nil {
 		return err
 	}
@@ -603,7 +645,13 @@ func (ks *Kernels) TernaryQKVRoPE(s *gpu.Sequence, w *TernaryWeights, a, sq, q, 
 		gemv += "_norm"
 		a, sq = m.Norm.X, m.Norm.W
 	}
+	if err := w.checkPacking("ternary qkv+rope"); err != nil {
+		return err
+	}
 	k, name, tile, err := ks.matmulKernel(gemv, "ternary_gemm_rope", m.T)
+	if err == nil {
+		k, err = ks.packKernel(name, k, tile, w)
+	}
 	if err != nil {
 		return err
 	}

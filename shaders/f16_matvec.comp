@@ -14,18 +14,28 @@
 // l+s: the same operands in the same order) and the larger steps through shared memory; the
 // shared variant runs every step through shared memory. Every float is `precise`: no fused
 // multiply-add.
+//
+// Fused argmax (ARGMAX, constant 4, = 1: the f16_gemv_argmax kernel of the greedy step with the
+// F16 head; one token, no accumulation): the logits are not written. Each workgroup reduces its
+// rows' values (the same bits as above) to one candidate of argmax.glsl — the largest, NaNs
+// skipped, the lowest row on ties — and writes it as the pair (key, row) at pair y_off +
+// (workgroup) of binding 2 (row 0xffffffff: none); argmax.comp's argmax_reduce turns the pairs of
+// every chunk's workgroups into the token.
 #extension GL_GOOGLE_include_directive : require
 #if USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "common.glsl"
+#include "argmax.glsl"
 
 layout(constant_id = 3) const uint TOKENS = 1;
+layout(constant_id = 4) const uint ARGMAX = 0; // 1: argmax candidates instead of outputs
 
 layout(set = 0, binding = 0) readonly buffer E { uint e[]; };
 layout(set = 0, binding = 1) readonly buffer X { float x[]; };
 layout(set = 0, binding = 2) buffer Y { float y[]; };
+layout(set = 0, binding = 2) buffer Part { uint part[]; }; // ARGMAX: (key, row) pairs
 
 layout(push_constant) uniform Push {
 	uint D;        // columns (even)
@@ -41,6 +51,8 @@ layout(push_constant) uniform Push {
 const uint LANES = 32;
 const uint ROWS_PER_GROUP = gl_WorkGroupSize.x / LANES;
 shared float red[gl_WorkGroupSize.x];
+shared uint am_k[ROWS_PER_GROUP]; // ARGMAX: each row's candidate
+shared uint am_i[ROWS_PER_GROUP];
 
 // inv_index numbers the workgroup's invocations so that each subgroup holds consecutive numbers
 // (in the subgroup variant); rows are the numbers 32r .. 32r+31.
@@ -97,7 +109,26 @@ void main() {
 	for (uint t = 0; t < TOKENS; t++) {
 		float total = tree_sum(acc[t], idx);
 		uint tok = t0 + t;
-		if (lane == 0u && row < p.N && tok < p.T) {
+		if (ARGMAX != 0u) { // one token: the workgroup's candidate
+			if (lane == 0u) {
+				uint bits = floatBitsToUint(total);
+				am_k[idx / LANES] = am_key(bits);
+				am_i[idx / LANES] = row < p.N && !am_isnan(bits) ? p.row_base + row : AM_NONE;
+			}
+			barrier();
+			if (idx == 0u) {
+				uint bk = 0u;
+				uint bi = AM_NONE;
+				for (uint r = 0u; r < ROWS_PER_GROUP; r++) {
+					if (am_better(am_k[r], am_i[r], bk, bi)) {
+						bk = am_k[r];
+						bi = am_i[r];
+					}
+				}
+				part[2u * (p.y_off + gl_WorkGroupID.x)] = bk;
+				part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = bi;
+			}
+		} else if (lane == 0u && row < p.N && tok < p.T) {
 			uint oi = p.y_off + tok * p.y_stride + p.row_base + row;
 			if (p.accumulate != 0u) {
 				precise float sum = y[oi] + total;

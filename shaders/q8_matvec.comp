@@ -23,6 +23,21 @@
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
 // USE_SUBGROUP=1 runs the small tree steps as shuffles; USE_SUBGROUP=0 in shared memory.
+//
+// Fused output norm (NORMQ, constant 4, = 1: the q8_gemv_norm kernels; one token, TOKENS = 1):
+// instead of reading rmsnorm_quant's int8 activations and their (1/s, Σq) pair, each workgroup
+// computes them from the token's f32 input x (binding 2, D floats) and the output norm's weight
+// nw (binding 3) with norm_quant.glsl — the code rmsnorm_quant runs, in the same order, as
+// ternary_matmul.comp's NORMQ prologue does — into shared memory (D <= NORM_MAX_K): the decode
+// step's output norm needs no dispatch of its own.
+//
+// Fused argmax (ARGMAX, constant 5, = 1: the q8_gemv*_argmax kernels of the greedy step; one
+// token): the logits are not written. Each workgroup reduces its rows' logits (the same bits as
+// above) to one candidate of argmax.glsl — the largest, NaNs skipped, the lowest row on ties —
+// and writes it as the pair (key, row) at pair y_off + (workgroup) of binding 4 (row 0xffffffff:
+// none); argmax.comp's argmax_reduce turns the pairs of every chunk's workgroups into the token.
+// NORMQ and ARGMAX are specialization constants: each variant's one module serves the five
+// kernels (q8_gemv, q8_gemm, q8_gemv_norm, q8_gemv_argmax, q8_gemv_norm_argmax).
 #extension GL_GOOGLE_include_directive : require
 #if USE_DOT
 #extension GL_EXT_spirv_intrinsics : require
@@ -32,14 +47,21 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "common.glsl"
+#include "numerics.glsl"
+#include "argmax.glsl"
 
 layout(constant_id = 3) const uint TOKENS = 1;
+layout(constant_id = 4) const uint NORMQ = 0;  // 1: the fused output norm (see the header)
+layout(constant_id = 5) const uint ARGMAX = 0; // 1: argmax candidates instead of logits
 
 layout(set = 0, binding = 0) readonly buffer Wq { uvec4 wq[]; };
 layout(set = 0, binding = 1) readonly buffer Wd { uint wd[]; };
 layout(set = 0, binding = 2) readonly buffer A { uvec4 a[]; };
+layout(set = 0, binding = 2) readonly buffer X { float xin[]; }; // NORMQ: the token's input [D]
 layout(set = 0, binding = 3) readonly buffer S { uint sq[]; }; // [token][2]: 1/s bits, Σq (unused)
+layout(set = 0, binding = 3) readonly buffer NW { float nw[]; }; // NORMQ: the norm weight [D]
 layout(set = 0, binding = 4) buffer Y { float y[]; };
+layout(set = 0, binding = 4) buffer Part { uint part[]; }; // ARGMAX: (key, row) pairs
 
 layout(push_constant) uniform Push {
 	uint D;        // columns (multiple of 32)
@@ -50,6 +72,7 @@ layout(push_constant) uniform Push {
 	uint y_off;    // first float of token 0 in y
 	uint y_stride; // floats between tokens in y
 	uint row_base; // output index of the chunk's first row
+	float eps;     // NORMQ: the RMSNorm epsilon
 } p;
 
 #if USE_DOT
@@ -73,6 +96,41 @@ int dot16(uvec4 x, uvec4 w) {
 const uint LANES = 32;
 const uint ROWS_PER_GROUP = gl_WorkGroupSize.x / LANES;
 shared float red[gl_WorkGroupSize.x];
+
+const uint NORM_MAX_K = 8192u; // widest fused input (runtime.NormFuseMaxCols)
+shared uint qsh[NORMQ * (NORM_MAX_K / 4u - 1u) + 1u]; // NORMQ: the int8 activations, four a word
+#define NQ_X(i) (xin[(i)])
+#define NQ_W(i) (nw[(i)])
+#include "norm_quant.glsl"
+float nq_inv_s; // NORMQ: cr_rcp(s), what rmsnorm_quant writes as the pair's first word
+
+// normPrologue quantizes the normed input into qsh and sets nq_inv_s (ternary_matmul.comp's,
+// without Σq, which the head does not use); every invocation of the workgroup calls it.
+void normPrologue() {
+	float inv = nq_inv(p.D, p.eps);
+	float s = nq_scale(p.D, inv);
+	int qsum = 0;
+	for (uint i4 = gl_LocalInvocationID.x; i4 < p.D / 4u; i4 += gl_WorkGroupSize.x) {
+		qsh[i4] = nq_word(i4, inv, s, qsum);
+	}
+	nq_total_qsum(qsum); // its barrier publishes qsh
+	nq_inv_s = cr_rcp(s);
+}
+
+// act returns the 16 int8 activations of columns 16q .. 16q+15 of token tok.
+uvec4 act(uint tok, uint q) {
+	if (NORMQ != 0u) return uvec4(qsh[4u * q], qsh[4u * q + 1u], qsh[4u * q + 2u], qsh[4u * q + 3u]);
+	return a[p.a_off + tok * (p.D / 16u) + q];
+}
+
+// invScale returns token tok's dequantization factor cr_rcp(s).
+float invScale(uint tok) {
+	if (NORMQ != 0u) return nq_inv_s;
+	return uintBitsToFloat(sq[2u * (p.s_off + tok)]);
+}
+
+shared uint am_k[ROWS_PER_GROUP]; // ARGMAX: each row's candidate
+shared uint am_i[ROWS_PER_GROUP];
 
 // inv_index numbers the workgroup's invocations so that each subgroup holds consecutive numbers
 // (in the subgroup variants); rows are the numbers 32r .. 32r+31.
@@ -113,6 +171,7 @@ void main() {
 	uint t0 = gl_WorkGroupID.y * TOKENS;
 	uint blocks = p.D / 32u;
 	uint quads = p.D / 16u; // uvec4 per row and per token
+	if (NORMQ != 0u) normPrologue();
 	precise float acc[TOKENS];
 	for (uint t = 0; t < TOKENS; t++) acc[t] = 0.0;
 	if (row < p.N) {
@@ -125,8 +184,7 @@ void main() {
 			float d = (si & 1u) == 0u ? dd.x : dd.y;
 			for (uint t = 0; t < TOKENS; t++) {
 				if (t0 + t < p.T) {
-					uint ai = p.a_off + (t0 + t) * quads + 2u * b;
-					int idot = dot16(a[ai], w0) + dot16(a[ai + 1u], w1);
+					int idot = dot16(act(t0 + t, 2u * b), w0) + dot16(act(t0 + t, 2u * b + 1u), w1);
 					precise float term = float(idot) * d;
 					acc[t] = acc[t] + term;
 				}
@@ -136,9 +194,28 @@ void main() {
 	for (uint t = 0; t < TOKENS; t++) {
 		float total = tree_sum(acc[t], idx);
 		uint tok = t0 + t;
-		if (lane == 0u && row < p.N && tok < p.T) {
-			float inv_s = uintBitsToFloat(sq[2u * (p.s_off + tok)]);
-			precise float v = total * inv_s;
+		if (ARGMAX != 0u) { // one token: the workgroup's candidate
+			if (lane == 0u) {
+				precise float v = total * invScale(tok);
+				uint bits = floatBitsToUint(v);
+				am_k[idx / LANES] = am_key(bits);
+				am_i[idx / LANES] = row < p.N && !am_isnan(bits) ? p.row_base + row : AM_NONE;
+			}
+			barrier();
+			if (idx == 0u) {
+				uint bk = 0u;
+				uint bi = AM_NONE;
+				for (uint r = 0u; r < ROWS_PER_GROUP; r++) {
+					if (am_better(am_k[r], am_i[r], bk, bi)) {
+						bk = am_k[r];
+						bi = am_i[r];
+					}
+				}
+				part[2u * (p.y_off + gl_WorkGroupID.x)] = bk;
+				part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = bi;
+			}
+		} else if (lane == 0u && row < p.N && tok < p.T) {
+			precise float v = total * invScale(tok);
 			y[p.y_off + tok * p.y_stride + p.row_base + row] = v;
 		}
 	}

@@ -6,14 +6,32 @@
 // with q the int8 activations of rmsnorm_quant, inv_s = cr_rcp(s) their dequantization factor and
 // oscale the model's separate output scale (`*.scale` tensors of the `bitnet` architecture; 1.0,
 // an exact no-op, otherwise): cpuref's BitLinear arithmetic, bit for bit. One subgroup (or, without
-// subgroup arithmetic, one group of 32 invocations) per output row; its lanes stride over the row.
+// subgroup arithmetic, one group of 32 invocations) per output row at a time; its lanes stride
+// over the row; a workgroup covers UNITS rows (constant 6, below), whatever the subgroup size.
 // TOKENS (constant 3) tokens share each weight word read: 1 for decode (GEMV), 8 for prefill (GEMM).
 //
 // Weight layout (bitgpu's GPU repacking of I2_S / TQ2_0 / TQ1_0, done at load): row-major, K/16
 // uint32 words per row; bits [2s+8b, 2s+8b+1] of word w hold code = trit + 1 (0, 1, 2) of column
 // 16w + 4s + b. So (word >> 2s) & 0x03030303 is four codes as bytes, matching the four int8
 // activations of columns 16w+4s .. 16w+4s+3 packed in one uint32 — one packed 4x8 dot product —
-// and Σ trit*q = Σ code*q - Σ q, where Σq per token comes from rmsnorm_quant.
+// and Σ trit*q = Σ code*q - Σ q, where Σq per token comes from rmsnorm_quant. With PACKING = 2
+// (the same 2-bit layout, runtime.TernaryWeights.WideLoads) and K/16 a multiple of 4, each lane
+// reads whole uvec4s of wt4 (128-bit loads, 64 weights) instead of single words; the int32 sums
+// are the same. (The per-block path below reads words in both cases.)
+//
+// Base-3 layout (PACKING = 1, runtime.PackingBase3; K a multiple of 256; 52 bytes per 256 weights,
+// ggml's TQ1_0 block without its f16 scale): per 256-column block g of a row, 3 uvec4 (j = 0..2)
+// and one tail word. Byte b (0..15, byte b%4 of component b/4) of uvec4 j holds the codes c_n
+// (trit+1) of columns 80j + 16n + b, n = 0..4, as TQ1_0 stores five trits (ggml-quants.c):
+// byte = (q*256 + 242) / 243 with q = Σ c_n*3^(4-n), decoded as c_n = (((byte*3^n) mod 256)*3) >> 8.
+// So trit n of the 16 bytes is exactly the four 2-bit code words of the 16 columns
+// 80j+16n .. 80j+16n+15 (activation uvec4 16g + 5j + n), decoded two bytes at a time in 16-bit
+// halves (addBase3). The tail word holds columns 240..255 in the 2-bit word layout above. For
+// 16-byte alignment all rows' uvec4s come first (row r's 3*K/256 of them from uvec4 r*3*K/256 of
+// wt4), then all rows' tail words (row r's K/256 from word N*12*K/256 + r*K/256 of wt), then the
+// per-block scales if any (blocks_off). Rows, segments and the per-block order are unchanged:
+// only the weight reads differ, and every row's int32 sums (whole row, or per 256-block) are the
+// 2-bit layout's, so the outputs are the same bits.
 //
 // Per-block weight scales (TQ1_0/TQ2_0 tensors whose 256-column blocks carry different scales,
 // blocks_off != 0): the per-(row, block) f32 scales sit in wt[] from word blocks_off on, K/256 a
@@ -84,8 +102,18 @@
 
 layout(constant_id = 3) const uint TOKENS = 1;
 layout(constant_id = 4) const uint GLU = 0; // 1: each row group computes a gate/up pair (header)
+layout(constant_id = 5) const uint PACKING = 0; // 0 2-bit codes, 1 base-3, 2 2-bit read as uvec4s (header)
+// UNITS (subgroup variants): the units — rows, GLU pairs or RoPE quads — one workgroup covers,
+// chosen by the host (runtime's tuning table) and the same number its grid is sized by.
+// Subgroup s of the workgroup computes units s, s + gl_NumSubgroups, ... < UNITS, each with its
+// lanes striding over the row: the mapping holds whatever subgroup size the driver picks for
+// the pipeline (devices may vary it; the host never assumes the size it was told), and a UNITS
+// above the subgroup count gives a subgroup several units in turn. The shared-memory variants
+// keep 32 invocations a unit and 8 units a workgroup.
+layout(constant_id = 6) const uint UNITS = 8;
 
 layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
+layout(set = 0, binding = 0) readonly buffer Wt4 { uvec4 wt4[]; }; // the same words, 128 bits a read
 #if NORMQ
 layout(set = 0, binding = 1) readonly buffer X { float xin[]; }; // the token's input [K]
 layout(set = 0, binding = 2) readonly buffer NW { float nw[]; }; // the RMSNorm weight [K]
@@ -228,11 +256,13 @@ int dot4(uint act, uint codes) {
 #define LANE gl_SubgroupInvocationID
 #define ROW_IN_GROUP gl_SubgroupID
 #define ROWS_PER_GROUP gl_NumSubgroups
+#define GROUP_UNITS UNITS
 #else
 const uint LANES = 32;
 #define LANE (gl_LocalInvocationID.x % 32u)
 #define ROW_IN_GROUP (gl_LocalInvocationID.x / 32u)
 #define ROWS_PER_GROUP (gl_WorkGroupSize.x / 32u)
+#define GROUP_UNITS (gl_WorkGroupSize.x / 32u)
 shared int red[gl_WorkGroupSize.x];
 #endif
 // rowSum returns the sum of v over the 32 (or subgroup-size) invocations of this row; every
@@ -254,6 +284,94 @@ int rowSum(int v) {
 }
 
 float vals[TOKENS]; // rowValues' results, one per token
+int accs[TOKENS];   // the integer sums addCodes accumulates, one per token
+
+// addCodes adds, for every token t0+t in range, Σ code*q over the 16 columns of activation uvec4
+// w (codes: four code words, as the 2-bit layout's (word >> 2s) & 0x03030303), minus Σq over
+// those columns when centered (Σ trit*q) — the integer part of the per-block path — to accs[t].
+void addCodes(uint t0, uint w, uvec4 codes, bool centered) {
+	for (uint t = 0; t < TOKENS; t++) {
+		if (t0 + t < p.T) {
+			uvec4 av = actWords(t0 + t, w);
+			int s = dot4(av.x, codes.x) + dot4(av.y, codes.y) + dot4(av.z, codes.z) + dot4(av.w, codes.w);
+			if (centered) {
+				s -= dot4(av.x, 0x01010101u) + dot4(av.y, 0x01010101u) + dot4(av.z, 0x01010101u) + dot4(av.w, 0x01010101u);
+			}
+			accs[t] += s;
+		}
+	}
+}
+
+// codes2 returns the four code words of a 2-bit layout word (header).
+uvec4 codes2(uint word) { return (uvec4(word) >> uvec4(0u, 2u, 4u, 6u)) & 0x03030303u; }
+
+// addBase3 runs addCodes over the five code uvec4s of base-3 uvec4 q (header): trit n covers
+// activation uvec4 w0 + n. Each 16-bit half holds one byte m = byte*3^n mod 256: its trit is
+// (m*3) >> 8 (at most 765 before the shift: no carry into the other half), and m*3 mod 256 is
+// the next trit's m.
+void addBase3(uint t0, uint w0, uvec4 q, bool centered) {
+	uvec4 lo = q & 0x00ff00ffu;        // bytes 0 and 2 of each word
+	uvec4 hi = (q >> 8) & 0x00ff00ffu; // bytes 1 and 3
+	for (uint n = 0u; n < 5u; n++) {
+		uvec4 lo3 = lo * 3u;
+		uvec4 hi3 = hi * 3u;
+		uvec4 codes = ((lo3 >> 8) & 0x00030003u) | (((hi3 >> 8) & 0x00030003u) << 8);
+		addCodes(t0, w0 + n, codes, centered);
+		lo = lo3 & 0x00ff00ffu;
+		hi = hi3 & 0x00ff00ffu;
+	}
+}
+
+// blockDots adds to accs the integer Σ trit*q of 256-column block g of row `row` (this lane's
+// part; rowSum completes it) — the per-block path (p.blocks_off != 0).
+void blockDots(uint row, uint t0, uint words, uint g) {
+	if (PACKING == 1u) { // 3 uvec4s and the tail word: one item a lane
+		uint G = p.K / 256u;
+		for (uint k = LANE; k < 4u; k += LANES) {
+			if (k < 3u) {
+				addBase3(t0, 16u * g + 5u * k, wt4[row * 3u * G + 3u * g + k], true);
+			} else {
+				addCodes(t0, 16u * g + 15u, codes2(wt[p.N * 12u * G + row * G + g]), true);
+			}
+		}
+		return;
+	}
+	for (uint w = g * 16u + LANE; w < g * 16u + 16u; w += LANES) {
+		addCodes(t0, w, codes2(wt[row * words + w]), true);
+	}
+}
+
+// rowDots adds to accs the integer Σ code*q of row `row` (this lane's part; rowSum completes it).
+void rowDots(uint row, uint t0, uint words) {
+	if (PACKING == 1u) { // items: the row's 3*G uvec4s, then its G tail words
+		uint G = p.K / 256u;
+		for (uint i = LANE; i < 4u * G; i += LANES) {
+			if (i < 3u * G) {
+				uint g = i / 3u;
+				addBase3(t0, 16u * g + 5u * (i - 3u * g), wt4[row * 3u * G + i], false);
+			} else {
+				uint g = i - 3u * G;
+				addCodes(t0, 16u * g + 15u, codes2(wt[p.N * 12u * G + row * G + g]), false);
+			}
+		}
+		return;
+	}
+	if (PACKING == 2u && words % 4u == 0u) { // 128-bit loads of the 2-bit layout (header)
+		uint base = row * (words / 4u);
+		for (uint i = LANE; i < words / 4u; i += LANES) {
+			uvec4 q = wt4[base + i];
+			addCodes(t0, 4u * i, codes2(q.x), false);
+			addCodes(t0, 4u * i + 1u, codes2(q.y), false);
+			addCodes(t0, 4u * i + 2u, codes2(q.z), false);
+			addCodes(t0, 4u * i + 3u, codes2(q.w), false);
+		}
+		return;
+	}
+	uint wbase = row * words;
+	for (uint w = LANE; w < words; w += LANES) {
+		addCodes(t0, w, codes2(wt[wbase + w]), false);
+	}
+}
 
 // blockValues is rowValues for per-block scales (p.blocks_off != 0; see the header).
 void blockValues(uint row, uint t0, uint words) {
@@ -267,28 +385,12 @@ void blockValues(uint row, uint t0, uint words) {
 	bool begun = false;
 	uint sbase = p.blocks_off + min(row, p.N - 1u) * G;
 	for (uint g = 0; g < G; g++) {
-		int part[TOKENS];
-		for (uint t = 0; t < TOKENS; t++) part[t] = 0;
-		if (row < p.N) {
-			for (uint w = g * 16u + LANE; w < g * 16u + 16u; w += LANES) {
-				uint code = wt[row * words + w];
-				uint c0 = code & 0x03030303u;
-				uint c1 = (code >> 2) & 0x03030303u;
-				uint c2 = (code >> 4) & 0x03030303u;
-				uint c3 = (code >> 6) & 0x03030303u;
-				for (uint t = 0; t < TOKENS; t++) {
-					if (t0 + t < p.T) {
-						uvec4 av = actWords(t0 + t, w);
-						part[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
-						part[t] -= dot4(av.x, 0x01010101u) + dot4(av.y, 0x01010101u) + dot4(av.z, 0x01010101u) + dot4(av.w, 0x01010101u);
-					}
-				}
-			}
-		}
+		for (uint t = 0; t < TOKENS; t++) accs[t] = 0;
+		if (row < p.N) blockDots(row, t0, words, g);
 		float sc = uintBitsToFloat(wt[sbase + g]);
 		bool more = g + 1u < G && uintBitsToFloat(wt[sbase + g + 1u]) == sc;
 		for (uint t = 0; t < TOKENS; t++) {
-			run[t] += rowSum(part[t]);
+			run[t] += rowSum(accs[t]);
 			if (!more) {
 				precise float term = float(run[t]) * sc;
 				if (begun) {
@@ -322,29 +424,13 @@ void rowValues(uint row, uint t0, uint words) {
 		blockValues(row, t0, words);
 		return;
 	}
-	int acc[TOKENS];
-	for (uint t = 0; t < TOKENS; t++) acc[t] = 0;
-	if (row < p.N) {
-		uint wbase = row * words;
-		for (uint w = LANE; w < words; w += LANES) {
-			uint code = wt[wbase + w];
-			uint c0 = code & 0x03030303u;
-			uint c1 = (code >> 2) & 0x03030303u;
-			uint c2 = (code >> 4) & 0x03030303u;
-			uint c3 = (code >> 6) & 0x03030303u;
-			for (uint t = 0; t < TOKENS; t++) {
-				if (t0 + t < p.T) {
-					uvec4 av = actWords(t0 + t, w);
-					acc[t] += dot4(av.x, c0) + dot4(av.y, c1) + dot4(av.z, c2) + dot4(av.w, c3);
-				}
-			}
-		}
-	}
+	for (uint t = 0; t < TOKENS; t++) accs[t] = 0;
+	if (row < p.N) rowDots(row, t0, words);
 	uint seg = segOf(min(row, p.N - 1u));
 	float ws = wscaleOf(seg);
 	float os = oscaleOf(seg);
 	for (uint t = 0; t < TOKENS; t++) {
-		int total = rowSum(acc[t]);
+		int total = rowSum(accs[t]);
 		uint tok = t0 + t;
 		vals[t] = 0.0;
 		if (row < p.N && tok < p.T) {
@@ -409,18 +495,9 @@ void ropeEpilogue(uint row0, uint tok, float r[4]) {
 }
 #endif
 
-void main() {
-	uint unit = gl_WorkGroupID.x * ROWS_PER_GROUP + ROW_IN_GROUP; // the row (GLU: pair; ROPE: quad)
-	uint t0 = gl_WorkGroupID.y * TOKENS;
-	uint words = p.K / 16u;
-#if USE_SUBGROUP
-	bool leader = subgroupElect();
-#else
-	bool leader = LANE == 0u;
-#endif
-#if NORMQ
-	normPrologue();
-#endif
+// unitValues computes unit `unit` (a row, GLU pair or RoPE quad; see the header) of tokens
+// t0 .. t0+TOKENS-1 and has the leader store it.
+void unitValues(uint unit, uint t0, uint words, bool leader) {
 #if ROPE
 	float quad[4][TOKENS];
 	for (uint j = 0; j < 4u; j++) {
@@ -463,5 +540,23 @@ void main() {
 			}
 			y[p.y_off + tok * p.y_stride + unit] = out_v;
 		}
+	}
+}
+
+void main() {
+	uint t0 = gl_WorkGroupID.y * TOKENS;
+	uint words = p.K / 16u;
+#if USE_SUBGROUP
+	bool leader = subgroupElect();
+#else
+	bool leader = LANE == 0u;
+#endif
+#if NORMQ
+	normPrologue();
+#endif
+	// Every invocation of a subgroup (shared variants: of the workgroup) runs the same number of
+	// iterations, as rowSum needs.
+	for (uint u = ROW_IN_GROUP; u < GROUP_UNITS; u += ROWS_PER_GROUP) {
+		unitValues(gl_WorkGroupID.x * GROUP_UNITS + u, t0, words, leader);
 	}
 }

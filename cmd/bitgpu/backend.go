@@ -76,13 +76,18 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// addModelFlags adds -m, --ctx (described by ctxHelp), --device and --lm-head, which generate,
-// chat and perplexity share and openSession / openModel / openBackend / readLMHead read.
+// ternaryPackingHelp describes --ternary-packing (generate, chat, perplexity, serve, bench e2e).
+const ternaryPackingHelp = "GPU layout of the ternary weights: 2bit (4 weights a byte), base3 (5 trits a byte as in TQ1_0: 18.75 % fewer weight bytes per token, for matrices whose width is a multiple of 256) or auto (base3 on discrete and integrated GPUs, 2bit on CPU-type Vulkan devices such as lavapipe); the same bits either way"
+
+// addModelFlags adds -m, --ctx (described by ctxHelp), --device, --lm-head and
+// --ternary-packing, which generate, chat, perplexity and serve share and openSession /
+// openModel / openBackend / readLMHead read.
 func addModelFlags(cmd *cobra.Command, ctxHelp string) {
 	f := cmd.Flags()
 	f.StringP("model", "m", "", "model: GGUF file or Hugging Face directory (default: the built-in model)")
 	f.Int("ctx", 0, ctxHelp)
 	f.String("lm-head", string(cpuref.DefaultLMHead), "logits head: f16 (the F16 output matrix, f32 dot products) or q8_0 (the matrix re-quantized to Q8_0 at load, int8 dot products with the quantized output norm: half the bytes per token); a file whose output matrix is Q8_0 always runs q8_0")
+	f.String("ternary-packing", string(runtime.PackingAuto), ternaryPackingHelp)
 	f.StringArray("lora", nil, "apply a LoRA adapter: FILE[:SCALE], a llama.cpp GGUF LoRA adapter or a PEFT directory (adapter_config.json + adapter_model.safetensors), SCALE 1 by default; repeat for several (applied in order)")
 	f.String("device", "auto", "backend: auto (a discrete, integrated or virtual GPU if there is one, else cpu), gpu (Vulkan on any device, CPU-type ones included; falls back to cpu without one), cpu (the fast CPU backend: AVX2 where the CPU has it, GOMAXPROCS threads) or cpuref (the CPU reference backend, the same bits)")
 }
@@ -106,6 +111,7 @@ func openSession(cmd *cobra.Command, defCtx int) (*session, error) {
 	o.Ctx, _ = f.GetInt("ctx")
 	o.Device, _ = f.GetString("device")
 	o.LMHead, _ = f.GetString("lm-head")
+	o.TernaryPacking, _ = f.GetString("ternary-packing")
 	if o.Ctx < 0 {
 		return nil, fmt.Errorf("--ctx %d: must be positive", o.Ctx)
 	}
@@ -121,6 +127,9 @@ func openSession(cmd *cobra.Command, defCtx int) (*session, error) {
 		return nil, err
 	}
 	if _, err := cpuref.ParseLMHead(o.LMHead); err != nil {
+		return nil, err
+	}
+	if _, err := runtime.ParseTernaryPacking(o.TernaryPacking); err != nil {
 		return nil, err
 	}
 	if isTerminal(os.Stderr) {

@@ -13,6 +13,7 @@ import (
 	"github.com/bitgpu/bitgpu/cpuref"
 	"github.com/bitgpu/bitgpu/internal/fsutil"
 	"github.com/bitgpu/bitgpu/model"
+	"github.com/bitgpu/bitgpu/runtime"
 )
 
 func init() {
@@ -69,6 +70,8 @@ type e2eOptions struct {
 	modelPath, preset, jsonPath, plotDir string
 	head                                 cpuref.LMHead // parsed --lm-head
 	headFlag                             string
+	packing                              runtime.TernaryPacking // parsed --ternary-packing
+	packingFlag                          string
 	device                               string // gpu, cpu or cpuref
 	threads                              []int  // --threads (CPU devices)
 	rounds                               int    // --rounds (CPU devices)
@@ -120,6 +123,12 @@ func (o *e2eOptions) check(cmd *cobra.Command) error {
 		return err
 	}
 	o.head = lm
+	if o.packing, err = runtime.ParseTernaryPacking(o.packingFlag); err != nil {
+		return err
+	}
+	if o.device != "gpu" && cmd.Flags().Changed("ternary-packing") {
+		return fmt.Errorf("--ternary-packing: only with --device gpu")
+	}
 	return nil
 }
 
@@ -158,6 +167,7 @@ counts alike; the speed-up column is the median of the per-round ratios to the f
 	f.IntVar(&o.ctx, "ctx", 256, "largest context length measured")
 	f.IntVar(&o.steps, "steps", 8, "decode steps timed at each context length")
 	f.StringVar(&o.headFlag, "lm-head", string(cpuref.DefaultLMHead), "logits head of every run: f16 or q8_0 (as for generate)")
+	f.StringVar(&o.packingFlag, "ternary-packing", string(runtime.PackingAuto), ternaryPackingHelp)
 	f.BoolVar(&o.baseline, "baseline", true, "with --preset, also run the F16-weight baseline")
 	f.StringVar(&o.device, "device", "gpu", "gpu (Vulkan), cpu (the fast CPU backend) or cpuref (the CPU reference backend)")
 	f.IntSliceVar(&o.threads, "threads", nil, "CPU devices: thread counts to compare, e.g. 1,2 (default: GOMAXPROCS)")

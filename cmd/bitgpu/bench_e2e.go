@@ -54,7 +54,7 @@ func runE2EGPU(cmd *cobra.Command, o e2eOptions) (err error) {
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "bitgpu: running %s\n", filepath.Base(p))
-		r, err := runtime.BenchE2E(dev, m, o.lengths(), o.steps, kr[0].GBps, o.head)
+		r, err := runtime.BenchE2EPacked(dev, m, o.lengths(), o.steps, kr[0].GBps, o.head, o.packing)
 		m.Close()
 		if err != nil {
 			if len(rep.Runs) > 0 && !errors.Is(err, gpu.ErrNoDevice) {
@@ -102,6 +102,10 @@ func printE2E(w io.Writer, rep e2eReport) {
 	for _, r := range rep.Runs {
 		fmt.Fprintf(w, "%s (%s): %d dispatches, %d barriers, %d submits per decode token\n", r.Model, r.Weights,
 			r.DispatchesPerToken, r.BarriersPerToken, r.SubmitsPerToken)
+		if r.GreedyDispatchesPerToken > 0 {
+			fmt.Fprintf(w, "%s (%s): %d dispatches, %d barriers per greedy decode token (argmax on the device)\n", r.Model, r.Weights,
+				r.GreedyDispatchesPerToken, r.GreedyBarriersPerToken)
+		}
 	}
 	for i, s := range rep.Speedup {
 		fmt.Fprintf(w, "context %d: ternary vs F16 decode speed-up %.2fx, memory reduction %.2fx\n", rep.Runs[0].Points[i].Context, s, rep.Memory[i])
