@@ -29,7 +29,11 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		o.note("device %s; LM head %s; ternary packing %s; memory plan: %s", g.Device().Info(), g.LMHead(), g.Packing(), g.Plan())
+		packing := g.Packing()
+		if packing == "" {
+			packing = "none (F16 projections)"
+		}
+		o.note("device %s; LM head %s; ternary packing %s; memory plan: %s", g.Device().Info(), g.LMHead(), packing, g.Plan())
 		return g, nil
 	}
 	vulkanPaged = func(b runtime.Backend, n, positions int) ([]runtime.Backend, KVPool, error) {

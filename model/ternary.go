@@ -186,17 +186,19 @@ func decodeTQ2_0Block(src []byte, dst []int8) float32 {
 // pow3 holds 3^0 .. 3^4, the multipliers that bring trit n of a TQ1_0 byte to the top.
 var pow3 = [5]byte{1, 3, 9, 27, 81}
 
-// tq1Trit returns trit n (0 = most significant) of a TQ1_0 byte: the byte is a fixed-point
-// fraction v/243 of 256, multiplying by 3^n (wrapping at 8 bits) drops the n leading digits, and
-// the top digit of what is left is (x*3) >> 8.
-func tq1Trit(b byte, n int) int8 {
+// TQ1Trit returns trit n (0 = most significant, n in 0..4) of a TQ1_0 byte, -1, 0 or +1: the
+// byte is a fixed-point fraction v/243 of 256, multiplying by 3^n (wrapping at 8 bits) drops the
+// n leading digits, and the top digit of what is left is (x*3) >> 8 (ggml-quants.c,
+// dequantize_row_tq1_0). The GPU's base-3 layout decodes its bytes the same way.
+func TQ1Trit(b byte, n int) int8 {
 	x := b * pow3[n] // wraps at 8 bits on purpose
 	return int8((uint16(x)*3)>>8) - 1
 }
 
-// tq1Pack packs base-3 digits (trit+1, most significant first) into one TQ1_0 byte:
-// ceil(v * 256 / 243), where v is the 5-digit base-3 value (4 digits are followed by a 0 digit).
-func tq1Pack(trits ...int8) byte {
+// TQ1Pack packs up to 5 trits (-1, 0, +1; as base-3 digits trit+1, most significant first) into
+// one TQ1_0 byte: ceil(v * 256 / 243), where v is the 5-digit base-3 value (4 digits are followed
+// by a 0 digit), as ggml-quants.c's quantize_row_tq1_0_ref writes it. TQ1Trit inverts it.
+func TQ1Pack(trits ...int8) byte {
 	var v uint16
 	for _, t := range trits {
 		v = 3*v + uint16(t+1)
@@ -224,13 +226,13 @@ func EncodeTQ1_0(trits []int8, scales []float32) ([]byte, error) {
 		x := trits[b*TQBlockElems:]
 		o := out[b*TQ1_0BlockBytes:]
 		for m := 0; m < 32; m++ {
-			o[m] = tq1Pack(x[m], x[32+m], x[64+m], x[96+m], x[128+m])
+			o[m] = TQ1Pack(x[m], x[32+m], x[64+m], x[96+m], x[128+m])
 		}
 		for m := 0; m < 16; m++ {
-			o[32+m] = tq1Pack(x[160+m], x[176+m], x[192+m], x[208+m], x[224+m])
+			o[32+m] = TQ1Pack(x[160+m], x[176+m], x[192+m], x[208+m], x[224+m])
 		}
 		for j := 0; j < 4; j++ {
-			o[48+j] = tq1Pack(x[240+j], x[244+j], x[248+j], x[252+j])
+			o[48+j] = TQ1Pack(x[240+j], x[244+j], x[248+j], x[252+j])
 		}
 		binary.LittleEndian.PutUint16(o[52:], F32ToF16(scales[b]))
 	}
@@ -260,15 +262,15 @@ func decodeTQ1_0Block(src []byte, dst []int8) float32 {
 	_ = dst[255]
 	for k := 0; k < 5; k++ {
 		for m := 0; m < 32; m++ {
-			dst[32*k+m] = tq1Trit(src[m], k)
+			dst[32*k+m] = TQ1Trit(src[m], k)
 		}
 		for m := 0; m < 16; m++ {
-			dst[160+16*k+m] = tq1Trit(src[32+m], k)
+			dst[160+16*k+m] = TQ1Trit(src[32+m], k)
 		}
 	}
 	for k := 0; k < 4; k++ {
 		for j := 0; j < 4; j++ {
-			dst[240+4*k+j] = tq1Trit(src[48+j], k)
+			dst[240+4*k+j] = TQ1Trit(src[48+j], k)
 		}
 	}
 	return F16ToF32(binary.LittleEndian.Uint16(src[52:]))

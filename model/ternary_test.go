@@ -129,12 +129,12 @@ func TestTQ1_0PackAllValues(t *testing.T) {
 			d[k] = int8(x%3) - 1
 			x /= 3
 		}
-		b := tq1Pack(d[:]...)
+		b := TQ1Pack(d[:]...)
 		for k := 0; k < 5; k++ {
-			require.Equal(t, d[k], tq1Trit(b, k), "v=%d digit %d byte %d", v, k, b)
+			require.Equal(t, d[k], TQ1Trit(b, k), "v=%d digit %d byte %d", v, k, b)
 		}
 		if v%3 == 0 {
-			b4 := tq1Pack(d[:4]...)
+			b4 := TQ1Pack(d[:4]...)
 			require.Equal(t, b, b4)
 		}
 	}

@@ -39,8 +39,8 @@ func TestBenchE2ESpread(t *testing.T) {
 // rmsnorm_quant, the stacked gate/up GEMV with the GLU fused, sub-norm, down — then the output
 // norm and the LM head, one dispatch each (a 10-token cache is one attention split: no merge):
 // 9·layers + 3 (9·layers + 2 while the host gathered the row, 10·layers + 2 before rope_kv was
-// fused, 14·layers + 2 before q/k/v, gate/up and the GLU were; a GPU also fuses the norms: 7 a
-// layer, TestDecodeStructureSplitAttention). Barriers: one when the command buffer begins
+// fused, 14·layers + 2 before q/k/v, gate/up and the GLU were; a GPU also fuses the norms: 5 a
+// layer, 6 with a split attention, TestDecodeStructureSplitAttention). Barriers: one when the command buffer begins
 // (earlier submissions and host writes visible), one before each dependent stage — every step
 // of a layer is one (9), the gather, which depends on nothing recorded, is not — plus the output
 // norm and the head, and one at the end making the logits visible to the host: 9·layers + 4. One

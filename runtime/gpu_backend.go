@@ -44,7 +44,7 @@ type GPUOptions struct {
 	// wideLoads makes a device read its 2-bit ternary matrices as 128-bit loads even where
 	// packingTable says not to (TernaryWeights.WideLoads), so the tests run that path too.
 	wideLoads bool
-	// fuseNorms makes a CPU device fuse the decode step's input norms too (fusedDecodeNorms), so
+	// fuseNorms makes a CPU device fuse the decode step's norms too (fusedDecodeNorms), so
 	// the tests run that path on lavapipe and SwiftShader.
 	fuseNorms bool
 }
@@ -96,7 +96,7 @@ type GPU struct {
 	embdShared bool
 	tokens     *gpu.Buffer // host-visible [MaxBatch] uint32: the step's token ids, embed_gather's input
 	tokenIDs   []uint32    // host staging of the token ids, reused every call
-	fuseNorms  bool        // decode fuses attn_norm/ffn_norm into their GEMVs (fusedDecodeNorms)
+	fuseNorms  bool        // decode fuses the norms into the GEMVs after them (fusedDecodeNorms)
 	noCache    bool        // DropOwnCache released the own KV cache
 
 	// Greedy decoding on the device (DecodeGreedy): no logits are written; the LM head's
@@ -812,7 +812,7 @@ func (g *GPU) recordForwardOn(s *gpu.Sequence, T uint32, timer *gpu.Timer, logit
 		var outIn *NormInput
 		label := "q8_matmul"
 		var steps []step
-		if T == 1 && c.Dim <= NormFuseMaxCols && g.fuseNorms {
+		if fuseNorm { // (an F16 model keeps its separate output norm too)
 			outIn = &NormInput{X: g.x.Whole(), W: g.outNorm.Whole(), Eps: c.RMSEps}
 			label = "rmsnorm_quant+q8_matmul"
 		} else {

@@ -141,7 +141,13 @@ func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
 	if tile == GEMMTokens {
 		return ks.byName[name], nil
 	}
-	key := fmt.Sprintf("%s/%d", name, tile)
+	return ks.respecialized(name, fmt.Sprintf("%s/%d", name, tile), "a token-tiled GEMM", 1, func(spec []uint32) { spec[0] = tile })
+}
+
+// respecialized returns the pipeline kept as key: kernel name's SPIR-V variant (a kernelDefs
+// entry with at least one specialization constant, what) with its constants padded to n and
+// changed by set, built on first use and kept with the others (Release frees them).
+func (ks *Kernels) respecialized(name, key, what string, n int, set func(spec []uint32)) (*gpu.Kernel, error) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if k := ks.tiles[key]; k != nil {
@@ -149,15 +155,16 @@ func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
 	}
 	i := slices.IndexFunc(kernelDefs, func(d kernelDef) bool { return d.name == name })
 	if i < 0 || len(kernelDefs[i].spec) == 0 {
-		return nil, fmt.Errorf("kernel %s: not a token-tiled GEMM", name)
+		return nil, fmt.Errorf("kernel %s: not %s", name, what)
 	}
 	def := kernelDefs[i]
 	code, err := shaders.SPIRV(ks.variant[name])
 	if err != nil {
 		return nil, err
 	}
-	spec := slices.Clone(def.spec)
-	spec[0] = tile
+	spec := make([]uint32, max(n, len(def.spec)))
+	copy(spec, def.spec)
+	set(spec)
 	k, err := ks.dev.NewKernel(gpu.KernelSpec{Name: key, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, spec), LocalSize: [2]uint32{def.local, 1}})
 	if err != nil {
 		return nil, err

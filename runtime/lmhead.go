@@ -168,25 +168,25 @@ type Q8Args struct {
 }
 
 // headRowsPerGroup is how many rows one workgroup of the LM head kernels (q8_matvec.comp,
-// f16_matvec.comp) covers: 32 invocations a row (cpuref.LogitLanes), workgroups of 256.
+// f16_matvec.comp) covers at a time: 32 invocations a row (cpuref.LogitLanes), workgroups of 256.
 const headRowsPerGroup = 256 / cpuref.LogitLanes
 
-// headGroups is the number of workgroups the LM head kernels run over chunks of rows rows each:
-// the number of argmax candidates their fused-argmax kernels write.
-func headGroups(rows ...uint32) uint32 {
-	var n uint32
-	for _, r := range rows {
-		n += (r + headRowsPerGroup - 1) / headRowsPerGroup
-	}
-	return n
-}
+// q8GEMVIters is how many rows each row group of a q8_matvec.comp GEMV workgroup takes in turn
+// (its ITERS; the shader's header says why): a GEMV workgroup covers headRowsPerGroup *
+// q8GEMVIters = 128 rows.
+const q8GEMVIters = 16
+
+// headGroups is the number of workgroups the LM head kernels run over a chunk of rows rows, with
+// rows rows a workgroup (headRowsPerGroup, or that times q8GEMVIters for the q8 GEMV): the number
+// of argmax candidates their fused-argmax kernels write.
+func headGroups(rows, per uint32) uint32 { return (rows + per - 1) / per }
 
 // ArgmaxCandidates is how many (key, row) pairs Q8MatMulArgmax writes for e: one per workgroup
-// of every chunk, 8 rows each.
+// of every chunk, 128 rows each.
 func (e *Q8Matrix) ArgmaxCandidates() uint32 {
 	var n uint32
 	for _, c := range e.Chunks {
-		n += headGroups(c.Rows)
+		n += headGroups(c.Rows, headRowsPerGroup*q8GEMVIters)
 	}
 	return n
 }
@@ -213,13 +213,17 @@ func (ks *Kernels) q8Dispatch(s *gpu.Sequence, k *gpu.Kernel, tile uint32, e *Q8
 		a, sq, eps = m.Norm.X, m.Norm.W, m.Norm.Eps
 	}
 	yOff := m.YOff
+	per := uint32(headRowsPerGroup) // rows a workgroup: the GEMM's 8, the GEMV's 128
+	if tile == 1 {
+		per *= q8GEMVIters
+	}
 	for _, c := range e.Chunks {
 		push := []uint32{e.Cols, c.Rows, m.T, m.AOff, m.SOff, yOff, m.YStride, c.Row0, gpu.F32(eps)}
-		if err := s.Dispatch(k, [3]uint32{headGroups(c.Rows), (m.T + tile - 1) / tile, 1}, push, c.Weights, c.Scales, a, sq, y); err != nil {
+		if err := s.Dispatch(k, [3]uint32{headGroups(c.Rows, per), (m.T + tile - 1) / tile, 1}, push, c.Weights, c.Scales, a, sq, y); err != nil {
 			return err
 		}
 		if argmax {
-			yOff += headGroups(c.Rows)
+			yOff += headGroups(c.Rows, per)
 		}
 	}
 	return nil
@@ -270,7 +274,7 @@ func (ks *Kernels) Q8MatMulArgmax(s *gpu.Sequence, e *Q8Matrix, a, sq, parts gpu
 func (e *F16Matrix) ArgmaxCandidates() uint32 {
 	var n uint32
 	for _, c := range e.Chunks {
-		n += headGroups(c.Rows)
+		n += headGroups(c.Rows, headRowsPerGroup)
 	}
 	return n
 }
@@ -289,10 +293,10 @@ func (ks *Kernels) F16MatMulArgmax(s *gpu.Sequence, e *F16Matrix, x, parts gpu.R
 	yOff := a.YOff
 	for _, c := range e.Chunks {
 		push := []uint32{e.Cols, c.Rows, 1, a.XOff, yOff, 0, c.Row0, 0}
-		if err := s.Dispatch(ks.byName["f16_gemv_argmax"], [3]uint32{headGroups(c.Rows), 1, 1}, push, c.Buf, x, parts); err != nil {
+		if err := s.Dispatch(ks.byName["f16_gemv_argmax"], [3]uint32{headGroups(c.Rows, headRowsPerGroup), 1, 1}, push, c.Buf, x, parts); err != nil {
 			return err
 		}
-		yOff += headGroups(c.Rows)
+		yOff += headGroups(c.Rows, headRowsPerGroup)
 	}
 	return nil
 }

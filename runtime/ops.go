@@ -55,7 +55,6 @@ func init() {
 		kernelDef{name: "f16_gemm", variants: f16, bindings: 3, outputs: []int{2}, push: 32, spec: []uint32{GEMMTokens}},
 		kernelDef{name: "rope_kv", variants: []variant{{spv: "rope_kv"}}, bindings: 7, outputs: []int{0, 4, 5}, push: 48},
 		kernelDef{name: "glu", variants: []variant{{spv: "glu"}}, bindings: 2, outputs: []int{0}, push: 8},
-		kernelDef{name: "argmax", variants: []variant{{spv: "argmax"}}, bindings: 2, outputs: []int{1}, push: 12},
 	)
 }
 
@@ -329,8 +328,9 @@ func (w *TernaryWeights) checkPacking(op string) error {
 		if base3Fits(int(w.Cols)) {
 			return nil
 		}
+		return fmt.Errorf("%s %s: packing %q of a matrix with %d columns (base3 needs a multiple of 256)", op, w.Name, w.Packing, w.Cols)
 	}
-	return fmt.Errorf("%s %s: packing %q of a matrix with %d columns (base3 needs a multiple of 256)", op, w.Name, w.Packing, w.Cols)
+	return fmt.Errorf("%s %s: unknown packing %q (want %q or %q)", op, w.Name, w.Packing, Packing2Bit, PackingBase3)
 }
 
 // RepackTernary converts a ternary matrix from its file encoding (I2_S, TQ2_0 or TQ1_0) to the GPU
@@ -410,7 +410,8 @@ type MatMulArgs struct {
 
 // NormFuseMaxCols is the widest input a one-token ternary matmul normalizes and quantizes itself
 // (MatMulArgs.Norm): ternary_matmul.comp's NORM_MAX_K, the int8 activations it keeps in shared
-// memory (8 KiB). The 2B4T shapes need 2560.
+// memory (8 KiB). The 2B4T shapes need 2560 (attn_norm, ffn_norm, attn_sub_norm) and 6912
+// (ffn_sub_norm).
 const NormFuseMaxCols = 8192
 
 // NormInput is the fused prologue of a one-token ternary matmul (MatMulArgs.Norm; the
@@ -432,7 +433,8 @@ func (n *NormInput) check(op string, w *TernaryWeights, m MatMulArgs) error {
 }
 
 // fusedDecodeNorms reports whether the decode step on a device of type devType (gpu.Info.Type)
-// fuses the layer input norms into the GEMVs that consume them (MatMulArgs.Norm): on a GPU, where
+// fuses the layer norms into the GEMVs that consume them (MatMulArgs.Norm: attn_norm, ffn_norm and
+// the sub-norms; the output norm into the q8_0 head): on a GPU, where
 // a dependent dispatch costs 1–5 µs and the workgroups' redundant norm is a few hundred
 // arithmetic operations each, yes; on a CPU device (lavapipe, SwiftShader), which executes every
 // workgroup's copy of the norm as real work while a dispatch costs little, no — there the fused
@@ -691,11 +693,6 @@ func (ks *Kernels) GLU(s *gpu.Sequence, g, u gpu.Range, n uint32, act model.Acti
 		return err
 	}
 	return s.Dispatch(ks.byName["glu"], groups1D(n), []uint32{n, mode}, g, u)
-}
-
-// Argmax records out[outOff] = index of the largest of x[xOff .. xOff+n) (lowest on ties).
-func (ks *Kernels) Argmax(s *gpu.Sequence, x, out gpu.Range, n, xOff, outOff uint32) error {
-	return s.Dispatch(ks.byName["argmax"], [3]uint32{1, 1, 1}, []uint32{n, xOff, outOff}, x, out)
 }
 
 // RoPETable returns the cos table then the sin table, each [ctx][ropeDim/2] f32, with

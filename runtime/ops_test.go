@@ -322,30 +322,3 @@ func TestGLUParity(t *testing.T) {
 	}
 	require.Error(t, d.Run(func(s *gpu.Sequence) error { return ks.GLU(s, gpu.Range{}, gpu.Range{}, 1, "gelu") }))
 }
-
-func TestArgmaxParity(t *testing.T) {
-	d, ks := newKernels(t)
-	rng := rand.New(rand.NewPCG(15, 16))
-	for _, n := range []int{1, 7, 1000, 128256} {
-		x := randFloats(rng, uint32(n))
-		cases := [][]float32{x}
-		tie := append([]float32(nil), x...)
-		tie[n/2], tie[n-1] = 100, 100 // tie: the lower index wins
-		cases = append(cases, tie)
-		nan := append([]float32(nil), x...)
-		nan[0] = float32(math.NaN())
-		cases = append(cases, nan)
-		for ci, v := range cases {
-			bx, bo := newBuf(t, d, v), zeroBuf(t, d, 8)
-			require.NoError(t, d.Run(func(s *gpu.Sequence) error { return ks.Argmax(s, bx.Whole(), bo.Whole(), uint32(n), 0, 1) }))
-			got, err := gpu.Read[uint32](bo, 1, 1)
-			require.NoError(t, err)
-			want := cpuref.Argmax(v)
-			if want < 0 {
-				require.Equal(t, uint32(0xffffffff), got[0])
-			} else {
-				require.Equal(t, uint32(want), got[0], "n=%d case %d", n, ci)
-			}
-		}
-	}
-}

@@ -75,23 +75,3 @@ func packingSavings(c model.Config, f16 bool, p TernaryPacking) uint64 {
 	}
 	return ProjectionBytes(c, Packing2Bit) - ProjectionBytes(c, PackingBase3)
 }
-
-// pow3 are 3^0 .. 3^4, the weights of TQ1_0's fixed-point trits.
-var pow3 = [5]uint32{1, 3, 9, 27, 81}
-
-// EncodeBase3Byte packs five codes c[n] = trit+1 ∈ {0, 1, 2} into one byte exactly as ggml's
-// TQ1_0 does (quantize_row_tq1_0_ref in ggml-quants.c): q = Σ c[n]·3^(4−n) (0..242), stored as
-// (q·256 + 242) / 243, the fixed-point fraction q/243 rounded up. DecodeBase3 inverts it.
-func EncodeBase3Byte(c [5]uint8) byte {
-	q := uint32(0)
-	for _, d := range c {
-		q = 3*q + uint32(d)
-	}
-	return byte((q*256 + 242) / 243)
-}
-
-// DecodeBase3 returns code n (0..4; trit+1) of a byte EncodeBase3Byte made: (((b·3^n) mod 256)·3)
-// >> 8 — the product wraps at 8 bits (ggml's dequantize_row_tq1_0).
-func DecodeBase3(b byte, n int) uint8 {
-	return uint8((uint32(uint8(uint32(b)*pow3[n])) * 3) >> 8)
-}

@@ -4,11 +4,10 @@ package runtime
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 
 	"github.com/bitgpu/bitgpu/gpu"
-	"github.com/bitgpu/bitgpu/shaders"
+	"github.com/bitgpu/bitgpu/model"
 )
 
 // code2Bit returns the code (trit+1) of column c of a row in the 2-bit layout (RepackTernary):
@@ -22,7 +21,7 @@ func code2Bit(row []uint32, c int) uint32 {
 // RepackTernaryBlocks, StackTernary or StackTernaryRoPE: Rows*Cols/16 words, then the per-block
 // scales from w.BlockScales when it is not 0) to the base-3 layout of ternary_matmul.comp
 // (PACKING = 1; its header): for each row and 256-column block g, three 16-byte groups j = 0..2
-// whose byte b holds, in TQ1_0's encoding (EncodeBase3Byte), the codes of columns 80j + 16n + b
+// whose byte b holds, in TQ1_0's encoding (model.TQ1Pack), the codes of columns 80j + 16n + b
 // of the block for n = 0..4, and one tail word holding columns 240..255 in the 2-bit layout. All
 // rows' groups come first (3*Cols/256 uvec4 a row), then all rows' tail words (Cols/256 a row),
 // then the per-block scales, whose new start it stores in w.BlockScales; it sets w.Packing. Rows
@@ -40,7 +39,7 @@ func PackTernaryBase3(words []uint32, w *TernaryWeights) ([]uint32, error) {
 	}
 	out := make([]uint32, rows*13*G, rows*13*G+len(words)-trits)
 	tails := rows * 12 * G
-	codes := make([]uint8, cols) // one row's codes, column order
+	rowTrits := make([]int8, cols) // one row's trits, column order
 	for r := 0; r < rows; r++ {
 		row := words[r*nw : (r+1)*nw]
 		for _, v := range row {
@@ -48,15 +47,15 @@ func PackTernaryBase3(words []uint32, w *TernaryWeights) ([]uint32, error) {
 				return nil, fmt.Errorf("tensor %s: row %d holds a 2-bit code 3, not a trit", w.Name, r)
 			}
 		}
-		for c := range codes {
-			codes[c] = uint8(code2Bit(row, c))
+		for c := range rowTrits {
+			rowTrits[c] = int8(code2Bit(row, c)) - 1
 		}
 		for g := 0; g < G; g++ {
 			for j := 0; j < 3; j++ {
 				base := 256*g + 80*j
 				for b := 0; b < 16; b++ {
-					c := [5]uint8{codes[base+b], codes[base+16+b], codes[base+32+b], codes[base+48+b], codes[base+64+b]}
-					out[(r*3*G+3*g+j)*4+b/4] |= uint32(EncodeBase3Byte(c)) << (8 * (b % 4))
+					by := model.TQ1Pack(rowTrits[base+b], rowTrits[base+16+b], rowTrits[base+32+b], rowTrits[base+48+b], rowTrits[base+64+b])
+					out[(r*3*G+3*g+j)*4+b/4] |= uint32(by) << (8 * (b % 4))
 				}
 			}
 			out[tails+r*G+g] = row[16*g+15]
@@ -140,29 +139,7 @@ func (ks *Kernels) packKernel(name string, k *gpu.Kernel, tile uint32, w *Ternar
 		return k, nil
 	}
 	key := fmt.Sprintf("%s/%d/packing%d", name, tile, packing)
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	if k := ks.tiles[key]; k != nil {
-		return k, nil
-	}
-	i := slices.IndexFunc(kernelDefs, func(d kernelDef) bool { return d.name == name })
-	if i < 0 || len(kernelDefs[i].spec) == 0 {
-		return nil, fmt.Errorf("kernel %s: not a ternary matmul", name)
-	}
-	def := kernelDefs[i]
-	code, err := shaders.SPIRV(ks.variant[name])
-	if err != nil {
-		return nil, err
-	}
-	spec := make([]uint32, 3) // TOKENS, GLU, PACKING
-	copy(spec, def.spec)
-	spec[0], spec[2] = tile, packing
-	k, err = ks.dev.NewKernel(gpu.KernelSpec{Name: key, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, spec), LocalSize: [2]uint32{def.local, 1}})
-	if err != nil {
-		return nil, err
-	}
-	ks.tiles[key] = k
-	return k, nil
+	return ks.respecialized(name, key, "a ternary matmul", 3, func(spec []uint32) { spec[0], spec[2] = tile, packing }) // TOKENS, GLU, PACKING
 }
 
 // pack converts a ternary matrix's 2-bit device words (with w's layout) to the backend's
@@ -179,8 +156,14 @@ func (g *GPU) pack(words []uint32, w *TernaryWeights) ([]uint32, error) {
 }
 
 // Packing reports the ternary projections' device layout in effect (GPUOptions.Packing as the
-// device resolved it): Packing2Bit or PackingBase3.
-func (g *GPU) Packing() TernaryPacking { return g.packing }
+// device resolved it): Packing2Bit or PackingBase3; "" for a model with F16 projections, which
+// has none.
+func (g *GPU) Packing() TernaryPacking {
+	if g.f16 {
+		return ""
+	}
+	return g.packing
+}
 
 // gemvUnits is the UNITS constant of ternary_matmul.comp's subgroup variants on a device (the
 // units — rows, GLU pairs, RoPE quads — one workgroup of 256 invocations covers): override
@@ -194,7 +177,8 @@ func (g *GPU) Packing() TernaryPacking { return g.packing }
 // its bandwidth (about bandwidth × latency: 4.8 TB/s × ~0.6 µs ≈ 2.9 MB on an H200), so it is
 // latency-bound and the most subgroups, each with the fewest rows, issue the most loads at
 // once. More units a workgroup would cut the fused norm prologue's redundant reads of the
-// input (4·K bytes a workgroup, from cache) at the cost of that parallelism; the override is
+// input and norm weight (about 20·K bytes a workgroup: x three times, the weight twice, from
+// cache) at the cost of that parallelism; the override is
 // there to measure the trade on a real device (no GPU has been lent to this project yet).
 func gemvUnits(info gpu.Info, override string) (uint32, error) {
 	if override != "" {

@@ -67,7 +67,7 @@ func TestPackTernaryBase3Layout(t *testing.T) {
 						by := byte(out[(r*3*G+3*g+j)*4+b/4] >> (8 * (b % 4)))
 						for n := 0; n < 5; n++ {
 							col := 256*g + 80*j + 16*n + b
-							require.EqualValues(t, trits[col]+1, DecodeBase3(by, n), "row %d col %d", r, col)
+							require.EqualValues(t, trits[col]+1, model.TQ1Trit(by, n)+1, "row %d col %d", r, col)
 						}
 					}
 				}
@@ -362,14 +362,17 @@ func fusedBase3Parity(t *testing.T, d *gpu.Device, ks *Kernels) {
 // packing, are refused at dispatch naming the tensor.
 func TestTernaryBase3Refusals(t *testing.T) {
 	d, ks := newKernels(t)
-	for _, w := range []*TernaryWeights{
-		{Name: "w320", Rows: 4, Cols: 320, Scale: 1, Packing: PackingBase3},
-		{Name: "wbad", Rows: 4, Cols: 256, Scale: 1, Packing: "base4"},
+	for _, c := range []struct {
+		w    *TernaryWeights
+		want string
+	}{
+		{&TernaryWeights{Name: "w320", Rows: 4, Cols: 320, Scale: 1, Packing: PackingBase3}, `w320: packing "base3" of a matrix with 320 columns (base3 needs a multiple of 256)`},
+		{&TernaryWeights{Name: "wbad", Rows: 4, Cols: 256, Scale: 1, Packing: "base4"}, `wbad: unknown packing "base4" (want "2bit" or "base3")`},
 	} {
 		err := d.Run(func(s *gpu.Sequence) error {
-			return ks.TernaryMatMul(s, w, gpu.Range{}, gpu.Range{}, gpu.Range{}, MatMulArgs{T: 1})
+			return ks.TernaryMatMul(s, c.w, gpu.Range{}, gpu.Range{}, gpu.Range{}, MatMulArgs{T: 1})
 		})
-		require.ErrorContains(t, err, w.Name)
+		require.ErrorContains(t, err, c.want)
 	}
 }
 
@@ -390,6 +393,11 @@ func TestResolvePacking(t *testing.T) {
 	g, err := NewGPU(dev, m, GPUOptions{Ctx: 16})
 	require.NoError(t, err)
 	require.Equal(t, resolvePacking(PackingAuto, dev.Info()), g.Packing())
+	require.NoError(t, g.Close())
+	m16 := synthModel(t, model.TypeF16, func(o *model.SynthOptions) { o.Layers = 1 })
+	g, err = NewGPU(dev, m16, GPUOptions{Ctx: 16, Packing: PackingBase3})
+	require.NoError(t, err)
+	require.Equal(t, TernaryPacking(""), g.Packing(), "F16 projections: no ternary layout")
 	require.NoError(t, g.Close())
 	_, err = NewGPU(dev, m, GPUOptions{Ctx: 16, Packing: "tq1"})
 	require.ErrorContains(t, err, "--ternary-packing")
@@ -433,7 +441,9 @@ func TestGPUMatchesCPUBase3(t *testing.T) {
 					return
 				}
 				require.Equal(t, PlanMemoryPacked(m.Config, 64, false, "", PackingBase3), g.Plan())
-				g2, err := NewGPU(dev, m, GPUOptions{Ctx: 64, Packing: Packing2Bit, wideLoads: true})
+				// 2-bit read as uvec4s, with the decode norms fused as on a discrete GPU (auto's
+				// choice there for 2-bit matrices).
+				g2, err := NewGPU(dev, m, GPUOptions{Ctx: 64, Packing: Packing2Bit, wideLoads: true, fuseNorms: true})
 				require.NoError(t, err)
 				defer g2.Close()
 				require.True(t, g2.layers[0].down.tern.WideLoads)

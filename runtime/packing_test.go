@@ -23,13 +23,13 @@ func TestBase3ByteCodec(t *testing.T) {
 			c[n] = uint8(v % 3)
 			v /= 3
 		}
-		b := EncodeBase3Byte(c)
+		b := model.TQ1Pack(int8(c[0])-1, int8(c[1])-1, int8(c[2])-1, int8(c[3])-1, int8(c[4])-1)
 		require.False(t, seen[b], "q %d: byte %d twice", q, b)
 		seen[b] = true
 		require.Greater(t, int(b), prev, "q %d: not monotone", q)
 		prev = int(b)
 		for n := 0; n < 5; n++ {
-			require.Equal(t, c[n], DecodeBase3(b, n), "q %d digit %d", q, n)
+			require.Equal(t, c[n], uint8(model.TQ1Trit(b, n)+1), "q %d digit %d", q, n)
 			p := 1
 			for range n {
 				p *= 3
@@ -52,7 +52,7 @@ func TestBase3ByteCodec(t *testing.T) {
 			for n := 0; n < 5; n++ {
 				want := uint32(0)
 				for k := 0; k < 4; k++ {
-					want |= uint32(DecodeBase3(byte(w>>(8*k)), n)) << (8 * k)
+					want |= uint32(model.TQ1Trit(byte(w>>(8*k)), n)+1) << (8 * k)
 				}
 				if got := swar(w, n); got != want {
 					t.Fatalf("word %#08x trit %d: swar %#08x, bytewise %#08x", w, n, got, want)

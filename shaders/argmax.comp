@@ -1,8 +1,7 @@
 #version 450
 // Greedy decoding on the device: the index of the largest of n floats (the lowest index on ties,
 // -0 equal to +0; NaNs skipped; n = 0 or all NaN gives 0xffffffff), cpuref.Argmax's answer, in the
-// order of argmax.glsl. STAGE (constant 3) picks the kernel:
-//   0  argmax          one workgroup: out[out_off] = the index over the floats x[x_off .. x_off+n).
+// order of argmax.glsl, in two levels; STAGE (constant 3) picks the kernel:
 //   1  argmax_partial  the first level of the parallel argmax: workgroup w of G reduces the
 //                      elements i = 256w + l, 256w + l + 256G, ... (l: its invocations) of
 //                      x[x_off .. x_off+n) to one candidate, written as the pair (key, index) at
@@ -12,19 +11,20 @@
 //                      LM heads' fused argmax epilogue's (q8_matvec.comp, f16_matvec.comp).
 // Each invocation scans its elements in order, then the workgroup's candidates meet in a shared-
 // memory tree; the order is total, so every split gives the one-pass scan's index.
+// (runtime.Kernels.ArgmaxParallel, ArgmaxReduce.)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "argmax.glsl"
 
-layout(constant_id = 3) const uint STAGE = 0;
+layout(constant_id = 3) const uint STAGE = 1;
 
-layout(set = 0, binding = 0) readonly buffer X { uint x[]; }; // float bits (STAGE 0, 1) or pairs (2)
+layout(set = 0, binding = 0) readonly buffer X { uint x[]; }; // float bits (STAGE 1) or pairs (2)
 layout(set = 0, binding = 1) writeonly buffer Out { uint outv[]; };
 
 layout(push_constant) uniform Push {
-	uint n;       // elements (STAGE 0, 1) or candidate pairs (STAGE 2)
+	uint n;       // elements (STAGE 1) or candidate pairs (STAGE 2)
 	uint x_off;   // first word of the input in x
-	uint out_off; // the word the index goes to (STAGE 0, 2), or the first pair's (STAGE 1)
+	uint out_off; // the word the index goes to (STAGE 2), or the first pair's (STAGE 1)
 } p;
 
 shared uint best_k[gl_WorkGroupSize.x];

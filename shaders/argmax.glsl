@@ -29,4 +29,36 @@ bool am_better(uint k, uint i, uint bk, uint bi) {
 	return k > bk || (k == bk && i < bi);
 }
 
+// am_candidate is the candidate of value v at index i: (key, i), or none (AM_NONE) when v is a
+// NaN or valid is false.
+uvec2 am_candidate(float v, bool valid, uint i) {
+	uint bits = floatBitsToUint(v);
+	return uvec2(am_key(bits), valid && !am_isnan(bits) ? i : AM_NONE);
+}
+
+#ifdef AM_HEAD_GROUPS
+// The LM heads' fused argmax epilogue (q8_matvec.comp, f16_matvec.comp, which define
+// AM_HEAD_GROUPS, their row groups a workgroup): each row group offers one candidate.
+shared uint am_k[AM_HEAD_GROUPS];
+shared uint am_i[AM_HEAD_GROUPS];
+
+// am_head_best returns, in the invocation with first set, the best of the workgroup's row
+// groups' candidates; invocations with offer set give row group g's candidate c. Every
+// invocation of the workgroup calls it once (it holds a barrier).
+uvec2 am_head_best(bool offer, uint g, uvec2 c, bool first) {
+	if (offer) {
+		am_k[g] = c.x;
+		am_i[g] = c.y;
+	}
+	barrier();
+	uvec2 best = uvec2(0u, AM_NONE);
+	if (first) {
+		for (uint r = 0u; r < AM_HEAD_GROUPS; r++) {
+			if (am_better(am_k[r], am_i[r], best.x, best.y)) best = uvec2(am_k[r], am_i[r]);
+		}
+	}
+	return best;
+}
+#endif
+
 #endif

@@ -27,6 +27,7 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "common.glsl"
+#define AM_HEAD_GROUPS (gl_WorkGroupSize.x / 32u)
 #include "argmax.glsl"
 
 layout(constant_id = 3) const uint TOKENS = 1;
@@ -51,8 +52,6 @@ layout(push_constant) uniform Push {
 const uint LANES = 32;
 const uint ROWS_PER_GROUP = gl_WorkGroupSize.x / LANES;
 shared float red[gl_WorkGroupSize.x];
-shared uint am_k[ROWS_PER_GROUP]; // ARGMAX: each row's candidate
-shared uint am_i[ROWS_PER_GROUP];
 
 // inv_index numbers the workgroup's invocations so that each subgroup holds consecutive numbers
 // (in the subgroup variant); rows are the numbers 32r .. 32r+31.
@@ -110,23 +109,10 @@ void main() {
 		float total = tree_sum(acc[t], idx);
 		uint tok = t0 + t;
 		if (ARGMAX != 0u) { // one token: the workgroup's candidate
-			if (lane == 0u) {
-				uint bits = floatBitsToUint(total);
-				am_k[idx / LANES] = am_key(bits);
-				am_i[idx / LANES] = row < p.N && !am_isnan(bits) ? p.row_base + row : AM_NONE;
-			}
-			barrier();
+			uvec2 wg = am_head_best(lane == 0u, idx / LANES, am_candidate(total, row < p.N, p.row_base + row), idx == 0u);
 			if (idx == 0u) {
-				uint bk = 0u;
-				uint bi = AM_NONE;
-				for (uint r = 0u; r < ROWS_PER_GROUP; r++) {
-					if (am_better(am_k[r], am_i[r], bk, bi)) {
-						bk = am_k[r];
-						bi = am_i[r];
-					}
-				}
-				part[2u * (p.y_off + gl_WorkGroupID.x)] = bk;
-				part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = bi;
+				part[2u * (p.y_off + gl_WorkGroupID.x)] = wg.x;
+				part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = wg.y;
 			}
 		} else if (lane == 0u && row < p.N && tok < p.T) {
 			uint oi = p.y_off + tok * p.y_stride + p.row_base + row;

@@ -1,11 +1,13 @@
 // RMSNorm and the BitLinear per-token int8 quantization of one token, in the canonical order of
-// cpuref.RMSNorm and cpuref.QuantizeActivations. One definition for the two kernels that compute
+// cpuref.RMSNorm and cpuref.QuantizeActivations. One definition for the kernels that compute
 // them, so their bits cannot drift apart:
 //   rmsnorm.comp          one token per workgroup of 64 invocations (rmsnorm, rmsnorm_quant,
 //                         quantize);
 //   ternary_matmul.comp   NORMQ=1 (the *_norm modules): every workgroup of a one-token GEMV
 //                         recomputes its input's norm and quantization as its prologue (the
-//                         fused attn_norm/ffn_norm of a decode step).
+//                         fused attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm of a decode
+//                         step);
+//   q8_matvec.comp        NORMQ constant: the same for the output norm before the q8_0 head.
 // The including shader defines NQ_X(i), element i of the token's input (f32), and, when NQ_NORM is
 // 1, NQ_W(i), element i of the norm weight. Every invocation of the workgroup must call nq_inv,
 // nq_scale and nq_total_qsum, in that order, once per token (they hold barriers); invocations
@@ -125,5 +127,23 @@ int nq_total_qsum(int qsum) {
 	barrier();
 	return r;
 }
+
+#ifdef NQ_QSH
+// The fused prologue of a one-token GEMV (ternary_matmul.comp, q8_matvec.comp; the includer
+// defines NQ_QSH, its shared uint array of at least D/4 words): every workgroup normalizes and
+// quantizes the D-wide input itself. nq_prologue writes the int8 activations, four a word, to
+// NQ_QSH, returns cr_rcp(s) — what rmsnorm_quant writes as the pair's first word — and sets qsum
+// to Σq, the second; its last barrier publishes NQ_QSH. Every invocation calls it once.
+float nq_prologue(uint D, float eps, out int qsum) {
+	float inv = nq_inv(D, eps);
+	float s = nq_scale(D, inv);
+	int part = 0;
+	for (uint i4 = gl_LocalInvocationID.x; i4 < D / 4u; i4 += gl_WorkGroupSize.x) {
+		NQ_QSH[i4] = nq_word(i4, inv, s, part);
+	}
+	qsum = nq_total_qsum(part);
+	return cr_rcp(s);
+}
+#endif
 
 #endif

@@ -38,6 +38,12 @@
 // none); argmax.comp's argmax_reduce turns the pairs of every chunk's workgroups into the token.
 // NORMQ and ARGMAX are specialization constants: each variant's one module serves the five
 // kernels (q8_gemv, q8_gemm, q8_gemv_norm, q8_gemv_argmax, q8_gemv_norm_argmax).
+//
+// Rows a workgroup (runtime.headRows): 8 row groups of 32 invocations; a GEMV workgroup (TOKENS
+// = 1) takes ITERS = 16 rows per row group in turn, 128 rows, so the workgroups that each compute
+// the fused norm for themselves are 1,002 for 2B4T's 128,256-row head instead of 16,032 (each
+// reads the 2560-float input and norm weight; 16 rows in turn still leave 8,016 row groups' loads
+// in flight); a GEMM workgroup takes 8 rows.
 #extension GL_GOOGLE_include_directive : require
 #if USE_DOT
 #extension GL_EXT_spirv_intrinsics : require
@@ -48,6 +54,7 @@
 #endif
 #include "common.glsl"
 #include "numerics.glsl"
+#define AM_HEAD_GROUPS (gl_WorkGroupSize.x / 32u)
 #include "argmax.glsl"
 
 layout(constant_id = 3) const uint TOKENS = 1;
@@ -95,26 +102,22 @@ int dot16(uvec4 x, uvec4 w) {
 
 const uint LANES = 32;
 const uint ROWS_PER_GROUP = gl_WorkGroupSize.x / LANES;
+const uint ITERS = TOKENS == 1u ? 16u : 1u; // rows per row group (header)
 shared float red[gl_WorkGroupSize.x];
 
 const uint NORM_MAX_K = 8192u; // widest fused input (runtime.NormFuseMaxCols)
 shared uint qsh[NORMQ * (NORM_MAX_K / 4u - 1u) + 1u]; // NORMQ: the int8 activations, four a word
 #define NQ_X(i) (xin[(i)])
 #define NQ_W(i) (nw[(i)])
+#define NQ_QSH qsh
 #include "norm_quant.glsl"
 float nq_inv_s; // NORMQ: cr_rcp(s), what rmsnorm_quant writes as the pair's first word
 
-// normPrologue quantizes the normed input into qsh and sets nq_inv_s (ternary_matmul.comp's,
-// without Σq, which the head does not use); every invocation of the workgroup calls it.
+// normPrologue quantizes the normed input into qsh and sets nq_inv_s (Σq: the head does not use
+// it); every invocation of the workgroup calls it.
 void normPrologue() {
-	float inv = nq_inv(p.D, p.eps);
-	float s = nq_scale(p.D, inv);
-	int qsum = 0;
-	for (uint i4 = gl_LocalInvocationID.x; i4 < p.D / 4u; i4 += gl_WorkGroupSize.x) {
-		qsh[i4] = nq_word(i4, inv, s, qsum);
-	}
-	nq_total_qsum(qsum); // its barrier publishes qsh
-	nq_inv_s = cr_rcp(s);
+	int qsum;
+	nq_inv_s = nq_prologue(p.D, p.eps, qsum);
 }
 
 // act returns the 16 int8 activations of columns 16q .. 16q+15 of token tok.
@@ -129,8 +132,6 @@ float invScale(uint tok) {
 	return uintBitsToFloat(sq[2u * (p.s_off + tok)]);
 }
 
-shared uint am_k[ROWS_PER_GROUP]; // ARGMAX: each row's candidate
-shared uint am_i[ROWS_PER_GROUP];
 
 // inv_index numbers the workgroup's invocations so that each subgroup holds consecutive numbers
 // (in the subgroup variants); rows are the numbers 32r .. 32r+31.
@@ -167,56 +168,52 @@ float tree_sum(float v, uint idx) {
 void main() {
 	uint idx = inv_index();
 	uint lane = idx % LANES;
-	uint row = gl_WorkGroupID.x * ROWS_PER_GROUP + idx / LANES;
 	uint t0 = gl_WorkGroupID.y * TOKENS;
 	uint blocks = p.D / 32u;
 	uint quads = p.D / 16u; // uvec4 per row and per token
 	if (NORMQ != 0u) normPrologue();
-	precise float acc[TOKENS];
-	for (uint t = 0; t < TOKENS; t++) acc[t] = 0.0;
-	if (row < p.N) {
-		for (uint b = lane; b < blocks; b += LANES) {
-			uint wi = row * quads + 2u * b;
-			uvec4 w0 = wq[wi];
-			uvec4 w1 = wq[wi + 1u];
-			uint si = row * blocks + b;
-			vec2 dd = unpackHalf2x16(wd[si >> 1]);
-			float d = (si & 1u) == 0u ? dd.x : dd.y;
-			for (uint t = 0; t < TOKENS; t++) {
-				if (t0 + t < p.T) {
-					int idot = dot16(act(t0 + t, 2u * b), w0) + dot16(act(t0 + t, 2u * b + 1u), w1);
-					precise float term = float(idot) * d;
-					acc[t] = acc[t] + term;
+	uvec2 best = uvec2(0u, AM_NONE); // ARGMAX: the best of this row group's rows so far (lane 0)
+	for (uint it = 0u; it < ITERS; it++) { // the same count in every invocation: tree_sum's barriers
+		uint row = (gl_WorkGroupID.x * ITERS + it) * ROWS_PER_GROUP + idx / LANES;
+		precise float acc[TOKENS];
+		for (uint t = 0; t < TOKENS; t++) acc[t] = 0.0;
+		if (row < p.N) {
+			for (uint b = lane; b < blocks; b += LANES) {
+				uint wi = row * quads + 2u * b;
+				uvec4 w0 = wq[wi];
+				uvec4 w1 = wq[wi + 1u];
+				uint si = row * blocks + b;
+				vec2 dd = unpackHalf2x16(wd[si >> 1]);
+				float d = (si & 1u) == 0u ? dd.x : dd.y;
+				for (uint t = 0; t < TOKENS; t++) {
+					if (t0 + t < p.T) {
+						int idot = dot16(act(t0 + t, 2u * b), w0) + dot16(act(t0 + t, 2u * b + 1u), w1);
+						precise float term = float(idot) * d;
+						acc[t] = acc[t] + term;
+					}
 				}
 			}
 		}
-	}
-	for (uint t = 0; t < TOKENS; t++) {
-		float total = tree_sum(acc[t], idx);
-		uint tok = t0 + t;
-		if (ARGMAX != 0u) { // one token: the workgroup's candidate
-			if (lane == 0u) {
-				precise float v = total * invScale(tok);
-				uint bits = floatBitsToUint(v);
-				am_k[idx / LANES] = am_key(bits);
-				am_i[idx / LANES] = row < p.N && !am_isnan(bits) ? p.row_base + row : AM_NONE;
-			}
-			barrier();
-			if (idx == 0u) {
-				uint bk = 0u;
-				uint bi = AM_NONE;
-				for (uint r = 0u; r < ROWS_PER_GROUP; r++) {
-					if (am_better(am_k[r], am_i[r], bk, bi)) {
-						bk = am_k[r];
-						bi = am_i[r];
-					}
+		for (uint t = 0; t < TOKENS; t++) {
+			float total = tree_sum(acc[t], idx);
+			uint tok = t0 + t;
+			if (ARGMAX != 0u) { // one token: fold the row into the row group's candidate
+				if (lane == 0u) {
+					precise float v = total * invScale(tok);
+					uvec2 c = am_candidate(v, row < p.N, p.row_base + row);
+					if (am_better(c.x, c.y, best.x, best.y)) best = c;
 				}
-				part[2u * (p.y_off + gl_WorkGroupID.x)] = bk;
-				part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = bi;
+			} else if (lane == 0u && row < p.N && tok < p.T) {
+				precise float v = total * invScale(tok);
+				y[p.y_off + tok * p.y_stride + p.row_base + row] = v;
 			}
-		} else if (lane == 0u && row < p.N && tok < p.T) {
-			precise float v = total * invScale(tok);
-			y[p.y_off + tok * p.y_stride + p.row_base + row] = v;
+		}
+	}
+	if (ARGMAX != 0u) { // the workgroup's candidate: the best of its row groups'
+		uvec2 wg = am_head_best(lane == 0u, idx / LANES, best, idx == 0u);
+		if (idx == 0u) {
+			part[2u * (p.y_off + gl_WorkGroupID.x)] = wg.x;
+			part[2u * (p.y_off + gl_WorkGroupID.x) + 1u] = wg.y;
 		}
 	}
 }

@@ -74,8 +74,9 @@
 // the token's f32 input x (binding 1, K floats) and the RMSNorm weight nw (binding 2) with
 // norm_quant.glsl — the code rmsnorm_quant runs, in the same order, so every workgroup gets the
 // standalone kernel's bits — into shared memory (K <= NORM_MAX_K), then runs the kernel above on
-// them. The step before a layer's q/k/v or gate/up GEMV (attn_norm, ffn_norm) needs no dispatch
-// of its own; the input is read once per workgroup, as the activations are anyway.
+// them. The norm before a layer's q/k/v, o, gate/up or down GEMV (attn_norm, attn_sub_norm,
+// ffn_norm, ffn_sub_norm) needs no dispatch of its own; the input is read once per workgroup, as
+// the activations are anyway.
 //
 // Variants: USE_DOT=1 uses OpSDot (SPV_KHR_integer_dot_product, through GL_EXT_spirv_intrinsics
 // because glslc 2023.2 lacks GL_EXT_integer_dot_product); USE_DOT=0 unpacks bytes.
@@ -169,22 +170,14 @@ const uint NORM_MAX_K = 8192u; // widest fused input (runtime.NormFuseMaxCols): 
 shared uint qsh[NORM_MAX_K / 4u]; // the token's int8 activations, four a word
 #define NQ_X(i) (xin[(i)])
 #define NQ_W(i) (nw[(i)])
+#define NQ_QSH qsh
 #include "norm_quant.glsl"
 float nq_inv_s; // cr_rcp(s): what rmsnorm_quant writes as the pair's first word
 int nq_qsum_total; // Σq: the pair's second word
 
 // normPrologue quantizes the normed input into qsh and sets nq_inv_s and nq_qsum_total; every
 // invocation of the workgroup calls it.
-void normPrologue() {
-	float inv = nq_inv(p.K, p.eps);
-	float s = nq_scale(p.K, inv);
-	int qsum = 0;
-	for (uint i4 = gl_LocalInvocationID.x; i4 < p.K / 4u; i4 += gl_WorkGroupSize.x) {
-		qsh[i4] = nq_word(i4, inv, s, qsum);
-	}
-	nq_qsum_total = nq_total_qsum(qsum); // its barrier also publishes qsh
-	nq_inv_s = cr_rcp(s);
-}
+void normPrologue() { nq_inv_s = nq_prologue(p.K, p.eps, nq_qsum_total); }
 
 uvec4 actWords(uint tok, uint w) { return uvec4(qsh[4u * w], qsh[4u * w + 1u], qsh[4u * w + 2u], qsh[4u * w + 3u]); }
 float invScale(uint tok) { return nq_inv_s; }

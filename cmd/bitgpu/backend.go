@@ -101,7 +101,7 @@ type session struct {
 	ctx int
 }
 
-// openSession reads -m, --ctx, --device and --lm-head from cmd and opens the model on its backend
+// openSession reads -m, --ctx, --device, --lm-head and --ternary-packing from cmd and opens the model on its backend
 // with bitgpu.Open (warnings, and with -v the choices made, on cmd's stderr); defCtx is the
 // context size when --ctx is absent (0: bitgpu.DefaultContext). Errors name the flag or the file.
 func openSession(cmd *cobra.Command, defCtx int) (*session, error) {

@@ -24,7 +24,8 @@ import (
 )
 
 // serveCmd is `bitgpu serve [-m FILE] [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N]
-// [--device ...] [--lm-head ...] [--queue N] [--api-key KEY]`: an OpenAI-compatible HTTP server.
+// [--device ...] [--lm-head ...] [--ternary-packing ...] [--queue N] [--api-key KEY]`: an
+// OpenAI-compatible HTTP server.
 var serveCmd = &cobra.Command{
 	Use:   "serve [-m FILE]",
 	Short: "Serve the model over an OpenAI-compatible HTTP API",
