@@ -90,7 +90,10 @@ func (ks *Kernels) EmbedGather(s *gpu.Sequence, e *EmbedTable, tokens, x gpu.Ran
 	if err := checkLen("embed_gather "+e.Name, T*e.Cols, x); err != nil {
 		return err
 	}
-	k := ks.byName["embed_gather"]
+	k, err := ks.kernel("embed_gather")
+	if err != nil {
+		return err
+	}
 	for c0 := 0; c0 < len(e.Chunks); c0 += EmbedGatherMaxChunks {
 		n := min(EmbedGatherMaxChunks, len(e.Chunks)-c0)
 		bufs := []gpu.Range{tokens, x}

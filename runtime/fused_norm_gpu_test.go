@@ -243,10 +243,19 @@ func TestTernaryFusedNormErrors(t *testing.T) {
 // left to its policy keeps the four rmsnorm_quant a layer and the output norm's (10·layers + 3
 // and 10·layers + 4: 303 and 304). The prefill step keeps the separate norms either way.
 func TestDecodeStructureSplitAttention(t *testing.T) {
-	require.True(t, fusedDecodeNorms("discrete", false))
-	require.True(t, fusedDecodeNorms("integrated", false))
-	require.False(t, fusedDecodeNorms("cpu", false))
-	require.True(t, fusedDecodeNorms("cpu", true))
+	for _, c := range []struct {
+		typ   string
+		force bool
+		env   string
+		want  bool
+	}{{"discrete", false, "", true}, {"integrated", false, "", true}, {"cpu", false, "", false}, {"cpu", true, "", true},
+		{"discrete", false, "0", false}, {"cpu", true, "0", false}, {"cpu", false, "1", true}} {
+		got, err := fusedDecodeNorms(c.typ, c.force, c.env)
+		require.NoError(t, err)
+		require.Equal(t, c.want, got, "%+v", c)
+	}
+	_, err := fusedDecodeNorms("discrete", false, "yes")
+	require.ErrorContains(t, err, `BITGPU_FUSED_NORMS="yes": want 0 or 1`)
 	m := synthModel(t, model.TypeI2_S, func(o *model.SynthOptions) { o.Ctx = 1024 })
 	dev := gputest.Open(t)
 	require.Equal(t, "cpu", dev.Info().Type, "the CI drivers are CPU devices")
@@ -273,6 +282,16 @@ func TestDecodeStructureSplitAttention(t *testing.T) {
 		seq.Release()
 		require.NoError(t, g.Close())
 	}
+	// BITGPU_FUSED_NORMS=0 keeps the norms apart even where the policy (forced here) fuses them.
+	t.Setenv("BITGPU_FUSED_NORMS", "0")
+	g, err := NewGPU(dev, m, GPUOptions{Ctx: 1024, fuseNorms: true})
+	require.NoError(t, err)
+	disp, _, _ := g.DecodeStructure()
+	require.Equal(t, 10*layers+3, disp)
+	require.NoError(t, g.Close())
+	t.Setenv("BITGPU_FUSED_NORMS", "on")
+	_, err = NewGPU(dev, m, GPUOptions{Ctx: 1024})
+	require.ErrorContains(t, err, "BITGPU_FUSED_NORMS")
 }
 
 // TestGPUFusedNormsMatchCPU: the whole model with the decode step's norms fused into the q/k/v,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
 
@@ -196,7 +197,9 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		shared := head == cpuref.LMHeadF16 && (cfg.TiedEmbedding || m.Tensors["output.weight"] == nil) && e.Type == model.TypeF16
 		g.plan.Weights = g.plan.Weights - planEmbedBytes(cfg, head) + deviceEmbedBytes(e.Type, cfg.VocabSize, cfg.Dim, shared)
 	}
-	g.fuseNorms = fusedDecodeNorms(dev.Info().Type, opts.fuseNorms)
+	if g.fuseNorms, err = fusedDecodeNorms(dev.Info().Type, opts.fuseNorms, os.Getenv("BITGPU_FUSED_NORMS")); err != nil {
+		return nil, err
+	}
 	var heap uint64
 	for _, h := range dev.Info().Heaps {
 		if h.DeviceLocal {

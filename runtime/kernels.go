@@ -43,18 +43,20 @@ var kernelDefs = []kernelDef{
 }
 
 // Kernels holds the compute pipelines bitgpu uses on one device, each built from the best shader
-// variant the device's features allow.
+// variant the device's features allow, on first use: a model's recorded steps build what they
+// dispatch (pipeline compilation is most of a Kernels' cost — seconds on a software driver), and
+// a kernel nothing dispatches is never compiled.
 type Kernels struct {
 	dev     *gpu.Device
-	byName  map[string]*gpu.Kernel
 	variant map[string]string // kernel name -> chosen SPIR-V variant
 
 	// units is how many units (rows, GLU pairs, RoPE quads) a workgroup of the subgroup
 	// variants of ternary_matmul.comp covers (its UNITS constant; gemvUnits).
 	units uint32
 
-	mu    sync.Mutex
-	tiles map[string]*gpu.Kernel // GEMMs with a smaller token tile (tiled), built on first use
+	mu     sync.Mutex
+	byName map[string]*gpu.Kernel // kernelDefs' pipelines built so far (kernel)
+	tiles  map[string]*gpu.Kernel // respecialized pipelines (smaller GEMM tiles, packings), built on first use
 }
 
 // specOf is the specialization constants of a pipeline of def built from spec: spec itself, or,
@@ -70,7 +72,8 @@ func (ks *Kernels) specOf(def kernelDef, spec []uint32) []uint32 {
 	return out
 }
 
-// NewKernels builds every kernel for dev. Errors name the kernel.
+// NewKernels chooses, for every kernel, the SPIR-V variant dev's features allow (the pipelines
+// are built on first use: kernel). A missing variant is an error naming it.
 func NewKernels(dev *gpu.Device) (*Kernels, error) {
 	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}, tiles: map[string]*gpu.Kernel{}}
 	var err error
@@ -86,33 +89,60 @@ func NewKernels(dev *gpu.Device) (*Kernels, error) {
 				break
 			}
 		}
-		code, err := shaders.SPIRV(chosen)
-		if err != nil {
-			ks.Release()
+		if _, err := shaders.SPIRV(chosen); err != nil {
 			return nil, err
 		}
-		k, err := dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, def.spec), LocalSize: [2]uint32{def.local, 1}})
-		if err != nil {
-			ks.Release()
-			return nil, err
-		}
-		ks.byName[def.name] = k
 		ks.variant[def.name] = chosen
 	}
 	return ks, nil
 }
 
+// kernel returns kernel name's pipeline (a kernelDefs entry), built on first use from the variant
+// NewKernels chose. Errors name the kernel.
+func (ks *Kernels) kernel(name string) (*gpu.Kernel, error) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if k := ks.byName[name]; k != nil {
+		return k, nil
+	}
+	i := slices.IndexFunc(kernelDefs, func(d kernelDef) bool { return d.name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("kernel %s: not defined", name)
+	}
+	def := kernelDefs[i]
+	code, err := shaders.SPIRV(ks.variant[name])
+	if err != nil {
+		return nil, err
+	}
+	k, err := ks.dev.NewKernel(gpu.KernelSpec{Name: def.name, SPIRV: code, Bindings: def.bindings, Outputs: def.outputs, PushSize: def.push, Spec: ks.specOf(def, def.spec), LocalSize: [2]uint32{def.local, 1}})
+	if err != nil {
+		return nil, err
+	}
+	ks.byName[name] = k
+	return k, nil
+}
+
+// dispatch records kernel name (built on first use) over groups with push constants push and
+// buffers bufs.
+func (ks *Kernels) dispatch(s *gpu.Sequence, name string, groups [3]uint32, push []uint32, bufs ...gpu.Range) error {
+	k, err := ks.kernel(name)
+	if err != nil {
+		return err
+	}
+	return s.Dispatch(k, groups, push, bufs...)
+}
+
 // Variant reports which SPIR-V variant kernel name was built from ("" if unknown).
 func (ks *Kernels) Variant(name string) string { return ks.variant[name] }
 
-// Release destroys every pipeline.
+// Release destroys every pipeline built so far.
 func (ks *Kernels) Release() {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
 	for _, k := range ks.byName {
 		k.Release()
 	}
 	ks.byName = map[string]*gpu.Kernel{}
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
 	for _, k := range ks.tiles {
 		k.Release()
 	}
@@ -139,7 +169,7 @@ func gemmTile(t uint32) uint32 {
 // kernel NewKernels built when tile is GEMMTokens, otherwise one built on first use.
 func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
 	if tile == GEMMTokens {
-		return ks.byName[name], nil
+		return ks.kernel(name)
 	}
 	return ks.respecialized(name, fmt.Sprintf("%s/%d", name, tile), "a token-tiled GEMM", 1, func(spec []uint32) { spec[0] = tile })
 }
@@ -177,7 +207,8 @@ func (ks *Kernels) respecialized(name, key, what string, n int, set func(spec []
 // with its token tile (gemmTile); name is the kernel's kernelDefs name.
 func (ks *Kernels) matmulKernel(gemv, gemm string, t uint32) (k *gpu.Kernel, name string, tile uint32, err error) {
 	if t <= 1 {
-		return ks.byName[gemv], gemv, 1, nil
+		k, err = ks.kernel(gemv)
+		return k, gemv, 1, err
 	}
 	tile = gemmTile(t)
 	k, err = ks.tiled(gemm, tile)
@@ -212,7 +243,7 @@ func (ks *Kernels) Copy(s *gpu.Sequence, src, dst gpu.Range, n uint32) error {
 	if err := checkLen("copy", n, src, dst); err != nil {
 		return err
 	}
-	return s.Dispatch(ks.byName["copy"], groups1D((n+3)/4), []uint32{n}, src, dst)
+	return ks.dispatch(s, "copy", groups1D((n+3)/4), []uint32{n}, src, dst)
 }
 
 // Add records c[i] = a[i] + b[i] for n float32 values.
@@ -220,7 +251,7 @@ func (ks *Kernels) Add(s *gpu.Sequence, a, b, c gpu.Range, n uint32) error {
 	if err := checkLen("add", n, a, b, c); err != nil {
 		return err
 	}
-	return s.Dispatch(ks.byName["add"], groups1D(n), []uint32{n}, a, b, c)
+	return ks.dispatch(s, "add", groups1D(n), []uint32{n}, a, b, c)
 }
 
 // Scale records y[i] = x[i] * alpha for n float32 values.
@@ -228,7 +259,7 @@ func (ks *Kernels) Scale(s *gpu.Sequence, x, y gpu.Range, n uint32, alpha float3
 	if err := checkLen("scale", n, x, y); err != nil {
 		return err
 	}
-	return s.Dispatch(ks.byName["scale"], groups1D(n), []uint32{n, gpu.F32(alpha), 0xffffffff}, x, y)
+	return ks.dispatch(s, "scale", groups1D(n), []uint32{n, gpu.F32(alpha), 0xffffffff}, x, y)
 }
 
 // ReduceSumScratch is the number of float32 values of scratch ReduceSum needs for n inputs:
@@ -252,7 +283,10 @@ func (ks *Kernels) ReduceSum(s *gpu.Sequence, x, scratch gpu.Range, n uint32) er
 	if err := checkLen("reduce_sum scratch", ReduceSumScratch(n), scratch); err != nil {
 		return err
 	}
-	k := ks.byName["reduce_sum"]
+	k, err := ks.kernel("reduce_sum")
+	if err != nil {
+		return err
+	}
 	g0 := groups1D(n)[0]
 	areas := [2]uint32{1, 1 + g0} // ping-pong areas for partial sums, after the result slot
 	in, inOff, count, out := x, uint32(0), n, 0

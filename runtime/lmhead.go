@@ -266,7 +266,11 @@ func (ks *Kernels) Q8MatMulArgmax(s *gpu.Sequence, e *Q8Matrix, a, sq, parts gpu
 	if m.Norm != nil {
 		name = "q8_gemv_norm_argmax"
 	}
-	return ks.q8Dispatch(s, ks.byName[name], 1, e, a, sq, parts, m, true)
+	k, err := ks.kernel(name)
+	if err != nil {
+		return err
+	}
+	return ks.q8Dispatch(s, k, 1, e, a, sq, parts, m, true)
 }
 
 // ArgmaxCandidates is how many (key, row) pairs F16MatMulArgmax writes for e: one per workgroup
@@ -293,7 +297,7 @@ func (ks *Kernels) F16MatMulArgmax(s *gpu.Sequence, e *F16Matrix, x, parts gpu.R
 	yOff := a.YOff
 	for _, c := range e.Chunks {
 		push := []uint32{e.Cols, c.Rows, 1, a.XOff, yOff, 0, c.Row0, 0}
-		if err := s.Dispatch(ks.byName["f16_gemv_argmax"], [3]uint32{headGroups(c.Rows, headRowsPerGroup), 1, 1}, push, c.Buf, x, parts); err != nil {
+		if err := ks.dispatch(s, "f16_gemv_argmax", [3]uint32{headGroups(c.Rows, headRowsPerGroup), 1, 1}, push, c.Buf, x, parts); err != nil {
 			return err
 		}
 		yOff += headGroups(c.Rows, headRowsPerGroup)
@@ -309,7 +313,7 @@ func (ks *Kernels) ArgmaxReduce(s *gpu.Sequence, parts, out gpu.Range, n, partOf
 	if n == 0 || parts.Size < 8*(uint64(partOff)+uint64(n)) || out.Size < 4*(uint64(outOff)+1) {
 		return fmt.Errorf("argmax reduce: %d pairs from pair %d in %d bytes, index at %d in %d bytes", n, partOff, parts.Size, outOff, out.Size)
 	}
-	return s.Dispatch(ks.byName["argmax_reduce"], [3]uint32{1, 1, 1}, []uint32{n, 2 * partOff, outOff}, parts, out)
+	return ks.dispatch(s, "argmax_reduce", [3]uint32{1, 1, 1}, []uint32{n, 2 * partOff, outOff}, parts, out)
 }
 
 // argmaxElemsPerGroup is how many elements one workgroup of ArgmaxParallel's first level takes:
@@ -331,7 +335,7 @@ func (ks *Kernels) ArgmaxParallel(s *gpu.Sequence, x, parts, out gpu.Range, n, x
 	if n == 0 || x.Size < 4*(uint64(xOff)+uint64(n)) || parts.Size < 8*uint64(g) {
 		return fmt.Errorf("argmax: %d elements from %d in %d bytes, %d candidate pairs in %d bytes", n, xOff, x.Size, g, parts.Size)
 	}
-	if err := s.Dispatch(ks.byName["argmax_partial"], [3]uint32{g, 1, 1}, []uint32{n, xOff, 0}, x, parts); err != nil {
+	if err := ks.dispatch(s, "argmax_partial", [3]uint32{g, 1, 1}, []uint32{n, xOff, 0}, x, parts); err != nil {
 		return err
 	}
 	return ks.ArgmaxReduce(s, parts, out, g, 0, outOff)

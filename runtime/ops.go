@@ -98,7 +98,7 @@ func (ks *Kernels) RMSNormQuant(s *gpu.Sequence, x, w, q, sq gpu.Range, a RMSNor
 	if a.D%4 != 0 || a.D == 0 || a.T == 0 {
 		return fmt.Errorf("rmsnorm_quant: width %d must be a positive multiple of 4 and tokens %d positive", a.D, a.T)
 	}
-	return s.Dispatch(ks.byName["rmsnorm_quant"], [3]uint32{a.T, 1, 1}, a.push(), x, w, q, sq)
+	return ks.dispatch(s, "rmsnorm_quant", [3]uint32{a.T, 1, 1}, a.push(), x, w, q, sq)
 }
 
 // Quantize records the BitNet per-token int8 quantization of T tokens of width D (x [T][D] f32)
@@ -110,7 +110,7 @@ func (ks *Kernels) Quantize(s *gpu.Sequence, x, q, sq gpu.Range, a RMSNormArgs) 
 	if a.D%4 != 0 || a.D == 0 || a.T == 0 {
 		return fmt.Errorf("quantize: width %d must be a positive multiple of 4 and tokens %d positive", a.D, a.T)
 	}
-	return s.Dispatch(ks.byName["quantize"], [3]uint32{a.T, 1, 1}, a.push(), x, q, sq)
+	return ks.dispatch(s, "quantize", [3]uint32{a.T, 1, 1}, a.push(), x, q, sq)
 }
 
 // RMSNorm records RMSNorm of T tokens of width D into y (f32).
@@ -118,7 +118,7 @@ func (ks *Kernels) RMSNorm(s *gpu.Sequence, x, w, y gpu.Range, a RMSNormArgs) er
 	if a.D == 0 || a.T == 0 {
 		return fmt.Errorf("rmsnorm: width %d and tokens %d must be positive", a.D, a.T)
 	}
-	return s.Dispatch(ks.byName["rmsnorm"], [3]uint32{a.T, 1, 1}, a.push(), x, w, y)
+	return ks.dispatch(s, "rmsnorm", [3]uint32{a.T, 1, 1}, a.push(), x, w, y)
 }
 
 // TernaryWeights is a ternary matrix on the device in bitgpu's GPU layout (see RepackTernary):
@@ -434,14 +434,27 @@ func (n *NormInput) check(op string, w *TernaryWeights, m MatMulArgs) error {
 
 // fusedDecodeNorms reports whether the decode step on a device of type devType (gpu.Info.Type)
 // fuses the layer norms into the GEMVs that consume them (MatMulArgs.Norm: attn_norm, ffn_norm and
-// the sub-norms; the output norm into the q8_0 head): on a GPU, where
-// a dependent dispatch costs 1–5 µs and the workgroups' redundant norm is a few hundred
-// arithmetic operations each, yes; on a CPU device (lavapipe, SwiftShader), which executes every
-// workgroup's copy of the norm as real work while a dispatch costs little, no — there the fused
-// step measured half the decode speed of the separate rmsnorm_quant on the built-in model — unless
-// force (GPUOptions.fuseNorms, the tests). The bits are the same either way.
-func fusedDecodeNorms(devType string, force bool) bool {
-	return force || devType != "cpu"
+// the sub-norms; the output norm into the q8_0 head): on a GPU, where a dependent dispatch costs
+// 1–5 µs, yes; on a CPU device (lavapipe, SwiftShader), which executes every workgroup's copy of
+// the norm as real work while a dispatch costs little, no — there the fused step measured half
+// the decode speed of the separate rmsnorm_quant on the built-in model — unless force
+// (GPUOptions.fuseNorms, the tests). env (BITGPU_FUSED_NORMS) overrides both: "1" fuses, "0"
+// does not, "" leaves the choice above; anything else is an error naming the variable. The bits
+// are the same either way.
+//
+// The price on a GPU is cache traffic: each workgroup of a fused GEMV reads the input and the
+// norm weight (about 20·K bytes: x three times, the weight twice) — for the 2B4T shapes about
+// 110 MB a layer (gate/up's 864 workgroups and down's 320 the most), 3.3 GB a token from cache
+// against the 0.87 GB the step reads from memory — against 4 dispatches a layer saved. No GPU has
+// been lent to measure which wins; the variable is there to measure it (bitgpu bench e2e).
+func fusedDecodeNorms(devType string, force bool, env string) (bool, error) {
+	switch env {
+	case "":
+		return force || devType != "cpu", nil
+	case "0", "1":
+		return env == "1", nil
+	}
+	return false, fmt.Errorf("BITGPU_FUSED_NORMS=%q: want 0 or 1", env)
 }
 
 // TernaryMatMul records y[t][r] (+)= ((float(Σ_j trit[r][j]*q[t][j]) * w.Scale) * Rcp32(s[t])) *
@@ -626,7 +639,7 @@ func (ks *Kernels) RoPEKV(s *gpu.Sequence, q, k, v, cs, kCache, vCache gpu.Range
 	push := []uint32{a.T, a.H, a.KVH, a.HeadDim, a.RoPEDim, uint32(a.Mode), a.Ctx, a.QOff, a.KVOff}
 	meta := cs // unread without paging
 	push, meta = a.Paged.push(push, meta)
-	return s.Dispatch(ks.byName["rope_kv"], groups1D(n), push, q, k, v, cs, kCache, vCache, meta)
+	return ks.dispatch(s, "rope_kv", groups1D(n), push, q, k, v, cs, kCache, vCache, meta)
 }
 
 // TernaryQKVRoPE records a layer's q, k and v projections (a StackTernaryRoPE matrix) with RoPE
@@ -692,7 +705,7 @@ func (ks *Kernels) GLU(s *gpu.Sequence, g, u gpu.Range, n uint32, act model.Acti
 	if err := checkLen("glu", n, g, u); err != nil {
 		return err
 	}
-	return s.Dispatch(ks.byName["glu"], groups1D(n), []uint32{n, mode}, g, u)
+	return ks.dispatch(s, "glu", groups1D(n), []uint32{n, mode}, g, u)
 }
 
 // RoPETable returns the cos table then the sin table, each [ctx][ropeDim/2] f32, with

@@ -70,7 +70,10 @@ func (ks *Kernels) TopK(s *gpu.Sequence, logits, scratch, out gpu.Range, n uint3
 	if out.Size < TopKOutBytes {
 		return fmt.Errorf("topk: output holds %d bytes, need %d", out.Size, TopKOutBytes)
 	}
-	k := ks.byName["topk"]
+	k, err := ks.kernel("topk")
+	if err != nil {
+		return err
+	}
 	lv := topKLevels(n)
 	area := func(off, lists uint32) gpu.Range {
 		return gpu.Range{Buf: scratch.Buf, Offset: scratch.Offset + uint64(off)*MaxSampleCandidates*topKPair, Size: uint64(lists) * MaxSampleCandidates * topKPair}
