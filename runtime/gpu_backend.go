@@ -232,7 +232,33 @@ func NewGPU(dev *gpu.Device, m *model.Model, opts GPUOptions) (*GPU, error) {
 		g.Close()
 		return nil, err
 	}
+	if err = g.warm(); err != nil {
+		g.Close()
+		return nil, err
+	}
 	return g, nil
+}
+
+// warm builds, at load, the pipelines the first prefill (a GEMMTokens-token step, recorded and
+// released) and the first greedy step (the heads' argmax kernels, argmax_reduce) dispatch besides
+// the decode step's, so that no pipeline compiles while a step is timed (Kernels builds them on
+// first use).
+func (g *GPU) warm() error {
+	s, err := g.record(GEMMTokens, nil)
+	if err != nil {
+		return err
+	}
+	s.Release()
+	names := []string{"argmax_reduce", "f16_gemv_argmax"}
+	if g.outQ8 != nil {
+		names = []string{"argmax_reduce", "q8_gemv_argmax", "q8_gemv_norm_argmax"}
+	}
+	for _, n := range names {
+		if _, err := g.ks.kernel(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DecodeStructure counts what one recorded decode step submits: its dispatches and pipeline

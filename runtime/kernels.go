@@ -51,8 +51,11 @@ type Kernels struct {
 	variant map[string]string // kernel name -> chosen SPIR-V variant
 
 	// units is how many units (rows, GLU pairs, RoPE quads) a workgroup of the subgroup
-	// variants of ternary_matmul.comp covers (its UNITS constant; gemvUnits).
-	units uint32
+	// variants of ternary_matmul.comp covers (its UNITS constant; gemvUnits); unitLoop its
+	// UNIT_LOOP: 0 where the device's subgroup size is fixed (gpu.Info: minimum = maximum =
+	// default) and units is 256 / that size — every subgroup then has exactly one unit — else 1,
+	// the loop that holds for any size the driver picks.
+	units, unitLoop uint32
 
 	mu     sync.Mutex
 	byName map[string]*gpu.Kernel // kernelDefs' pipelines built so far (kernel)
@@ -61,14 +64,14 @@ type Kernels struct {
 
 // specOf is the specialization constants of a pipeline of def built from spec: spec itself, or,
 // for ternary_matmul.comp's kernels (def.units), spec padded to TOKENS, GLU, PACKING followed
-// by UNITS.
+// by UNITS and UNIT_LOOP.
 func (ks *Kernels) specOf(def kernelDef, spec []uint32) []uint32 {
 	if !def.units {
 		return spec
 	}
-	out := make([]uint32, 4)
+	out := make([]uint32, 5)
 	copy(out, spec)
-	out[3] = ks.units
+	out[3], out[4] = ks.units, ks.unitLoop
 	return out
 }
 
@@ -77,8 +80,13 @@ func (ks *Kernels) specOf(def kernelDef, spec []uint32) []uint32 {
 func NewKernels(dev *gpu.Device) (*Kernels, error) {
 	ks := &Kernels{dev: dev, byName: map[string]*gpu.Kernel{}, variant: map[string]string{}, tiles: map[string]*gpu.Kernel{}}
 	var err error
-	if ks.units, err = gemvUnits(dev.Info(), os.Getenv("BITGPU_GEMV_UNITS")); err != nil {
+	info := dev.Info()
+	if ks.units, err = gemvUnits(info, os.Getenv("BITGPU_GEMV_UNITS")); err != nil {
 		return nil, err
+	}
+	ks.unitLoop = 1
+	if sg := info.SubgroupSize; sg != 0 && info.MinSubgroupSize == sg && info.MaxSubgroupSize == sg && ks.units == 256/sg {
+		ks.unitLoop = 0
 	}
 	feats := dev.Info().Features
 	for _, def := range kernelDefs {
@@ -171,13 +179,14 @@ func (ks *Kernels) tiled(name string, tile uint32) (*gpu.Kernel, error) {
 	if tile == GEMMTokens {
 		return ks.kernel(name)
 	}
-	return ks.respecialized(name, fmt.Sprintf("%s/%d", name, tile), "a token-tiled GEMM", 1, func(spec []uint32) { spec[0] = tile })
+	return ks.respecialized(name, "", fmt.Sprintf("%s/%d", name, tile), "a token-tiled GEMM", 1, func(spec []uint32) { spec[0] = tile })
 }
 
 // respecialized returns the pipeline kept as key: kernel name's SPIR-V variant (a kernelDefs
-// entry with at least one specialization constant, what) with its constants padded to n and
-// changed by set, built on first use and kept with the others (Release frees them).
-func (ks *Kernels) respecialized(name, key, what string, n int, set func(spec []uint32)) (*gpu.Kernel, error) {
+// entry with at least one specialization constant, what), or the module spv when not "", with
+// its constants padded to n and changed by set, built on first use and kept with the others
+// (Release frees them).
+func (ks *Kernels) respecialized(name, spv, key, what string, n int, set func(spec []uint32)) (*gpu.Kernel, error) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if k := ks.tiles[key]; k != nil {
@@ -188,7 +197,10 @@ func (ks *Kernels) respecialized(name, key, what string, n int, set func(spec []
 		return nil, fmt.Errorf("kernel %s: not %s", name, what)
 	}
 	def := kernelDefs[i]
-	code, err := shaders.SPIRV(ks.variant[name])
+	if spv == "" {
+		spv = ks.variant[name]
+	}
+	code, err := shaders.SPIRV(spv)
 	if err != nil {
 		return nil, err
 	}

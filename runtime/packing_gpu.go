@@ -125,9 +125,10 @@ func resolvePacking(p TernaryPacking, info gpu.Info) TernaryPacking {
 // packKernel returns the pipeline of ternary kernel name (a kernelDefs entry of
 // ternary_matmul.comp; k is the one NewKernels built for the 2-bit layout with word loads,
 // specialized for tile tokens) for w: k itself for 2-bit weights read a word at a time, else the
-// same SPIR-V variant with the PACKING constant (constant_id 5) set — 1 for the base-3 layout, 2
-// for 2-bit weights with WideLoads and Cols a multiple of 64 — built on first use and kept with
-// the tiled GEMMs.
+// variant's *_packed module (ternary_matmul.comp with PACKED=1, which holds the base-3 and uvec4
+// paths the plain modules leave out) with the PACKING constant (constant_id 5) set — 1 for the
+// base-3 layout, 2 for 2-bit weights with WideLoads and Cols a multiple of 64 — built on first
+// use and kept with the tiled GEMMs.
 func (ks *Kernels) packKernel(name string, k *gpu.Kernel, tile uint32, w *TernaryWeights) (*gpu.Kernel, error) {
 	packing := uint32(0)
 	switch {
@@ -139,7 +140,7 @@ func (ks *Kernels) packKernel(name string, k *gpu.Kernel, tile uint32, w *Ternar
 		return k, nil
 	}
 	key := fmt.Sprintf("%s/%d/packing%d", name, tile, packing)
-	return ks.respecialized(name, key, "a ternary matmul", 3, func(spec []uint32) { spec[0], spec[2] = tile, packing }) // TOKENS, GLU, PACKING
+	return ks.respecialized(name, ks.variant[name]+"_packed", key, "a ternary matmul", 3, func(spec []uint32) { spec[0], spec[2] = tile, packing }) // TOKENS, GLU, PACKING
 }
 
 // pack converts a ternary matrix's 2-bit device words (with w's layout) to the backend's

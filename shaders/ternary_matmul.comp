@@ -103,7 +103,14 @@
 
 layout(constant_id = 3) const uint TOKENS = 1;
 layout(constant_id = 4) const uint GLU = 0; // 1: each row group computes a gate/up pair (header)
+#if PACKED
 layout(constant_id = 5) const uint PACKING = 0; // 0 2-bit codes, 1 base-3, 2 2-bit read as uvec4s (header)
+#else
+// The plain modules read 2-bit words only: the base-3 and uvec4 paths are compiled out of them
+// (the *_packed modules, PACKED=1, have them), which keeps them a third of the size — a software
+// driver took 4x as long to compile the kernels with every path in.
+const uint PACKING = 0u;
+#endif
 // UNITS (subgroup variants): the units — rows, GLU pairs or RoPE quads — one workgroup covers,
 // chosen by the host (runtime's tuning table) and the same number its grid is sized by.
 // Subgroup s of the workgroup computes units s, s + gl_NumSubgroups, ... < UNITS, each with its
@@ -112,6 +119,10 @@ layout(constant_id = 5) const uint PACKING = 0; // 0 2-bit codes, 1 base-3, 2 2-
 // above the subgroup count gives a subgroup several units in turn. The shared-memory variants
 // keep 32 invocations a unit and 8 units a workgroup.
 layout(constant_id = 6) const uint UNITS = 8;
+// UNIT_LOOP = 0 (set by the host only where the device's subgroup size is fixed and UNITS is one
+// unit a subgroup of it: runtime.Kernels.unitLoop) runs each subgroup's one unit without the
+// loop; the loop cost lavapipe 16 % of the built-in model's decode speed (158 vs 133 tok/s).
+layout(constant_id = 7) const uint UNIT_LOOP = 1;
 
 layout(set = 0, binding = 0) readonly buffer Wt { uint wt[]; };
 layout(set = 0, binding = 0) readonly buffer Wt4 { uvec4 wt4[]; }; // the same words, 128 bits a read
@@ -547,6 +558,10 @@ void main() {
 #if NORMQ
 	normPrologue();
 #endif
+	if (UNIT_LOOP == 0u) { // one unit a subgroup, of the size the host was told (see UNIT_LOOP)
+		unitValues(gl_WorkGroupID.x * GROUP_UNITS + ROW_IN_GROUP, t0, words, leader);
+		return;
+	}
 	// Every invocation of a subgroup (shared variants: of the workgroup) runs the same number of
 	// iterations, as rowSum needs.
 	for (uint u = ROW_IN_GROUP; u < GROUP_UNITS; u += ROWS_PER_GROUP) {
