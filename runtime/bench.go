@@ -129,33 +129,31 @@ func BenchKernels(dev *gpu.Device, opts BenchOptions) ([]KernelResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		r, err := timeKernel(dev, opts, func(s *gpu.Sequence) error {
-			return ks.TernaryMatMul(s, w, act.Whole(), sq.Whole(), y.Whole(), MatMulArgs{T: 1, YStride: w.Rows})
-		})
-		if err != nil {
-			return nil, fmt.Errorf("ternary gemv %s: %w", sh, err)
+		// gemv times one ternary GEMV form of the shape: w's layout, reported as kernel.
+		gemv := func(kernel string, w *TernaryWeights) error {
+			r, err := timeKernel(dev, opts, func(s *gpu.Sequence) error {
+				return ks.TernaryMatMul(s, w, act.Whole(), sq.Whole(), y.Whole(), MatMulArgs{T: 1, YStride: w.Rows})
+			})
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", kernel, sh, err)
+			}
+			r.Kernel, r.Variant, r.Shape = kernel, ks.Variant("ternary_gemv"), sh.String()
+			r.Bytes = w.Bytes() + uint64(sh.Cols+4*sh.Rows)
+			r.Ops = uint64(2 * sh.Rows * sh.Cols)
+			res = append(res, r)
+			return nil
 		}
-		r.Kernel, r.Variant, r.Shape = "ternary_gemv", ks.Variant("ternary_gemv"), sh.String()
-		r.Bytes = uint64(sh.Rows*sh.Cols/4 + sh.Cols + 4*sh.Rows)
-		r.Ops = uint64(2 * sh.Rows * sh.Cols)
-		res = append(res, r)
-
+		if err := gemv("ternary_gemv", w); err != nil {
+			return nil, err
+		}
 		// The same GEMV read with 128-bit loads (TernaryWeights.WideLoads; Cols a multiple of 64).
 		if sh.Cols%64 == 0 {
 			ww := *w
 			ww.WideLoads = true
-			r, err := timeKernel(dev, opts, func(s *gpu.Sequence) error {
-				return ks.TernaryMatMul(s, &ww, act.Whole(), sq.Whole(), y.Whole(), MatMulArgs{T: 1, YStride: ww.Rows})
-			})
-			if err != nil {
-				return nil, fmt.Errorf("ternary gemv wide %s: %w", sh, err)
+			if err := gemv("ternary_gemv_wide", &ww); err != nil {
+				return nil, err
 			}
-			r.Kernel, r.Variant, r.Shape = "ternary_gemv_wide", ks.Variant("ternary_gemv"), sh.String()
-			r.Bytes = uint64(sh.Rows*sh.Cols/4 + sh.Cols + 4*sh.Rows)
-			r.Ops = uint64(2 * sh.Rows * sh.Cols)
-			res = append(res, r)
 		}
-
 		// The same GEMV on the same trits in the base-3 layout (PackingBase3; whole 256-blocks).
 		if base3Fits(sh.Cols) {
 			w3 := *w
@@ -171,16 +169,9 @@ func BenchKernels(dev *gpu.Device, opts BenchOptions) ([]KernelResult, error) {
 				return nil, err
 			}
 			w3.Buf = b3.Whole()
-			r, err := timeKernel(dev, opts, func(s *gpu.Sequence) error {
-				return ks.TernaryMatMul(s, &w3, act.Whole(), sq.Whole(), y.Whole(), MatMulArgs{T: 1, YStride: w3.Rows})
-			})
-			if err != nil {
-				return nil, fmt.Errorf("ternary gemv base3 %s: %w", sh, err)
+			if err := gemv("ternary_gemv_base3", &w3); err != nil {
+				return nil, err
 			}
-			r.Kernel, r.Variant, r.Shape = "ternary_gemv_base3", ks.Variant("ternary_gemv"), sh.String()
-			r.Bytes = w3.Bytes() + uint64(sh.Cols+4*sh.Rows)
-			r.Ops = uint64(2 * sh.Rows * sh.Cols)
-			res = append(res, r)
 		}
 
 		// F16 GEMV on the same shape.
