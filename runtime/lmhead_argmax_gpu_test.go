@@ -57,6 +57,18 @@ var headCases = []headCase{
 	{name: "zero", rows: 129, cols: 64, top: -1, zero: true},
 }
 
+// nans lists the rows whose logits c makes NaN: every row when allNaN, else nanRows.
+func (c headCase) nans() []int {
+	if !c.allNaN {
+		return c.nanRows
+	}
+	rows := make([]int, c.rows)
+	for r := range rows {
+		rows[r] = r
+	}
+	return rows
+}
+
 // headWeights returns c's F16 weights, with the top row aligned to sign.
 func headWeights(rng *rand.Rand, c headCase, sign []float32) []float32 {
 	f := make([]float32, c.rows*c.cols)
@@ -88,14 +100,7 @@ func q8HeadCase(t *testing.T, rng *rand.Rand, c headCase, sign []float32) *model
 	q, err := model.QuantizeQ8_0Matrix(e)
 	require.NoError(t, err)
 	rowBytes := c.cols / model.Q8_0BlockElems * model.Q8_0BlockBytes
-	nan := c.nanRows
-	if c.allNaN {
-		nan = nil
-		for r := range c.rows {
-			nan = append(nan, r)
-		}
-	}
-	for _, r := range nan {
+	for _, r := range c.nans() {
 		binary.LittleEndian.PutUint16(q.Data[r*rowBytes:], f16NaN)
 	}
 	return q
@@ -247,14 +252,7 @@ func TestF16ArgmaxParity(t *testing.T) {
 				x := randFloats(rng, uint32(c.cols))
 				f := headWeights(rng, c, x)
 				data := model.EncodeF16(f)
-				nan := c.nanRows
-				if c.allNaN {
-					nan = nil
-					for r := range c.rows {
-						nan = append(nan, r)
-					}
-				}
-				for _, r := range nan {
+				for _, r := range c.nans() {
 					binary.LittleEndian.PutUint16(data[2*(r*c.cols+c.cols/2):], f16NaN)
 				}
 				e := &model.Tensor{Name: "output.weight", Type: model.TypeF16, Shape: []uint64{uint64(c.cols), uint64(c.rows)}, Data: data}
